@@ -1,0 +1,112 @@
+-- Append one turn (items, and optionally the response that produced them) atomically.
+-- KEYS[1]  the tag prefix  cs:{t}:  (meta, items, segment, idempotency keys derive from it; same slot)
+-- KEYS[2]  the new response's hash  cs:{t}:r:<id>, or cs:{t}:r:- when the turn records no response
+-- KEYS[3]  the parent response's hash  cs:{t}:r:<id>, or cs:{t}:r:- to append at the conversation head
+-- ARGV[1]  tenant
+-- ARGV[2]  conversation id ("" = the parent response's conversation)
+-- ARGV[3]  idempotency key ("" = none)
+-- ARGV[4]  request hash (compared on idempotent replay)
+-- ARGV[5]  If-Match version ("" = none)
+-- ARGV[6]  now, unix ms
+-- ARGV[7]  TTL seconds for the conversation's keys
+-- ARGV[8]  idempotency record TTL seconds
+-- ARGV[9]  new response id ("" = none); ARGV[10] its stored body; ARGV[11] its status
+-- ARGV[12] "1" to create the conversation when missing, "0" to require it
+-- ARGV[13] conversation metadata to set on creation ("" = none)
+-- ARGV[14] how many of the items are the turn's input (the rest are its output)
+-- ARGV[15..] item id, item bytes, item id, item bytes, ...
+-- Returns  {"ok", conv, version, appended, bytes, turns, response_id or "-"}
+--          {"replay", ...the first call's same fields}   (idempotent replay: nothing written)
+--          {"conflict", version} | {"idem_conflict"} | {"parent_missing"} | {"conv_missing"}
+--          | {"parent_other_conversation"}
+
+local tenant, conv, idem, req_hash, if_match = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local now, ttl, idem_ttl = ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8])
+local response_id, response_body, response_status = ARGV[9], ARGV[10], ARGV[11]
+local create, conv_md, n_input = ARGV[12], ARGV[13], tonumber(ARGV[14])
+local FIRST_ITEM = 15
+
+local seg, stop
+local has_parent = string.sub(KEYS[3], -2) ~= ':-'
+if has_parent then
+  local p = redis.call('HMGET', KEYS[3], 'tenant', 'conv', 'seg', 'end')
+  if not p[1] or p[1] ~= tenant then return {'parent_missing'} end
+  if conv ~= '' and conv ~= p[2] then return {'parent_other_conversation'} end
+  conv, seg, stop = p[2], p[3], tonumber(p[4])
+end
+
+local prefix = KEYS[1] .. tenant .. ':' .. conv .. ':'
+local meta = prefix .. 'meta'
+local idem_key = prefix .. 'idem:' .. idem
+if idem ~= '' then
+  local first = redis.call('GET', idem_key)
+  if first then
+    local sep = string.find(first, '\n', 1, true)
+    if string.sub(first, 1, sep - 1) ~= req_hash then return {'idem_conflict'} end
+    local r = {'replay'}
+    for field in string.gmatch(string.sub(first, sep + 1), '[^\n]+') do r[#r + 1] = field end
+    return r
+  end
+end
+
+if redis.call('EXISTS', meta) == 0 then
+  -- A parent whose conversation is gone is as good as deleted.
+  if has_parent then return {'parent_missing'} end
+  if create ~= '1' then return {'conv_missing'} end
+  redis.call('HSET', meta, 'v', 0, 'nseg', 1, 'hs', '0', 'he', 0, 'created', now, 'updated', now,
+    'bytes', 0, 'turns', 0)
+  if conv_md ~= '' then redis.call('HSET', meta, 'md', conv_md) end
+end
+
+local m = redis.call('HMGET', meta, 'v', 'hs', 'he', 'nseg')
+local version = tonumber(m[1])
+if if_match ~= '' and tonumber(if_match) ~= version then return {'conflict', version} end
+if not has_parent then seg, stop = m[2], tonumber(m[3]) end
+
+local n = (#ARGV - FIRST_ITEM + 1) / 2
+local seg_key = prefix .. 'seg:' .. seg
+local length = redis.call('LLEN', seg_key)
+if n > 0 and length ~= stop then
+  -- Something was written after the attach point: branch into a new segment; nothing is copied.
+  local new_seg = tonumber(m[4])
+  redis.call('HSET', meta, 'nseg', new_seg + 1, 'p:' .. new_seg, seg .. ':' .. stop)
+  seg = tostring(new_seg)
+  seg_key = prefix .. 'seg:' .. seg
+  stop = 0
+end
+
+local added = 0
+if n > 0 then
+  local fields, ids = {}, {}
+  for i = FIRST_ITEM, #ARGV, 2 do
+    fields[#fields + 1] = ARGV[i]
+    fields[#fields + 1] = ARGV[i + 1]
+    ids[#ids + 1] = ARGV[i]
+    added = added + #ARGV[i + 1]
+  end
+  redis.call('HSET', prefix .. 'items', unpack(fields))
+  redis.call('RPUSH', seg_key, unpack(ids))
+  redis.call('EXPIRE', prefix .. 'items', ttl)
+  redis.call('EXPIRE', seg_key, ttl)
+end
+local new_end = stop + n
+
+version = version + 1
+local total = redis.call('HINCRBY', meta, 'bytes', added)
+local turns = tonumber(redis.call('HGET', meta, 'turns'))
+if response_id ~= '' then
+  turns = redis.call('HINCRBY', meta, 'turns', 1)
+  redis.call('HSET', KEYS[2], 'tenant', tenant, 'conv', conv, 'seg', seg, 'end', new_end,
+    'iend', stop + n_input, 'status', response_status, 'body', response_body)
+  redis.call('EXPIRE', KEYS[2], ttl)
+  redis.call('SADD', prefix .. 'resps', response_id)
+  redis.call('EXPIRE', prefix .. 'resps', ttl)
+end
+redis.call('HSET', meta, 'v', version, 'hs', seg, 'he', new_end, 'updated', now)
+redis.call('EXPIRE', meta, ttl)
+
+if idem ~= '' then
+  local result = table.concat({conv, version, n, total, turns, response_id == '' and '-' or response_id}, '\n')
+  redis.call('SET', idem_key, req_hash .. '\n' .. result, 'EX', idem_ttl)
+end
+return {'ok', conv, version, n, total, turns, response_id == '' and '-' or response_id}

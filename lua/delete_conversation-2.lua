@@ -1,0 +1,15 @@
+-- Delete a conversation with every segment, item and response in it.
+-- KEYS[1]  the conversation's meta hash  cs:{t}:<tenant>:<conv>:meta
+-- KEYS[2]  the tag prefix  cs:{t}:
+-- ARGV[1]  tenant
+-- ARGV[2]  conversation id
+-- Returns  1 when deleted, 0 when unknown
+
+local nseg = redis.call('HGET', KEYS[1], 'nseg')
+if not nseg then return 0 end
+local prefix = KEYS[2] .. ARGV[1] .. ':' .. ARGV[2] .. ':'
+for s = 0, tonumber(nseg) - 1 do redis.call('DEL', prefix .. 'seg:' .. s) end
+local responses = redis.call('SMEMBERS', prefix .. 'resps')
+for i = 1, #responses do redis.call('DEL', KEYS[2] .. 'r:' .. responses[i]) end
+redis.call('DEL', prefix .. 'resps', prefix .. 'items', KEYS[1])
+return 1

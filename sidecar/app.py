@@ -1,0 +1,46 @@
+"""create_app(config): routes, middlewares and the process-wide resources, opened and closed in order."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from .appkeys import AUTH, CONFIG, STORE, UPSTREAM
+from .auth import Authenticator
+from .config import Config
+from .handlers import ops, sessions
+from .middleware import request_context
+from .store import MemoryStore, open_store
+from .upstream import upstream_context
+
+
+def create_app(config: Config) -> web.Application:
+    # The body limit is enforced by read_body with an OpenAI error; aiohttp's own cap sits just above it.
+    app = web.Application(middlewares=[request_context], client_max_size=config.max_body_bytes + 1)
+    app[CONFIG] = config
+    app[AUTH] = Authenticator(config.auth, config.policy.get("tenants") or {})
+    app.cleanup_ctx.append(_store_context)
+    app.cleanup_ctx.append(_upstream_context)
+    app.add_routes(ops.routes)
+    app.add_routes(sessions.routes)
+    return app
+
+
+async def _store_context(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    store = await open_store(config.redis_url, config.ttl_seconds)
+    app[STORE] = store
+    try:
+        if isinstance(store, MemoryStore):
+            async with store.sweeping():
+                yield
+        else:
+            yield
+    finally:
+        await store.close()
+
+
+async def _upstream_context(app: web.Application) -> AsyncIterator[None]:
+    async for _ in upstream_context(app, app[CONFIG], UPSTREAM):
+        yield

@@ -1,0 +1,18 @@
+"""Typed application keys: the process-wide objects handlers share (no globals)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from .auth import Authenticator
+    from .config import Config
+    from .store import Store
+    from .upstream import Upstream
+
+CONFIG: web.AppKey[Config] = web.AppKey("config")
+STORE: web.AppKey[Store] = web.AppKey("store")
+AUTH: web.AppKey[Authenticator] = web.AppKey("auth")
+UPSTREAM: web.AppKey[Upstream] = web.AppKey("upstream")

@@ -1,0 +1,55 @@
+"""`convostore serve` / `python -m sidecar`: parse flags over the environment, build Config, run."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from aiohttp import web
+
+from .config import Config, ConfigError
+from .logs import configure_logging
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="convostore", description="ConvoStore conversation-state sidecar")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the sidecar")
+    serve.add_argument("--upstream", help="engine base URL (CONVOSTORE_UPSTREAM)")
+    serve.add_argument("--upstream-api", choices=["auto", "responses", "chat"], help="CONVOSTORE_UPSTREAM_API")
+    serve.add_argument("--listen", help="host:port (CONVOSTORE_LISTEN)")
+    serve.add_argument("--redis-url", help="memory://, redis://, rediss://, unix:// (REDIS_URL)")
+    serve.add_argument("--config", dest="config_path", help="policy file (CONVOSTORE_CONFIG)")
+    serve.add_argument("--auth", help="none | api_keys | trusted_header (CONVOSTORE_AUTH)")
+    serve.add_argument("--ttl-seconds", help="CONVOSTORE_TTL_SECONDS")
+    serve.add_argument("--max-body-bytes", help="CONVOSTORE_MAX_BODY_BYTES")
+    serve.add_argument("--log-format", help="json | text (CONVOSTORE_LOG_FORMAT)")
+    serve.add_argument("--log-level", help="CONVOSTORE_LOG_LEVEL")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = vars(_parser().parse_args(argv))
+    args.pop("command")
+    try:
+        config = Config.from_env(**args)
+    except ConfigError as exc:
+        print(f"convostore: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    configure_logging(config.log_format, config.log_level)
+    try:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    except ImportError:  # uvloop is a dependency; a platform without it still runs, only slower
+        pass
+    from .app import create_app
+
+    web.run_app(
+        create_app(config),
+        host=config.listen_host,
+        port=config.listen_port,
+        access_log=None,  # access logging on the hot path costs more than the proxy itself
+        print=lambda msg: print(f"convostore: listening on {config.listen}", file=sys.stderr),
+    )

@@ -1,0 +1,129 @@
+"""One exception hierarchy; the error middleware renders each as an OpenAI error body and status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+
+class ConvoStoreError(Exception):
+    """Base error: carries everything the OpenAI error body needs."""
+
+    status = 500
+    error_type = "server_error"
+    code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.error_type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+    def body_bytes(self) -> bytes:
+        return orjson.dumps(self.body())
+
+
+class InvalidRequest(ConvoStoreError):
+    status = 400
+    error_type = "invalid_request_error"
+
+
+class ContextLengthExceeded(InvalidRequest):
+    code = "context_length_exceeded"
+
+
+class AuthenticationError(ConvoStoreError):
+    status = 401
+    error_type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class NotFound(ConvoStoreError):
+    status = 404
+    error_type = "invalid_request_error"
+
+
+class VersionConflict(ConvoStoreError):
+    status = 409
+    error_type = "invalid_request_error"
+    code = "version_conflict"
+
+
+class IdempotencyConflict(ConvoStoreError):
+    status = 409
+    error_type = "invalid_request_error"
+    code = "idempotency_key_reused"
+
+
+class BodyTooLarge(ConvoStoreError):
+    status = 413
+    error_type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class RateLimited(ConvoStoreError):
+    status = 429
+    error_type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
+class QuotaExceeded(ConvoStoreError):
+    status = 429
+    error_type = "insufficient_quota"
+    code = "insufficient_quota"
+
+
+class UpstreamError(ConvoStoreError):
+    """The engine was unreachable or answered something that is not a valid answer."""
+
+    status = 502
+    error_type = "server_error"
+    code = "upstream_error"
+
+
+class UpstreamTimeout(ConvoStoreError):
+    status = 504
+    error_type = "server_error"
+    code = "upstream_timeout"
+
+
+class StoreUnavailable(ConvoStoreError):
+    status = 503
+    error_type = "server_error"
+    code = "store_unavailable"
+
+
+def response_not_found(response_id: str) -> NotFound:
+    return NotFound(f"Response with id '{response_id}' not found.")
+
+
+def previous_response_not_found(response_id: str) -> InvalidRequest:
+    return InvalidRequest(
+        f"Previous response with id '{response_id}' not found.",
+        param="previous_response_id",
+        code="previous_response_not_found",
+    )
+
+
+def conversation_not_found(conversation_id: str) -> NotFound:
+    return NotFound(f"Conversation with id '{conversation_id}' not found.")

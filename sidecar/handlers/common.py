@@ -1,0 +1,92 @@
+"""Request-body reading and the stateful response headers shared by every stateful route."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from ..appkeys import CONFIG
+from ..errors import BodyTooLarge, InvalidRequest
+
+
+async def read_body(request: web.Request) -> bytes:
+    limit = request.app[CONFIG].max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise BodyTooLarge(f"Request body of {request.content_length} bytes exceeds the limit of {limit}.")
+    body = await request.read()
+    if len(body) > limit:
+        raise BodyTooLarge(f"Request body exceeds the limit of {limit} bytes.")
+    return body
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(
+            f"We could not parse the JSON body of your request: {exc}.", code="invalid_json"
+        ) from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    return data
+
+
+async def read_json(request: web.Request) -> tuple[bytes, dict[str, Any]]:
+    """The raw body (for idempotency hashing) and its parsed object."""
+    body = await read_body(request)
+    return body, parse_json_object(body)
+
+
+def request_hash(body: bytes, *extra: str) -> str:
+    digest = hashlib.blake2b(body, digest_size=16)
+    for part in extra:
+        digest.update(b"\x00" + part.encode())
+    return digest.hexdigest()
+
+
+def if_match(request: web.Request) -> int | None:
+    value = request.headers.get("If-Match")
+    if value is None:
+        return None
+    value = value.strip().strip('"').removeprefix("W/").strip('"')
+    if not value.isdigit():
+        raise InvalidRequest("If-Match must be a conversation version (an integer).", param="If-Match")
+    return int(value)
+
+
+def idempotency_key(request: web.Request) -> str | None:
+    value = request.headers.get("Idempotency-Key")
+    if value is None:
+        return None
+    if not 0 < len(value) <= 255 or any(c in value for c in "\n\r"):
+        raise InvalidRequest("Idempotency-Key must be 1-255 characters.", param="Idempotency-Key")
+    return value
+
+
+def stateful_headers(
+    *,
+    request_id: str,
+    conversation_id: str,
+    version: int,
+    fingerprint: str,
+    estimated_tokens: int,
+    response_id: str | None = None,
+) -> dict[str, str]:
+    headers = {
+        "X-Request-Id": request_id,
+        "X-Conversation-Id": conversation_id,
+        "X-Conversation-Version": str(version),
+        "X-Prefix-Fingerprint": fingerprint,
+        "X-Estimated-Input-Tokens": str(estimated_tokens),
+    }
+    if response_id:
+        headers["X-Response-Id"] = response_id
+    return headers
+
+
+def json_response(body: bytes | dict[str, Any], headers: dict[str, str] | None = None, status: int = 200) -> web.Response:
+    data = body if isinstance(body, bytes) else orjson.dumps(body)
+    return web.Response(body=data, status=status, content_type="application/json", headers=headers)

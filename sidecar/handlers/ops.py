@@ -1,0 +1,31 @@
+"""The sidecar's own endpoints under /convostore/: liveness, readiness, metrics."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..appkeys import STORE, UPSTREAM
+from ..store.base import StoreDown
+from .common import json_response
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/convostore/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+@routes.get("/convostore/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    reasons: list[str] = []
+    try:
+        await request.app[STORE].ping()
+    except StoreDown as exc:
+        reasons.append(f"store unreachable: {exc}")
+    engine = await request.app[UPSTREAM].reachable()
+    if engine:
+        reasons.append(engine)
+    if reasons:
+        return json_response({"status": "unavailable", "reasons": reasons}, status=503)
+    return json_response({"status": "ready", "upstream_api": request.app[UPSTREAM].api})

@@ -1,0 +1,239 @@
+"""The session API (/v1/sessions/...): state without the proxy, for gateways (CONTRACT §2)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from ..appkeys import CONFIG, STORE
+from ..errors import InvalidRequest, NotFound, conversation_not_found, previous_response_not_found
+from ..fingerprint import estimate_tokens, prefix_fingerprint
+from ..ids import conversation_tag, mint_in_conversation, tag_of_minted_id, validate_client_id
+from ..middleware import REQUEST_ID, TENANT
+from ..normalise import canonical_json
+from ..store.base import History, Turn
+from ..stored_items import decode_items, join_items, with_sidecar_ids
+from ..wire.chat_messages import items_to_messages, message_to_items, messages_to_items
+from ..wire.items import parse_input, parse_item
+from .common import idempotency_key, if_match, json_response, read_json, request_hash, stateful_headers
+
+routes = web.RouteTableDef()
+
+
+def _conversation_id(request: web.Request) -> str:
+    return validate_client_id(request.match_info["conversation_id"], "conversation_id")
+
+
+def _items_to_append(body: dict[str, Any]) -> list[dict[str, Any]]:
+    if "items" in body:
+        if not isinstance(body["items"], list):
+            raise InvalidRequest("Invalid type for 'items': expected an array.", param="items")
+        items = parse_input(body["items"], "items")
+    elif "messages" in body:
+        items = messages_to_items(body["messages"])
+    elif "role" in body:
+        items = message_to_items(body, "message")
+    else:
+        raise InvalidRequest("Send a message {role, content}, or 'messages', or 'items'.", param="messages")
+    if not items:
+        raise InvalidRequest("Nothing to append: the list is empty.", param="items" if "items" in body else "messages")
+    return items
+
+
+@routes.post("/v1/sessions/{conversation_id}/append")
+async def append(request: web.Request) -> web.Response:
+    conversation_id = _conversation_id(request)
+    raw, body = await read_json(request)
+    items = _items_to_append(body)
+    tenant = request[TENANT]
+    stored = with_sidecar_ids(items, conversation_tag(tenant, conversation_id))
+    result = await request.app[STORE].append_turn(
+        Turn(
+            tenant=tenant,
+            conversation_id=conversation_id,
+            items=stored,
+            n_input=len(stored),
+            if_match=if_match(request),
+            idempotency_key=idempotency_key(request),
+            request_hash=request_hash(raw, "append"),
+        )
+    )
+    fingerprint = prefix_fingerprint()
+    tokens = estimate_tokens(result.session_bytes)
+    answer = {
+        "conversation_id": conversation_id,
+        "version": result.version,
+        "appended": result.appended,
+        "prefix_fingerprint": fingerprint,
+        "estimated_input_tokens": tokens,
+        "session_size_bytes": result.session_bytes,
+    }
+    headers = stateful_headers(
+        request_id=request[REQUEST_ID], conversation_id=conversation_id, version=result.version,
+        fingerprint=fingerprint, estimated_tokens=tokens,
+    )  # fmt: skip
+    return json_response(answer, headers)
+
+
+@routes.get("/v1/sessions/resolve")
+async def resolve(request: web.Request) -> web.Response:
+    tenant = request[TENANT]
+    store = request.app[STORE]
+    previous = request.query.get("previous_response_id")
+    conversation = request.query.get("conversation_id")
+    if bool(previous) == bool(conversation):
+        raise InvalidRequest(
+            "Give exactly one of 'previous_response_id' or 'conversation_id'.", param="previous_response_id"
+        )
+    history: History | None
+    if previous:
+        history = await store.resolve_response(tenant, previous)
+        if history is None:
+            raise previous_response_not_found(previous)
+    else:
+        assert conversation is not None
+        history = await store.resolve_conversation(tenant, validate_client_id(conversation, "conversation_id"))
+        if history is None:
+            raise conversation_not_found(conversation)
+    history_bytes = sum(len(i) for i in history.items)
+    fingerprint = prefix_fingerprint()
+    tokens = estimate_tokens(history_bytes)
+    answer = {
+        "conversation_id": history.conversation_id,
+        "response_id": history.response_id,
+        "version": history.version,
+        "messages": items_to_messages(decode_items(history.items)),
+        "prefix_fingerprint": fingerprint,
+        "estimated_input_tokens": tokens,
+    }
+    headers = stateful_headers(
+        request_id=request[REQUEST_ID], conversation_id=history.conversation_id, version=history.version,
+        fingerprint=fingerprint, estimated_tokens=tokens, response_id=history.response_id,
+    )  # fmt: skip
+    return json_response(answer, headers)
+
+
+def _output_of(body: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Output items and the response fields worth keeping, from any of the accepted shapes."""
+    if "response" in body:
+        response = body["response"]
+        if not isinstance(response, dict):
+            raise InvalidRequest("Invalid type for 'response': expected an object.", param="response")
+        if response.get("object") == "chat.completion" or "choices" in response:
+            choices = response.get("choices")
+            if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+                raise InvalidRequest("'response.choices' must hold a message.", param="response.choices")
+            items = message_to_items(choices[0].get("message"), "response.choices[0].message")
+        else:
+            output = response.get("output")
+            if not isinstance(output, list):
+                raise InvalidRequest("Invalid type for 'response.output': expected an array.", param="response.output")
+            items = [parse_item(o, f"response.output[{i}]") for i, o in enumerate(output)]
+        kept = {k: response[k] for k in ("model", "usage", "created_at", "created") if k in response}
+        return items, kept
+    if "output" in body:
+        if not isinstance(body["output"], list):
+            raise InvalidRequest("Invalid type for 'output': expected an array.", param="output")
+        return [parse_item(o, f"output[{i}]") for i, o in enumerate(body["output"])], {}
+    if "message" in body:
+        return message_to_items(body["message"], "message"), {}
+    raise InvalidRequest("Send 'response', 'output' or 'message'.", param="response")
+
+
+@routes.post("/v1/sessions/{conversation_id}/store_response")
+async def store_response(request: web.Request) -> web.Response:
+    conversation_id = _conversation_id(request)
+    raw, body = await read_json(request)
+    items, kept = _output_of(body)
+    if not items:
+        raise InvalidRequest("The response has no output to store.", param="output")
+    tenant = request[TENANT]
+    tag = conversation_tag(tenant, conversation_id)
+    response_id = body.get("response_id")
+    if response_id is None:
+        response_id = mint_in_conversation("resp", tag)
+    elif not isinstance(response_id, str) or tag_of_minted_id(response_id) != tag or not response_id.startswith("resp_"):
+        raise InvalidRequest(
+            "'response_id' must be an id ConvoStore minted for this conversation (omit it to get one).",
+            param="response_id",
+            code="invalid_id",
+        )
+    kept.setdefault("created_at", int(time.time()))
+    result = await request.app[STORE].append_turn(
+        Turn(
+            tenant=tenant,
+            conversation_id=conversation_id,
+            items=with_sidecar_ids(items, tag),
+            n_input=0,
+            response_id=response_id,
+            response_body=canonical_json(kept),
+            if_match=if_match(request),
+            idempotency_key=idempotency_key(request),
+            request_hash=request_hash(raw, "store_response"),
+        )
+    )
+    stored_id = result.response_id or response_id
+    answer = {"conversation_id": conversation_id, "response_id": stored_id, "version": result.version}
+    headers = stateful_headers(
+        request_id=request[REQUEST_ID], conversation_id=conversation_id, version=result.version,
+        fingerprint=prefix_fingerprint(), estimated_tokens=estimate_tokens(result.session_bytes),
+        response_id=stored_id,
+    )  # fmt: skip
+    return json_response(answer, headers)
+
+
+async def _conversation_or_404(request: web.Request) -> tuple[str, History]:
+    conversation_id = _conversation_id(request)
+    history = await request.app[STORE].resolve_conversation(request[TENANT], conversation_id)
+    if history is None:
+        raise conversation_not_found(conversation_id)
+    return conversation_id, history
+
+
+@routes.post("/v1/sessions/{conversation_id}/trim")
+async def trim(request: web.Request) -> web.Response:
+    _, body = await read_json(request)
+    for name in ("keep_last_turns", "max_input_tokens"):
+        value = body.get(name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            raise InvalidRequest(f"Invalid '{name}': expected a non-negative integer.", param=name)
+    conversation_id, history = await _conversation_or_404(request)
+    # Trimming only shapes what is sent to the engine; until trimming policies exist nothing is folded.
+    answer = {
+        "conversation_id": conversation_id,
+        "version": history.version,
+        "summarised_turns": 0,
+        "estimated_input_tokens": estimate_tokens(sum(len(i) for i in history.items)),
+        "prefix_fingerprint": prefix_fingerprint(),
+    }
+    return json_response(answer)
+
+
+@routes.get("/v1/sessions/{conversation_id}")
+async def get_session(request: web.Request) -> web.Response:
+    conversation_id, history = await _conversation_or_404(request)
+    head = orjson.dumps(
+        {
+            "conversation_id": conversation_id,
+            "version": history.version,
+            "turns": history.turns,
+            "session_size_bytes": history.session_bytes,
+            "estimated_input_tokens": estimate_tokens(sum(len(i) for i in history.items)),
+            "prefix_fingerprint": prefix_fingerprint(),
+            "created_at": history.created_ms // 1000,
+            "updated_at": history.updated_ms // 1000,
+        }
+    )
+    # Stored item bytes are spliced in as they are: never decoded and re-encoded.
+    return json_response(head[:-1] + b',"items":' + join_items(history.items) + b"}")
+
+
+@routes.delete("/v1/sessions/{conversation_id}")
+async def delete_session(request: web.Request) -> web.Response:
+    conversation_id = _conversation_id(request)
+    if not await request.app[STORE].delete_conversation(request[TENANT], conversation_id):
+        raise NotFound(f"Conversation with id '{conversation_id}' not found.")
+    return json_response({"conversation_id": conversation_id, "object": "session.deleted", "deleted": True})

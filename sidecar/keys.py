@@ -1,0 +1,49 @@
+"""Every Redis key ConvoStore uses is built here; one conversation's keys share one {tag} hash slot."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+def tag_prefix(tag: str) -> str:
+    return f"cs:{{{tag}}}:"
+
+
+def response_key(tag: str, response_id: str) -> str:
+    return f"{tag_prefix(tag)}r:{response_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationKeys:
+    """Keys of one conversation. Lua scripts derive segment, idempotency and response keys from
+    `prefix`/`tag_prefix`, which is cluster-safe because every derived key carries the same tag."""
+
+    tag: str
+    tenant: str
+    conversation_id: str
+
+    @property
+    def tag_prefix(self) -> str:
+        return tag_prefix(self.tag)
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.tag_prefix}{self.tenant}:{self.conversation_id}:"
+
+    @property
+    def meta(self) -> str:
+        return self.prefix + "meta"
+
+    @property
+    def items(self) -> str:
+        return self.prefix + "items"
+
+    def segment(self, index: int) -> str:
+        return f"{self.prefix}seg:{index}"
+
+    def idempotency(self, key: str | None) -> str:
+        # Scripts take a fixed number of KEYS, so "no key" is a placeholder in the same slot.
+        return f"{self.prefix}idem:{key}" if key else f"{self.prefix}idem:-"
+
+    def response(self, response_id: str | None) -> str:
+        return response_key(self.tag, response_id) if response_id else f"{self.tag_prefix}r:-"

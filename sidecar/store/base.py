@@ -1,0 +1,102 @@
+"""The Store protocol and its plain data shapes; backends keep CONTRACT §5 semantics identically."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+Range = Literal["full", "input", "output"]
+
+IDEMPOTENCY_TTL_SECONDS = 24 * 3600
+
+
+class ParentNotFound(Exception):
+    """The response a turn chains from is unknown, deleted, expired or another tenant's."""
+
+
+class ParentInOtherConversation(Exception):
+    """The parent response belongs to another conversation than the one named."""
+
+
+class ConversationMissing(Exception):
+    """A write that must not create the conversation found none."""
+
+
+class Conflict(Exception):
+    """If-Match named a version the conversation has moved past."""
+
+    def __init__(self, current_version: int) -> None:
+        super().__init__(current_version)
+        self.current_version = current_version
+
+
+class IdempotencyKeyReused(Exception):
+    """The same idempotency key came with another request body."""
+
+
+class StoreDown(Exception):
+    """The backend cannot be reached."""
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One atomic write: items (inputs first, then outputs) and optionally the response they form."""
+
+    tenant: str
+    conversation_id: str  # "" = the parent response's conversation
+    items: list[tuple[str, bytes]]  # (item id, normalised item bytes)
+    n_input: int
+    parent_response_id: str | None = None  # chain after this response instead of the head
+    response_id: str | None = None
+    response_body: bytes = b""
+    response_status: str = "completed"
+    if_match: int | None = None
+    idempotency_key: str | None = None
+    request_hash: str = ""
+    create: bool = True
+    conversation_metadata: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class TurnResult:
+    conversation_id: str
+    version: int
+    appended: int
+    session_bytes: int
+    turns: int
+    response_id: str | None = None
+    replayed: bool = False
+
+
+@dataclass(slots=True)
+class History:
+    """Resolved history: item bytes exactly as stored, oldest first, with conversation counters."""
+
+    conversation_id: str
+    response_id: str | None
+    version: int
+    session_bytes: int
+    turns: int
+    created_ms: int
+    updated_ms: int
+    status: str
+    body: bytes  # the response's stored body ("resp" lookups) or the conversation metadata
+    items: list[bytes] = field(default_factory=list)
+
+
+class Store(Protocol):
+    async def append_turn(self, turn: Turn) -> TurnResult: ...
+
+    async def resolve_response(
+        self, tenant: str, response_id: str, range_: Range = "full"
+    ) -> History | None: ...
+
+    async def resolve_conversation(self, tenant: str, conversation_id: str) -> History | None: ...
+
+    async def delete_response(self, tenant: str, response_id: str) -> bool: ...
+
+    async def delete_conversation(self, tenant: str, conversation_id: str) -> bool: ...
+
+    async def ping(self) -> None: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,184 @@
+"""Redis backend: every write is one Lua script, every resolve one EVALSHA to one shard."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ..ids import conversation_tag, tag_of_minted_id
+from ..keys import ConversationKeys, response_key, tag_prefix
+from .base import (
+    IDEMPOTENCY_TTL_SECONDS,
+    Conflict,
+    ConversationMissing,
+    History,
+    IdempotencyKeyReused,
+    ParentInOtherConversation,
+    ParentNotFound,
+    Range,
+    StoreDown,
+    Turn,
+    TurnResult,
+)
+from .lua import load_script
+
+_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+class RedisStore:
+    def __init__(self, client: Any, ttl_seconds: int) -> None:
+        self._client = client
+        self._ttl = ttl_seconds
+        self._append: AsyncScript = client.register_script(load_script("append_turn-3"))
+        self._resolve: AsyncScript = client.register_script(load_script("resolve_history-2"))
+        self._delete_response: AsyncScript = client.register_script(load_script("delete_response-2"))
+        self._delete_conversation: AsyncScript = client.register_script(load_script("delete_conversation-2"))
+
+    @classmethod
+    async def connect(cls, url: str, ttl_seconds: int) -> RedisStore:
+        """Connect, detecting a Redis Cluster by itself."""
+        probe = aioredis.Redis.from_url(url)
+        try:
+            info = await probe.info("cluster")
+        except _UNREACHABLE as exc:
+            raise StoreDown(f"cannot reach Redis at {url}: {exc}") from exc
+        finally:
+            await probe.aclose()
+        client: Any
+        if info.get("cluster_enabled"):
+            client = RedisCluster.from_url(url)
+            await client.initialize()
+        else:
+            client = aioredis.Redis.from_url(url, max_connections=256)
+        return cls(client, ttl_seconds)
+
+    @property
+    def client(self) -> Any:
+        return self._client
+
+    async def _run(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return await script(keys=keys, args=args)
+        except _UNREACHABLE as exc:
+            raise StoreDown(str(exc)) from exc
+
+    async def append_turn(self, turn: Turn) -> TurnResult:
+        if turn.parent_response_id is not None:
+            tag = tag_of_minted_id(turn.parent_response_id)
+            if tag is None:
+                raise ParentNotFound(turn.parent_response_id)
+            parent_key = response_key(tag, turn.parent_response_id)
+        else:
+            tag = conversation_tag(turn.tenant, turn.conversation_id)
+            parent_key = response_key(tag, "-")
+        args: list[Any] = [
+            turn.tenant,
+            turn.conversation_id,
+            turn.idempotency_key or "",
+            turn.request_hash,
+            "" if turn.if_match is None else turn.if_match,
+            int(time.time() * 1000),
+            self._ttl,
+            min(IDEMPOTENCY_TTL_SECONDS, self._ttl),
+            turn.response_id or "",
+            turn.response_body,
+            turn.response_status,
+            "1" if turn.create else "0",
+            turn.conversation_metadata,
+            turn.n_input,
+        ]
+        for item_id, item in turn.items:
+            args.append(item_id)
+            args.append(item)
+        keys = [tag_prefix(tag), response_key(tag, turn.response_id or "-"), parent_key]
+        reply = await self._run(self._append, keys, args)
+        return _turn_result(reply, turn)
+
+    async def resolve_response(self, tenant: str, response_id: str, range_: Range = "full") -> History | None:
+        tag = tag_of_minted_id(response_id)
+        if tag is None:
+            return None
+        keys = [response_key(tag, response_id), tag_prefix(tag)]
+        reply = await self._run(self._resolve, keys, ["resp", tenant, response_id, range_, self._ttl])
+        return _history(reply)
+
+    async def resolve_conversation(self, tenant: str, conversation_id: str) -> History | None:
+        conv = ConversationKeys(conversation_tag(tenant, conversation_id), tenant, conversation_id)
+        keys = [conv.meta, conv.tag_prefix]
+        reply = await self._run(self._resolve, keys, ["conv", tenant, conversation_id, "full", self._ttl])
+        return _history(reply)
+
+    async def delete_response(self, tenant: str, response_id: str) -> bool:
+        tag = tag_of_minted_id(response_id)
+        if tag is None:
+            return False
+        keys = [response_key(tag, response_id), tag_prefix(tag)]
+        return bool(await self._run(self._delete_response, keys, [tenant, response_id]))
+
+    async def delete_conversation(self, tenant: str, conversation_id: str) -> bool:
+        conv = ConversationKeys(conversation_tag(tenant, conversation_id), tenant, conversation_id)
+        keys = [conv.meta, conv.tag_prefix]
+        return bool(await self._run(self._delete_conversation, keys, [tenant, conversation_id]))
+
+    async def ping(self) -> None:
+        try:
+            await self._client.ping()
+        except _UNREACHABLE as exc:
+            raise StoreDown(str(exc)) from exc
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+def _turn_result(reply: list[Any], turn: Turn) -> TurnResult:
+    status = reply[0].decode()
+    if status in ("ok", "replay"):
+        conv, version, appended, total, turns, response_id = reply[1:7]
+        return TurnResult(
+            response_id=None if response_id in (b"-", "-") else _text(response_id),
+            conversation_id=_text(conv),
+            version=int(version),
+            appended=int(appended),
+            session_bytes=int(total),
+            turns=int(turns),
+            replayed=status == "replay",
+        )
+    if status == "conflict":
+        raise Conflict(int(reply[1]))
+    if status == "idem_conflict":
+        raise IdempotencyKeyReused(turn.idempotency_key)
+    if status == "parent_missing":
+        raise ParentNotFound(turn.parent_response_id)
+    if status == "parent_other_conversation":
+        raise ParentInOtherConversation(turn.parent_response_id)
+    if status == "conv_missing":
+        raise ConversationMissing(turn.conversation_id)
+    raise RuntimeError(f"append_turn returned {status!r}")
+
+
+def _history(reply: list[Any] | None) -> History | None:
+    if not reply:
+        return None
+    conv, response_id, version, total, turns, created, updated, status, body = reply[:9]
+    return History(
+        conversation_id=conv.decode(),
+        response_id=response_id.decode() or None,
+        version=int(version),
+        session_bytes=int(total or 0),
+        turns=int(turns or 0),
+        created_ms=int(created or 0),
+        updated_ms=int(updated or 0),
+        status=status.decode(),
+        body=body,
+        items=reply[9:],
+    )
+
+
+def _text(value: bytes | str | int) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

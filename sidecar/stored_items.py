@@ -1,0 +1,32 @@
+"""Items on their way into the store: sidecar ids and their one encoding."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from .ids import mint_in_conversation
+from .normalise import encode_item
+
+ID_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "fco", "reasoning": "rs"}
+
+
+def with_sidecar_ids(items: list[dict[str, Any]], tag: str) -> list[tuple[str, bytes]]:
+    """Each item gets an id the sidecar minted in the conversation's slot. A client's own id is
+    replaced: stored history is keyed by id, and a reused id must never overwrite an earlier item."""
+    stored: list[tuple[str, bytes]] = []
+    for item in items:
+        item_id = mint_in_conversation(ID_PREFIX.get(item.get("type", "message"), "item"), tag)
+        item["id"] = item_id
+        stored.append((item_id, encode_item(item)))
+    return stored
+
+
+def decode_items(raw: list[bytes]) -> list[dict[str, Any]]:
+    return [orjson.loads(item) for item in raw]
+
+
+def join_items(raw: list[bytes]) -> bytes:
+    """A JSON array of stored items, spliced from their bytes without re-encoding."""
+    return b"[" + b",".join(raw) + b"]"

@@ -1,0 +1,65 @@
+"""The engine client: one keep-alive aiohttp ClientSession per process, and the engine probe."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from .config import Config
+
+PROBE_TIMEOUT = aiohttp.ClientTimeout(total=2.0)
+
+
+class Upstream:
+    def __init__(self, config: Config, session: aiohttp.ClientSession) -> None:
+        self.base_url = config.upstream
+        self.session = session
+        self.api_key = config.upstream_api_key
+        self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=10.0, sock_read=config.upstream_timeout_seconds)
+        self.api = config.upstream_api  # resolved from "auto" by probe_api()
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    async def reachable(self) -> str | None:
+        """None when the engine answers; else the reason it does not."""
+        for path in ("/health", "/v1/models"):
+            try:
+                async with self.session.get(self.url(path), timeout=PROBE_TIMEOUT) as resp:
+                    if resp.status < 500:
+                        return None
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                reason = f"engine unreachable at {self.base_url}: {exc.__class__.__name__}"
+                continue
+            reason = f"engine at {self.base_url} answered {resp.status}"
+        return reason
+
+    async def probe_api(self) -> str:
+        """Which API the engine speaks: a Responses engine rejects an empty body with 4xx, not 404."""
+        if self.api != "auto":
+            return self.api
+        try:
+            async with self.session.post(self.url("/v1/responses"), json={}, timeout=PROBE_TIMEOUT) as resp:
+                self.api = "chat" if resp.status in (404, 405) else "responses"
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            return "auto"  # engine not up yet: probe again on first use
+        return self.api
+
+
+def client_session(config: Config) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(limit=512, limit_per_host=512, keepalive_timeout=60, ttl_dns_cache=300)
+    return aiohttp.ClientSession(connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",))
+
+
+async def upstream_context(app: web.Application, config: Config, key: web.AppKey[Upstream]) -> AsyncIterator[None]:
+    session = client_session(config)
+    upstream = Upstream(config, session)
+    app[key] = upstream
+    await upstream.probe_api()
+    try:
+        yield
+    finally:
+        await session.close()

@@ -1,0 +1,144 @@
+"""Responses items <-> chat-completions messages (pure): what a chat-only engine and the session API see."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import InvalidRequest
+from .items import Item, parse_item
+
+Message = dict[str, Any]
+
+CHAT_ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+
+
+def items_to_messages(items: list[Item], instructions: str | None = None) -> list[Message]:
+    """History as chat messages: a lone text part becomes a plain string, function calls become
+    `tool_calls` on an assistant message, their outputs `tool` messages; reasoning is not re-sent."""
+    messages: list[Message] = []
+    if instructions:
+        messages.append({"role": "system", "content": instructions})
+    for item in items:
+        item_type = item.get("type", "message")
+        if item_type == "message":
+            messages.append({"role": item["role"], "content": _chat_content(item["content"])})
+        elif item_type == "function_call":
+            call = {
+                "id": item["call_id"],
+                "type": "function",
+                "function": {"name": item["name"], "arguments": item["arguments"]},
+            }
+            last = messages[-1] if messages else None
+            if last is not None and last["role"] == "assistant" and _open_for_tool_calls(last):
+                last.setdefault("tool_calls", []).append(call)
+            else:
+                messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        elif item_type == "function_call_output":
+            output = item["output"]
+            content = output if isinstance(output, str) else _chat_content(output)
+            messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": content})
+    return messages
+
+
+def _open_for_tool_calls(message: Message) -> bool:
+    return True if "tool_calls" in message else message.get("content") is not None
+
+
+def _chat_content(parts: list[Item]) -> Any:
+    texts = [p.get("text") for p in parts if p.get("type") in ("input_text", "output_text")]
+    if len(parts) == 1 and len(texts) == 1:
+        return texts[0]
+    if len(texts) == len(parts):
+        return [{"type": "text", "text": t} for t in texts]
+    return [_chat_part(p) for p in parts]
+
+
+def _chat_part(part: Item) -> Item:
+    part_type = part.get("type")
+    if part_type in ("input_text", "output_text"):
+        return {"type": "text", "text": part["text"]}
+    if part_type == "input_image":
+        return {"type": "image_url", "image_url": {"url": part.get("image_url") or part.get("file_id")}}
+    if part_type == "refusal":
+        return {"type": "text", "text": part.get("refusal", "")}
+    return dict(part)
+
+
+def messages_to_items(messages: Any, param: str = "messages") -> list[Item]:
+    """Chat messages (session API, stateful chat) as canonical Responses items."""
+    if not isinstance(messages, list):
+        raise InvalidRequest(f"Invalid type for '{param}': expected an array.", param=param)
+    items: list[Item] = []
+    for i, message in enumerate(messages):
+        items.extend(message_to_items(message, f"{param}[{i}]"))
+    return items
+
+
+def message_to_items(message: Any, param: str) -> list[Item]:
+    if not isinstance(message, dict):
+        raise InvalidRequest(f"Invalid type for '{param}': expected an object.", param=param)
+    role = message.get("role")
+    if role not in CHAT_ROLES:
+        raise InvalidRequest(
+            f"Invalid value for '{param}.role': {role!r}; expected one of "
+            "'system', 'developer', 'user', 'assistant' or 'tool'.",
+            param=f"{param}.role",
+            code="invalid_value",
+        )
+    if role == "tool":
+        return [
+            parse_item(
+                {
+                    "type": "function_call_output",
+                    "call_id": message.get("tool_call_id"),
+                    "output": _tool_output(message.get("content"), param),
+                },
+                param,
+            )
+        ]
+    tool_calls = message.get("tool_calls") if role == "assistant" else None
+    items: list[Item] = []
+    content = message.get("content")
+    if content not in (None, "", []) or not tool_calls:
+        items.append(parse_item({"type": "message", "role": role, "content": _parts(content)}, param))
+    if tool_calls is not None:
+        if not isinstance(tool_calls, list):
+            raise InvalidRequest(f"Invalid type for '{param}.tool_calls'.", param=f"{param}.tool_calls")
+        for j, call in enumerate(tool_calls):
+            function = call.get("function") if isinstance(call, dict) else None
+            if not isinstance(function, dict):
+                raise InvalidRequest(f"Invalid '{param}.tool_calls[{j}]'.", param=f"{param}.tool_calls[{j}]")
+            items.append(
+                parse_item(
+                    {
+                        "type": "function_call",
+                        "call_id": call.get("id"),
+                        "name": function.get("name"),
+                        "arguments": function.get("arguments", ""),
+                    },
+                    f"{param}.tool_calls[{j}]",
+                )
+            )
+    return items
+
+
+def _parts(content: Any) -> Any:
+    if isinstance(content, list):
+        return [_from_chat_part(p) for p in content]
+    return content
+
+
+def _from_chat_part(part: Any) -> Any:
+    if isinstance(part, dict) and part.get("type") == "image_url":
+        image = part.get("image_url")
+        url = image.get("url") if isinstance(image, dict) else image
+        return {"type": "input_image", "image_url": url, "detail": "auto"}
+    return part
+
+
+def _tool_output(content: Any, param: str) -> Any:
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    if not isinstance(content, str):
+        raise InvalidRequest(f"Invalid type for '{param}.content'.", param=f"{param}.content")
+    return content

@@ -1,0 +1,315 @@
+"""Responses ⇄ chat completions for engines that only serve /v1/chat/completions (pure)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from . import events as ev
+from .resource import complete_output_item, normalise_usage
+from .stream_state import ResponseStreamState
+
+JSONObject = dict[str, Any]
+MintId = Callable[[str], str]
+
+# Sampling settings with the same name and meaning in both APIs.
+_SAME_NAME = ("temperature", "top_p", "presence_penalty", "frequency_penalty", "parallel_tool_calls", "user")
+
+
+def responses_to_chat_request(body: JSONObject, messages: list[JSONObject]) -> JSONObject:
+    """The chat-completions body for a Responses create body; `messages` is the already-built history."""
+    chat: JSONObject = {"model": body.get("model"), "messages": messages}
+    for name in _SAME_NAME:
+        if body.get(name) is not None:
+            chat[name] = body[name]
+    if body.get("max_output_tokens") is not None:
+        chat["max_tokens"] = body["max_output_tokens"]
+    tools = [_chat_tool(tool) for tool in body.get("tools") or [] if _is_function_tool(tool)]
+    tool_choice = body.get("tool_choice")
+    if isinstance(tool_choice, dict) and tool_choice.get("type") == "allowed_tools":
+        # Chat has no allowed_tools: offer only the allowed ones, with the requested mode.
+        allowed = {t.get("name") for t in tool_choice.get("tools") or [] if isinstance(t, dict)}
+        tools = [tool for tool in tools if tool["function"]["name"] in allowed]
+        tool_choice = tool_choice.get("mode") or "auto"
+    if tools:
+        chat["tools"] = tools
+        if tool_choice is not None:
+            chat["tool_choice"] = _chat_tool_choice(tool_choice)
+    elif "parallel_tool_calls" in chat:
+        # Some engines (vLLM) reject parallel_tool_calls without tools.
+        del chat["parallel_tool_calls"]
+    response_format = _response_format(body.get("text"))
+    if response_format is not None:
+        chat["response_format"] = response_format
+    reasoning = body.get("reasoning")
+    if isinstance(reasoning, dict) and reasoning.get("effort"):
+        chat["reasoning_effort"] = reasoning["effort"]
+    if body.get("stream"):
+        chat["stream"] = True
+        # Without this the engine never sends usage on a stream, and the stored response would lack it.
+        chat["stream_options"] = {"include_usage": True}
+    return chat
+
+
+def chat_completion_to_output(chat: JSONObject, mint_id: MintId) -> tuple[list[JSONObject], JSONObject, str]:
+    """Output items, Responses usage and status of a non-streamed chat completion."""
+    choices = chat.get("choices") or [{}]
+    choice = choices[0]
+    message = choice.get("message") or {}
+    status, _ = finish_status(choice.get("finish_reason"))
+    item_status = "completed" if status == "completed" else "incomplete"
+    items: list[JSONObject] = []
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    if isinstance(reasoning, str) and reasoning:
+        items.append(_reasoning_item(mint_id("rs"), reasoning))
+    tool_calls = message.get("tool_calls") or []
+    content = message.get("content")
+    refusal = message.get("refusal")
+    if content or refusal or not tool_calls:
+        parts = [ev.output_text_part(content or "")] if content or not refusal else []
+        if refusal:
+            parts.append({"type": "refusal", "refusal": refusal})
+        items.append(_message_item(mint_id("msg"), parts, item_status))
+    for call in tool_calls:
+        function = call.get("function") or {}
+        items.append(
+            complete_output_item(
+                {
+                    "type": "function_call",
+                    "id": mint_id("fc"),
+                    "call_id": call.get("id") or mint_id("call"),
+                    "name": function.get("name") or "",
+                    "arguments": function.get("arguments"),
+                },
+                status=item_status,
+            )
+        )
+    return items, normalise_usage(chat.get("usage")), status
+
+
+def finish_status(finish_reason: str | None) -> tuple[str, JSONObject | None]:
+    """Response status and incomplete_details for a chat `finish_reason`."""
+    if finish_reason == "length":
+        return "incomplete", {"reason": "max_output_tokens"}
+    if finish_reason == "content_filter":
+        return "incomplete", {"reason": "content_filter"}
+    return "completed", None
+
+
+class ChatStreamTranslator:
+    """Chat-completion chunks in, the exact Responses event sequence out."""
+
+    def __init__(self, base: JSONObject, mint_id: MintId, *, now: Callable[[], float] = time.time) -> None:
+        self._state = ResponseStreamState(base, now=now)
+        self._mint = mint_id
+        self._message: int | None = None
+        self._reasoning: int | None = None
+        self._calls: dict[int, int] = {}  # chat tool_calls index -> output_index, while open
+        self._call_meta: dict[int, JSONObject] = {}  # output_index -> {id, call_id, name}
+        self._ids: dict[int, str] = {}
+        self._finish_reason: str | None = None
+
+    @property
+    def output_items(self) -> list[JSONObject]:
+        return self._state.output_items
+
+    @property
+    def status(self) -> str | None:
+        return self._state.status
+
+    @property
+    def usage(self) -> JSONObject:
+        return self._state.usage
+
+    @property
+    def final_response(self) -> JSONObject | None:
+        return self._state.final_response
+
+    def feed(self, chunk: JSONObject) -> list[JSONObject]:
+        if self._state.terminated:
+            return []
+        error = chunk.get("error")
+        if isinstance(error, dict) and not chunk.get("choices"):
+            code = error.get("code") if isinstance(error.get("code"), str) else error.get("type")
+            return self.fail(str(error.get("message") or "engine error"), str(code or "server_error"))
+        out = self._state.start()
+        usage = chunk.get("usage")
+        self._state.set_usage(usage if isinstance(usage, dict) else None)
+        for choice in chunk.get("choices") or []:
+            # n > 1 has no Responses equivalent: the first choice is the answer.
+            if choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") or {}
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+            if isinstance(reasoning, str) and reasoning:
+                out += self._reasoning_delta(reasoning)
+            content = delta.get("content")
+            if isinstance(content, str) and content:
+                out += self._text_delta(content)
+            for call in delta.get("tool_calls") or []:
+                out += self._tool_call_delta(call)
+            if choice.get("finish_reason"):
+                self._finish_reason = choice["finish_reason"]
+                out += self._close_all()
+        return out
+
+    def finish(self) -> list[JSONObject]:
+        """At `[DONE]` or the end of the engine stream: close what is open, send the terminal event."""
+        if self._state.terminated:
+            return []
+        out = self._state.start() + self._close_all()
+        if self._state.next_output_index == 0:
+            # An empty answer is still an assistant turn: clients read output_text, history needs the item.
+            out += self._open_message() + self._close_message()
+        status, details = finish_status(self._finish_reason)
+        out += self._state.terminate(status, incomplete_details=details)
+        return out
+
+    def fail(self, message: str, code: str) -> list[JSONObject]:
+        return self._state.fail(message, code)
+
+    def incomplete(self, reason: str) -> JSONObject:
+        return self._state.incomplete(reason)
+
+    # -- items -----------------------------------------------------------------------------------------------
+
+    def _add(self, prefix: str, item: JSONObject) -> tuple[int, str, JSONObject]:
+        index = self._state.next_output_index
+        item_id = self._mint(prefix)
+        self._ids[index] = item_id
+        added = {**item, "id": item_id}
+        return index, item_id, self._state.emit(ev.output_item_added(index, added))
+
+    def _item_status(self) -> str:
+        return "incomplete" if finish_status(self._finish_reason)[0] == "incomplete" else "completed"
+
+    def _open_message(self) -> list[JSONObject]:
+        item = {"type": "message", "role": "assistant", "status": "in_progress", "content": []}
+        index, item_id, added = self._add("msg", item)
+        self._message = index
+        return [added, self._state.emit(ev.content_part_added(item_id, index, 0, ev.output_text_part()))]
+
+    def _text_delta(self, delta: str) -> list[JSONObject]:
+        out = self._close_reasoning()
+        if self._message is None:
+            out += self._open_message()
+        assert self._message is not None
+        index = self._message
+        out.append(self._state.emit(ev.output_text_delta(self._ids[index], index, 0, delta)))
+        return out
+
+    def _close_message(self) -> list[JSONObject]:
+        if self._message is None:
+            return []
+        index, self._message = self._message, None
+        item_id = self._ids[index]
+        text = self._state.text(index, "content", 0)
+        part = ev.output_text_part(text)
+        item = _message_item(item_id, [part], self._item_status())
+        return [
+            self._state.emit(ev.output_text_done(item_id, index, 0, text)),
+            self._state.emit(ev.content_part_done(item_id, index, 0, part)),
+            self._state.emit(ev.output_item_done(index, item)),
+        ]
+
+    def _reasoning_delta(self, delta: str) -> list[JSONObject]:
+        out = self._close_message()
+        if self._reasoning is None:
+            index, item_id, added = self._add("rs", {"type": "reasoning", "summary": [], "content": []})
+            self._reasoning = index
+            part = self._state.emit(ev.content_part_added(item_id, index, 0, ev.reasoning_text_part()))
+            out += [added, part]
+        index = self._reasoning
+        out.append(self._state.emit(ev.reasoning_text_delta(self._ids[index], index, 0, delta)))
+        return out
+
+    def _close_reasoning(self) -> list[JSONObject]:
+        if self._reasoning is None:
+            return []
+        index, self._reasoning = self._reasoning, None
+        item_id = self._ids[index]
+        text = self._state.text(index, "content", 0)
+        return [
+            self._state.emit(ev.reasoning_text_done(item_id, index, 0, text)),
+            self._state.emit(ev.content_part_done(item_id, index, 0, ev.reasoning_text_part(text))),
+            self._state.emit(ev.output_item_done(index, _reasoning_item(item_id, text))),
+        ]
+
+    def _tool_call_delta(self, call: JSONObject) -> list[JSONObject]:
+        out: list[JSONObject] = []
+        chat_index = call.get("index")
+        chat_index = chat_index if isinstance(chat_index, int) else len(self._calls)
+        function = call.get("function") or {}
+        if chat_index not in self._calls:
+            out += self._close_reasoning() + self._close_message()
+            meta = {"call_id": call.get("id") or self._mint("call"), "name": function.get("name") or ""}
+            item = {"type": "function_call", "status": "in_progress", "arguments": "", **meta}
+            index, _, added = self._add("fc", item)
+            self._calls[chat_index] = index
+            self._call_meta[index] = meta
+            out.append(added)
+        index = self._calls[chat_index]
+        meta = self._call_meta[index]
+        if function.get("name") and not meta["name"]:
+            meta["name"] = function["name"]
+        arguments = function.get("arguments")
+        if isinstance(arguments, str) and arguments:
+            out.append(self._state.emit(ev.function_call_arguments_delta(self._ids[index], index, arguments)))
+        return out
+
+    def _close_calls(self) -> list[JSONObject]:
+        out: list[JSONObject] = []
+        for index in sorted(self._calls.values()):
+            item_id = self._ids[index]
+            arguments = self._state.text(index, "arguments")
+            item = {"type": "function_call", "id": item_id, **self._call_meta[index], "arguments": arguments}
+            out.append(self._state.emit(ev.function_call_arguments_done(item_id, index, arguments)))
+            out.append(self._state.emit(ev.output_item_done(index, {**item, "status": self._item_status()})))
+        self._calls.clear()
+        return out
+
+    def _close_all(self) -> list[JSONObject]:
+        return self._close_reasoning() + self._close_message() + self._close_calls()
+
+
+def _message_item(item_id: str, parts: list[JSONObject], status: str) -> JSONObject:
+    return {"type": "message", "id": item_id, "role": "assistant", "status": status, "content": parts}
+
+
+def _reasoning_item(item_id: str, text: str) -> JSONObject:
+    return {"type": "reasoning", "id": item_id, "summary": [], "content": [ev.reasoning_text_part(text)]}
+
+
+def _is_function_tool(tool: Any) -> bool:
+    return isinstance(tool, dict) and tool.get("type") == "function"
+
+
+def _chat_tool(tool: JSONObject) -> JSONObject:
+    if isinstance(tool.get("function"), dict):
+        return {"type": "function", "function": tool["function"]}
+    function = {
+        key: tool[key] for key in ("name", "description", "parameters", "strict") if tool.get(key) is not None
+    }
+    return {"type": "function", "function": function}
+
+
+def _chat_tool_choice(choice: Any) -> Any:
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        name = choice.get("name") or (choice.get("function") or {}).get("name")
+        return {"type": "function", "function": {"name": name}}
+    return choice
+
+
+def _response_format(text: Any) -> JSONObject | None:
+    fmt = text.get("format") if isinstance(text, dict) else None
+    if not isinstance(fmt, dict):
+        return None
+    if fmt.get("type") == "json_object":
+        return {"type": "json_object"}
+    if fmt.get("type") == "json_schema":
+        schema = {
+            key: fmt[key] for key in ("name", "description", "schema", "strict") if fmt.get(key) is not None
+        }
+        return {"type": "json_schema", "json_schema": schema}
+    return None
