@@ -28,6 +28,7 @@ from .base import (
 )
 from .lua import load_script
 
+MAX_CONNECTIONS = 1024
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
@@ -52,10 +53,12 @@ class RedisStore:
             await probe.aclose()
         client: Any
         if info.get("cluster_enabled"):
-            client = RedisCluster.from_url(url)
+            # The cluster client fails rather than waits when its pool is exhausted: size it for bursts.
+            client = RedisCluster.from_url(url, max_connections=MAX_CONNECTIONS)
             await client.initialize()
         else:
-            client = aioredis.Redis.from_url(url, max_connections=256)
+            pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=MAX_CONNECTIONS, timeout=5)
+            client = aioredis.Redis(connection_pool=pool)
         return cls(client, ttl_seconds)
 
     @property

@@ -22,7 +22,7 @@ ITEM_TYPES = frozenset(
 def parse_input(value: Any, param: str = "input") -> list[Item]:
     """A create body's `input`: a string is one user message; a list holds items."""
     if isinstance(value, str):
-        return [_message("user", value, f"{param}")]
+        return [_message("user", value, param)]
     if not isinstance(value, list):
         raise InvalidRequest(f"Invalid type for '{param}': expected a string or an array.", param=param)
     return [parse_item(item, f"{param}[{i}]") for i, item in enumerate(value)]
@@ -78,14 +78,13 @@ def _parse_message(raw: Item, param: str) -> Item:
             param=f"{param}.role",
             code="invalid_value",
         )
-    return _message(role, raw.get("content"), param)
+    return _message(role, raw.get("content"), f"{param}.content")
 
 
-def _message(role: str, content: Any, param: str) -> Item:
+def _message(role: str, content: Any, content_param: str) -> Item:
     """Canonical content is always a list of parts: a plain string and a lone text part are the same."""
     allowed = ASSISTANT_PART_TYPES if role == "assistant" else INPUT_PART_TYPES
     text_type = "output_text" if role == "assistant" else "input_text"
-    content_param = f"{param}.content" if param.endswith("]") else param
     if isinstance(content, str):
         if content == "":
             raise InvalidRequest(f"Invalid '{content_param}': empty content.", param=content_param)
