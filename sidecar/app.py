@@ -9,7 +9,7 @@ from aiohttp import web
 from .appkeys import AUTH, CONFIG, STORE, UPSTREAM
 from .auth import Authenticator
 from .config import Config
-from .handlers import ops, sessions
+from .handlers import ops, response_objects, responses, sessions
 from .middleware import request_context
 from .store import MemoryStore, open_store
 from .upstream import upstream_context
@@ -24,6 +24,8 @@ def create_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(_upstream_context)
     app.add_routes(ops.routes)
     app.add_routes(sessions.routes)
+    app.add_routes(responses.routes)
+    app.add_routes(response_objects.routes)
     return app
 
 

@@ -127,3 +127,25 @@ def previous_response_not_found(response_id: str) -> InvalidRequest:
 
 def conversation_not_found(conversation_id: str) -> NotFound:
     return NotFound(f"Conversation with id '{conversation_id}' not found.")
+
+
+def engine_rejected(status: int, body: bytes) -> ConvoStoreError:
+    """An engine's error answer: its 4xx (the client's fault) keeps its status and message; anything
+    else is a 502, since the engine failed."""
+    message = body[:500].decode("utf-8", "replace") or f"HTTP {status}"
+    param = code = None
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        parsed = None
+    if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
+        error = parsed["error"]
+        message = str(error.get("message") or message)
+        param, code = error.get("param"), error.get("code")
+    elif isinstance(parsed, dict) and isinstance(parsed.get("error"), str):
+        message = parsed["error"]
+    if 400 <= status < 500 and status not in (401, 403, 404, 408, 429):
+        rejected: ConvoStoreError = InvalidRequest(message, param=param, code=code)
+        rejected.status = status
+        return rejected
+    return UpstreamError(f"The engine answered {status}: {message}")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 import aiohttp
 from aiohttp import web
 
 from .config import Config
+from .errors import UpstreamError, UpstreamTimeout
 
 PROBE_TIMEOUT = aiohttp.ClientTimeout(total=2.0)
 
@@ -23,6 +24,30 @@ class Upstream:
 
     def url(self, path: str) -> str:
         return self.base_url + path
+
+    def headers(self, client_headers: Mapping[str, str], *, forward_client_key: bool) -> dict[str, str]:
+        """Engine request headers: our key when configured, else the client's when it may pass."""
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        elif forward_client_key and "Authorization" in client_headers:
+            headers["Authorization"] = client_headers["Authorization"]
+        if "traceparent" in client_headers:
+            headers["traceparent"] = client_headers["traceparent"]
+        return headers
+
+    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> aiohttp.ClientResponse:
+        """Send a request; the caller reads (and releases) the answer. Transport failures become the
+        OpenAI errors of CONTRACT §4: 502 unreachable, 504 timed out."""
+        try:
+            return await self.session.post(self.url(path), data=body, headers=headers, timeout=self.timeout)
+        except asyncio.TimeoutError:
+            raise UpstreamTimeout("The engine did not answer in time.") from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(f"The engine is unreachable: {exc.__class__.__name__}.") from None
+
+    async def ensure_api(self) -> str:
+        return self.api if self.api != "auto" else await self.probe_api()
 
     async def reachable(self) -> str | None:
         """None when the engine answers; else the reason it does not."""

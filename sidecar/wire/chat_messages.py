@@ -21,7 +21,9 @@ def items_to_messages(items: list[Item], instructions: str | None = None) -> lis
     for item in items:
         item_type = item.get("type", "message")
         if item_type == "message":
-            messages.append({"role": item["role"], "content": _chat_content(item["content"])})
+            # Many chat templates know no "developer" role; it means system to them.
+            role = "system" if item["role"] == "developer" else item["role"]
+            messages.append({"role": role, "content": _chat_content(item["content"])})
         elif item_type == "function_call":
             call = {
                 "id": item["call_id"],
@@ -44,7 +46,9 @@ def _open_for_tool_calls(message: Message) -> bool:
     return True if "tool_calls" in message else message.get("content") is not None
 
 
-def _chat_content(parts: list[Item]) -> Any:
+def _chat_content(parts: list[Item] | str) -> Any:
+    if isinstance(parts, str):
+        return parts
     texts = [p.get("text") for p in parts if p.get("type") in ("input_text", "output_text")]
     if len(parts) == 1 and len(texts) == 1:
         return texts[0]

@@ -57,9 +57,17 @@ class ResponsesStreamRewriter:
     created/in_progress, a complete response object) and replaces every engine id with a sidecar id.
     """
 
-    def __init__(self, base: JSONObject, mint_id: MintId, *, now: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        base: JSONObject,
+        mint_id: MintId,
+        *,
+        now: Callable[[], float] = time.time,
+        infer_length_limit: bool = True,
+    ) -> None:
         self._state = ResponseStreamState(base, now=now)
         self._base = base
+        self._infer_length_limit = infer_length_limit
         self._mint = mint_id
         # Engine item id -> sidecar id of the LATEST item that used it: an engine that reuses an id for a new
         # item gets a fresh sidecar id, later events follow the newest one.
@@ -199,6 +207,9 @@ class ResponsesStreamRewriter:
             out.append(self._state.emit(ev.content_part_added(item_id, index, 0, part)))
         repaired = {**_strip(event), "item_id": item_id, "output_index": index}
         repaired["content_index"] = self._content_index(event, index)
+        if kind in ("response.output_text.delta", "response.output_text.done"):
+            # OpenAI always sends logprobs on text events; typed SDK models declare it required.
+            repaired.setdefault("logprobs", [])
         out.append(self._state.emit(repaired))
         return out
 
@@ -263,7 +274,8 @@ class ResponsesStreamRewriter:
             out.append(
                 self._state.emit(ev.output_item_done(index, self._state.item(index, status=item_status)))
             )
-        status, details = _length_limited(status, response, self._base, self._state.usage)
+        limit = self._base.get("max_output_tokens") if self._infer_length_limit else None
+        status, details = _length_limited(status, response, limit, self._state.usage)
         error = response.get("error") if status == "failed" else None
         if status == "failed" and not isinstance(error, dict):
             error = {"code": "server_error", "message": "The engine reported a failure."}
@@ -283,6 +295,7 @@ def rewrite_response(
     mint_id: MintId,
     *,
     now: Callable[[], float] = time.time,
+    infer_length_limit: bool = True,
 ) -> JSONObject:
     """A non-streamed engine answer as the sidecar's complete response object."""
     output: list[JSONObject] = []
@@ -294,7 +307,8 @@ def rewrite_response(
     usage = engine_response.get("usage")
     normalised = normalise_usage(usage) if isinstance(usage, dict) else None
     status = engine_response.get("status") or "completed"
-    status, details = _length_limited(status, engine_response, base, normalised)
+    limit = base.get("max_output_tokens") if infer_length_limit else None
+    status, details = _length_limited(status, engine_response, limit, normalised)
     completed_at = engine_response.get("completed_at")
     if status == "completed" and not isinstance(completed_at, int):
         completed_at = int(now())
@@ -311,7 +325,7 @@ def rewrite_response(
 
 
 def _length_limited(
-    status: str, response: JSONObject, base: JSONObject, usage: JSONObject | None
+    status: str, response: JSONObject, limit: Any, usage: JSONObject | None
 ) -> tuple[str, JSONObject | None]:
     """The status to report and its incomplete_details.
 
@@ -321,7 +335,6 @@ def _length_limited(
     if status == "incomplete":
         details = response.get("incomplete_details")
         return status, details if isinstance(details, dict) else {"reason": "max_output_tokens"}
-    limit = base.get("max_output_tokens")
     if status == "completed" and isinstance(limit, int) and usage and usage.get("output_tokens", 0) >= limit:
         return "incomplete", {"reason": "max_output_tokens"}
     return status, None

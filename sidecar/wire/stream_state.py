@@ -91,6 +91,9 @@ class ResponseStreamState:
         if output_index in self._done:
             return item
         item = _copy_item(item)
+        if "status" in item:
+            # An open item carries the in_progress of its added event; reading it now finishes it.
+            item["status"] = status
         for (index, field, sub), pieces in self._buffers.items():
             if index == output_index:
                 _apply_text(item, field, sub, "".join(pieces))

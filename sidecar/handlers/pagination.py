@@ -1,0 +1,31 @@
+"""OpenAI list pages over stored items: `limit`, `order`, `after` -> `data`, `first_id`, `last_id`, `has_more`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import InvalidRequest
+
+
+def page_items(items: list[dict[str, Any]], query: Any, *, default_order: str = "desc") -> dict[str, Any]:
+    limit_text = query.get("limit", "20")
+    if not limit_text.isdigit() or not 1 <= int(limit_text) <= 100:
+        raise InvalidRequest("Invalid 'limit': expected an integer between 1 and 100.", param="limit")
+    order = query.get("order", default_order)
+    if order not in ("asc", "desc"):
+        raise InvalidRequest("Invalid 'order': expected 'asc' or 'desc'.", param="order")
+    ordered = items if order == "asc" else items[::-1]
+    after = query.get("after")
+    if after:
+        ids = [i.get("id") for i in ordered]
+        if after not in ids:
+            raise InvalidRequest(f"Invalid 'after': no item with id '{after}'.", param="after")
+        ordered = ordered[ids.index(after) + 1 :]
+    data = ordered[: int(limit_text)]
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": len(ordered) > len(data),
+    }

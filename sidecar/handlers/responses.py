@@ -1,0 +1,123 @@
+"""`POST /v1/responses`: resolve the history, send the engine all of it, stream or return, store the turn."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from ..appkeys import CONFIG, STORE, UPSTREAM
+from ..errors import UpstreamError, engine_rejected
+from ..fingerprint import estimate_tokens, prefix_fingerprint
+from ..middleware import REQUEST_ID, TENANT
+from ..response_record import compact_record
+from ..stored_items import decode_items
+from ..turns import TurnPlan, plan_turn, record_turn, stored_output
+from ..wire.chat_messages import items_to_messages
+from ..wire.chat_translate import ChatStreamTranslator, chat_completion_to_output, responses_to_chat_request
+from ..wire.items import canonical_tools
+from ..wire.resource import build_response_resource
+from ..wire.stream_repair import ResponsesStreamRewriter, rewrite_response
+from .common import idempotency_key, read_json, request_hash, stateful_headers
+from .responses_request import CreateRequest, parse_create, responses_engine_body
+from .sse_relay import relay_stream
+
+routes = web.RouteTableDef()
+
+
+@routes.post("/v1/responses")
+async def create_response(request: web.Request) -> web.StreamResponse:
+    raw, body = await read_json(request)
+    create = parse_create(body)
+    store = request.app[STORE]
+    idem = idempotency_key(request)
+    plan = await plan_turn(
+        store,
+        request[TENANT],
+        previous_response_id=create.previous_response_id,
+        conversation_id=create.conversation_id,
+        idempotency_key=idem,
+        new_items=create.items,
+    )
+    base = build_response_resource(
+        response_id=plan.response_id,
+        created_at=int(time.time()),
+        status="in_progress",
+        model=create.model,
+        output=[],
+        request=body,
+        previous_response_id=create.previous_response_id,
+        conversation_id=plan.conversation_id if plan.in_conversation else None,
+    )
+    upstream = request.app[UPSTREAM]
+    api = await upstream.ensure_api()
+    path, engine_body = _engine_request(api, create, plan)
+    headers = stateful_headers(
+        request_id=request[REQUEST_ID],
+        conversation_id=plan.conversation_id,
+        version=plan.version,
+        fingerprint=prefix_fingerprint(tools=canonical_tools(body.get("tools"))),
+        estimated_tokens=estimate_tokens(plan.history_bytes),
+        response_id=plan.response_id,
+    )
+    engine_headers = upstream.headers(request.headers, forward_client_key=request.app[CONFIG].auth == "none")
+    engine_response = await upstream.post(path, engine_body, engine_headers)
+    hashed = request_hash(raw, "responses")
+
+    async def save(final: dict[str, Any]) -> None:
+        if create.store:
+            await record_turn(
+                store, plan, stored_output(final["output"]), response_body=compact_record(final),
+                status=final["status"], idempotency_key=idem, request_hash=hashed,
+            )  # fmt: skip
+
+    if not create.stream:
+        final = await _complete(engine_response, api, base, plan)
+        await save(final)
+        return web.Response(body=orjson.dumps(final), content_type="application/json", headers=headers)
+
+    translator = (
+        ResponsesStreamRewriter(base, plan.mint) if api == "responses" else ChatStreamTranslator(base, plan.mint)
+    )
+    return await relay_stream(request, engine_response, translator, headers, save, chat=api != "responses")
+
+
+def _engine_request(api: str, create: CreateRequest, plan: TurnPlan) -> tuple[str, bytes]:
+    items = [*plan.history, *(b for _, b in plan.input_items)]
+    if api == "responses":
+        return "/v1/responses", responses_engine_body(create.body, items, stream=create.stream)
+    messages = items_to_messages(decode_items(items), create.body.get("instructions"))
+    chat = responses_to_chat_request({**create.body, "stream": create.stream}, messages)
+    return "/v1/chat/completions", orjson.dumps(chat)
+
+
+async def _complete(
+    engine_response: aiohttp.ClientResponse, api: str, base: dict[str, Any], plan: TurnPlan
+) -> dict[str, Any]:
+    """A non-streamed answer as the sidecar's response object; nothing is stored on failure."""
+    async with engine_response:
+        try:
+            raw = await engine_response.read()
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise UpstreamError(f"The engine failed while answering: {exc.__class__.__name__}.") from None
+        if engine_response.status >= 400:
+            raise engine_rejected(engine_response.status, raw)
+    try:
+        answer = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise UpstreamError("The engine answered something that is not JSON.") from None
+    if not isinstance(answer, dict):
+        raise UpstreamError("The engine answered something that is not a response object.")
+    if api == "responses":
+        return rewrite_response(answer, base, plan.mint)
+    output, usage, status = chat_completion_to_output(answer, plan.mint)
+    now = int(time.time())
+    final = {**base, "status": status, "output": output, "usage": usage}
+    final["completed_at"] = now if status == "completed" else None
+    if status == "incomplete":
+        final["incomplete_details"] = {"reason": "max_output_tokens"}
+    return final

@@ -1,0 +1,96 @@
+"""Checks a `POST /v1/responses` body and builds what the engine receives (pure, bytes-level)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from ..errors import InvalidRequest
+from ..ids import validate_client_id
+from ..wire.items import parse_input
+
+# Fields the sidecar acts on itself; everything else goes to the engine as the client sent it.
+SIDECAR_FIELDS = frozenset({"input", "previous_response_id", "conversation", "background", "metadata", "store", "stream"})
+
+
+@dataclass(frozen=True, slots=True)
+class CreateRequest:
+    body: dict[str, Any]
+    items: list[dict[str, Any]]
+    previous_response_id: str | None
+    conversation_id: str | None
+    stream: bool
+    store: bool
+    model: str
+
+
+def parse_create(body: dict[str, Any]) -> CreateRequest:
+    for name in ("stream", "store", "background"):
+        if name in body and body[name] is not None and not isinstance(body[name], bool):
+            raise InvalidRequest(f"Invalid type for '{name}': expected a boolean.", param=name)
+    if body.get("background"):
+        raise InvalidRequest("Background mode is not supported by this sidecar yet.", param="background")
+    model = body.get("model", "")
+    if not isinstance(model, str):
+        raise InvalidRequest("Invalid type for 'model': expected a string.", param="model")
+    if body.get("instructions") is not None and not isinstance(body["instructions"], str):
+        raise InvalidRequest("Invalid type for 'instructions': expected a string.", param="instructions")
+    _check_metadata(body.get("metadata"))
+    previous = body.get("previous_response_id")
+    if previous is not None and (not isinstance(previous, str) or not previous):
+        raise InvalidRequest("Invalid type for 'previous_response_id': expected a string.", param="previous_response_id")
+    conversation = _conversation_id(body.get("conversation"))
+    if previous and conversation:
+        raise InvalidRequest(
+            "Mutually exclusive parameters: provide only one of 'previous_response_id' or 'conversation'.",
+            param="conversation",
+        )
+    if "input" not in body and not (previous or conversation):
+        raise InvalidRequest("Missing required parameter: 'input'.", param="input")
+    items = parse_input(body.get("input", []))
+    if body.get("tools") is not None and not isinstance(body["tools"], list):
+        raise InvalidRequest("Invalid type for 'tools': expected an array.", param="tools")
+    store = body.get("store")
+    return CreateRequest(
+        body=body,
+        items=items,
+        previous_response_id=previous,
+        conversation_id=conversation,
+        stream=bool(body.get("stream")),
+        store=True if store is None else store,
+        model=model,
+    )
+
+
+def _conversation_id(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        value = value.get("id")
+    return validate_client_id(value, "conversation")
+
+
+def _check_metadata(metadata: Any) -> None:
+    if metadata is None:
+        return
+    if not isinstance(metadata, dict) or len(metadata) > 16:
+        raise InvalidRequest("Invalid 'metadata': expected an object of at most 16 pairs.", param="metadata")
+    for key, value in metadata.items():
+        if len(key) > 64 or not isinstance(value, str) or len(value) > 512:
+            raise InvalidRequest(
+                f"Invalid 'metadata.{key}': keys are at most 64 characters, values strings of at most 512.",
+                param="metadata",
+            )
+
+
+def responses_engine_body(body: dict[str, Any], items: list[bytes], *, stream: bool) -> bytes:
+    """The engine's request: the client's own fields, then the whole history as `input`, spliced from
+    stored bytes. Never `previous_response_id`: the engine needs no state. `store: false` keeps an engine
+    that can store from keeping a second copy."""
+    rest = {k: v for k, v in body.items() if k not in SIDECAR_FIELDS}
+    rest["store"] = False
+    rest["stream"] = stream
+    head = orjson.dumps(rest)
+    return head[:-1] + b',"input":[' + b",".join(items) + b"]}"

@@ -1,0 +1,128 @@
+"""Relays an engine's event stream to the client as repaired Responses events, capturing the turn.
+
+Each engine event is translated and written as soon as it arrives. The turn is stored when the terminal
+event passes; if the engine fails first it is stored `failed`, if the client leaves first the engine
+request is cancelled and it is stored `incomplete`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from ..errors import engine_rejected
+from ..wire.sse import SSEDecoder, encode_sse
+
+log = logging.getLogger("convostore.stream")
+
+
+class StreamTranslator(Protocol):
+    @property
+    def status(self) -> str | None: ...
+
+    @property
+    def final_response(self) -> dict[str, Any] | None: ...
+
+    def feed(self, event: dict[str, Any]) -> list[dict[str, Any]]: ...
+
+    def fail(self, message: str, code: str) -> list[dict[str, Any]]: ...
+
+    def incomplete(self, reason: str) -> dict[str, Any]: ...
+
+
+class _ClientGone(Exception):
+    pass
+
+
+async def relay_stream(
+    request: web.Request,
+    engine: aiohttp.ClientResponse,
+    translator: StreamTranslator,
+    headers: dict[str, str],
+    save: Callable[[dict[str, Any]], Awaitable[None]],
+    *,
+    chat: bool,
+) -> web.StreamResponse:
+    if engine.status >= 400:
+        async with engine:
+            raise engine_rejected(engine.status, await engine.read())
+    response = web.StreamResponse(
+        headers={**headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+    )
+    await response.prepare(request)
+
+    async def send(events: list[dict[str, Any]]) -> None:
+        if not events:
+            return
+        data = b"".join(encode_sse(e["type"], orjson.dumps(e)) for e in events)
+        try:
+            await response.write(data)
+        except (ConnectionResetError, RuntimeError) as exc:
+            raise _ClientGone from exc
+
+    final: dict[str, Any] | None = None
+    try:
+        try:
+            await _pump(engine, translator, send, chat=chat)
+            if translator.status is None:
+                finish = getattr(translator, "finish", None)
+                if chat and finish is not None:
+                    await send(finish())
+                else:
+                    await send(translator.fail("The engine's stream ended before the response finished.",
+                                               "upstream_error"))  # fmt: skip
+        except (aiohttp.ClientError, asyncio.TimeoutError, orjson.JSONDecodeError) as exc:
+            log.warning("engine stream failed: %s", exc.__class__.__name__)
+            await send(translator.fail(f"The engine failed mid-stream: {exc.__class__.__name__}.", "upstream_error"))
+        final = translator.final_response
+    except (_ClientGone, asyncio.CancelledError) as exc:
+        engine.close()  # drops the engine connection: the engine stops generating for a client who left
+        final = translator.final_response or translator.incomplete("client_disconnected")
+        await asyncio.shield(_save_quietly(save, final))
+        if isinstance(exc, asyncio.CancelledError):
+            raise
+        return response
+    finally:
+        engine.release()
+    if final is not None:
+        await asyncio.shield(_save_quietly(save, final))
+    with contextlib.suppress(ConnectionResetError, RuntimeError):
+        await response.write_eof()
+    return response
+
+
+async def _pump(
+    engine: aiohttp.ClientResponse,
+    translator: StreamTranslator,
+    send: Callable[[list[dict[str, Any]]], Awaitable[None]],
+    *,
+    chat: bool,
+) -> None:
+    decoder = SSEDecoder()
+    async for chunk in engine.content.iter_any():
+        for message in decoder.feed(chunk):
+            if message.data == b"[DONE]":
+                finish = getattr(translator, "finish", None)
+                if finish is not None and translator.status is None:
+                    await send(finish())
+                continue
+            if not message.data.strip():
+                continue
+            event = orjson.loads(message.data)
+            if isinstance(event, dict):
+                await send(translator.feed(event))
+
+
+async def _save_quietly(save: Callable[[dict[str, Any]], Awaitable[None]], final: dict[str, Any]) -> None:
+    """The client already has its answer; a store failure here is logged, not re-raised into the stream."""
+    try:
+        await save(final)
+    except Exception:
+        log.exception("storing the streamed turn failed")

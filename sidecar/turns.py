@@ -1,0 +1,128 @@
+"""One stateful turn: the history it continues, the ids it mints, and its single write to the store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from .errors import InvalidRequest, conversation_not_found, previous_response_not_found
+from .ids import (
+    conversation_id_for_idempotency_key,
+    conversation_tag,
+    mint_conversation_id,
+    mint_in_conversation,
+    tag_of_minted_id,
+)
+from .normalise import canonical_json_text, encode_item
+from .store import Store, Turn, TurnResult
+from .stored_items import with_sidecar_ids
+
+
+@dataclass(slots=True)
+class TurnPlan:
+    tenant: str
+    conversation_id: str
+    tag: str
+    previous_response_id: str | None
+    in_conversation: bool  # the client named a conversation: the turn is appended at its head
+    history: list[bytes]  # stored item bytes, oldest first, never re-encoded
+    version: int
+    response_id: str
+    input_items: list[tuple[str, bytes]] = field(default_factory=list)
+
+    def mint(self, prefix: str) -> str:
+        return mint_in_conversation(prefix, self.tag)
+
+    @property
+    def history_bytes(self) -> int:
+        return sum(len(i) for i in self.history) + sum(len(b) for _, b in self.input_items)
+
+
+async def plan_turn(
+    store: Store,
+    tenant: str,
+    *,
+    previous_response_id: str | None,
+    conversation_id: str | None,
+    idempotency_key: str | None,
+    new_items: list[dict[str, Any]],
+) -> TurnPlan:
+    """Resolve the history (one store round trip) and mint the ids of the new turn."""
+    if previous_response_id is not None:
+        history = await store.resolve_response(tenant, previous_response_id)
+        if history is None:
+            raise previous_response_not_found(previous_response_id)
+        tag = tag_of_minted_id(previous_response_id)
+        assert tag is not None  # resolve found it, so the sidecar minted it
+        plan = TurnPlan(tenant, history.conversation_id, tag, previous_response_id, False, history.items,
+                        history.version, "")  # fmt: skip
+    elif conversation_id is not None:
+        history = await store.resolve_conversation(tenant, conversation_id)
+        if history is None:
+            raise conversation_not_found(conversation_id)
+        plan = TurnPlan(tenant, conversation_id, conversation_tag(tenant, conversation_id), None, True,
+                        history.items, history.version, "")  # fmt: skip
+    else:
+        new_id = (
+            conversation_id_for_idempotency_key(tenant, idempotency_key) if idempotency_key else mint_conversation_id()
+        )
+        plan = TurnPlan(tenant, new_id, conversation_tag(tenant, new_id), None, False, [], 0, "")
+    plan.response_id = plan.mint("resp")
+    plan.input_items = with_sidecar_ids(_dereference(new_items, plan.history), plan.tag)
+    return plan
+
+
+def _dereference(items: list[dict[str, Any]], history: list[bytes]) -> list[dict[str, Any]]:
+    """`item_reference` items become copies of the stored items they name."""
+    if not any(i.get("type") == "item_reference" for i in items):
+        return items
+    by_id = {stored["id"]: stored for stored in map(orjson.loads, history) if "id" in stored}
+    resolved = []
+    for n, item in enumerate(items):
+        if item.get("type") != "item_reference":
+            resolved.append(item)
+            continue
+        target = by_id.get(item["id"])
+        if target is None:
+            raise InvalidRequest(f"Item with id '{item['id']}' not found.", param=f"input[{n}].id")
+        resolved.append({k: v for k, v in target.items() if k != "id"})
+    return resolved
+
+
+def stored_output(items: list[dict[str, Any]]) -> list[tuple[str, bytes]]:
+    """Output items as stored: function-call arguments canonical so the next prompt's bytes are stable."""
+    stored = []
+    for item in items:
+        if item.get("type") == "function_call" and isinstance(item.get("arguments"), str):
+            item["arguments"] = canonical_json_text(item["arguments"])
+        stored.append((item["id"], encode_item(item)))
+    return stored
+
+
+async def record_turn(
+    store: Store,
+    plan: TurnPlan,
+    output: list[tuple[str, bytes]],
+    *,
+    response_body: bytes,
+    status: str,
+    idempotency_key: str | None = None,
+    request_hash: str = "",
+) -> TurnResult:
+    return await store.append_turn(
+        Turn(
+            tenant=plan.tenant,
+            conversation_id=plan.conversation_id if plan.previous_response_id is None else "",
+            items=[*plan.input_items, *output],
+            n_input=len(plan.input_items),
+            parent_response_id=plan.previous_response_id,
+            response_id=plan.response_id,
+            response_body=response_body,
+            response_status=status,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
+            create=not plan.in_conversation,
+        )
+    )
