@@ -9,7 +9,8 @@ from aiohttp import web
 from .appkeys import AUTH, CONFIG, STORE, UPSTREAM
 from .auth import Authenticator
 from .config import Config
-from .handlers import ops, response_objects, responses, sessions
+from .handlers import chat, conversations, ops, response_objects, responses, sessions
+from .handlers.passthrough import passthrough
 from .middleware import request_context
 from .store import MemoryStore, open_store
 from .upstream import upstream_context
@@ -26,6 +27,9 @@ def create_app(config: Config) -> web.Application:
     app.add_routes(sessions.routes)
     app.add_routes(responses.routes)
     app.add_routes(response_objects.routes)
+    app.add_routes(conversations.routes)
+    app.add_routes(chat.routes)
+    app.router.add_route("*", "/{tail:.*}", passthrough)  # last: everything else is the engine's
     return app
 
 

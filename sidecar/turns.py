@@ -31,6 +31,7 @@ class TurnPlan:
     version: int
     response_id: str
     input_items: list[tuple[str, bytes]] = field(default_factory=list)
+    create: bool = True  # a write may create the conversation (never one the client named and must exist)
 
     def mint(self, prefix: str) -> str:
         return mint_in_conversation(prefix, self.tag)
@@ -48,8 +49,10 @@ async def plan_turn(
     conversation_id: str | None,
     idempotency_key: str | None,
     new_items: list[dict[str, Any]],
+    create_conversation: bool = False,
 ) -> TurnPlan:
-    """Resolve the history (one store round trip) and mint the ids of the new turn."""
+    """Resolve the history (one store round trip) and mint the ids of the new turn. A named
+    conversation must exist unless `create_conversation` (stateful chat names its own ids)."""
     if previous_response_id is not None:
         history = await store.resolve_response(tenant, previous_response_id)
         if history is None:
@@ -60,10 +63,11 @@ async def plan_turn(
                         history.version, "")  # fmt: skip
     elif conversation_id is not None:
         history = await store.resolve_conversation(tenant, conversation_id)
-        if history is None:
+        if history is None and not create_conversation:
             raise conversation_not_found(conversation_id)
         plan = TurnPlan(tenant, conversation_id, conversation_tag(tenant, conversation_id), None, True,
-                        history.items, history.version, "")  # fmt: skip
+                        history.items if history else [], history.version if history else 0, "")  # fmt: skip
+        plan.create = create_conversation
     else:
         new_id = (
             conversation_id_for_idempotency_key(tenant, idempotency_key) if idempotency_key else mint_conversation_id()
@@ -123,6 +127,6 @@ async def record_turn(
             response_status=status,
             idempotency_key=idempotency_key,
             request_hash=request_hash,
-            create=not plan.in_conversation,
+            create=plan.create,
         )
     )

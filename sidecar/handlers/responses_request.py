@@ -37,7 +37,7 @@ def parse_create(body: dict[str, Any]) -> CreateRequest:
         raise InvalidRequest("Invalid type for 'model': expected a string.", param="model")
     if body.get("instructions") is not None and not isinstance(body["instructions"], str):
         raise InvalidRequest("Invalid type for 'instructions': expected a string.", param="instructions")
-    _check_metadata(body.get("metadata"))
+    check_metadata(body.get("metadata"))
     previous = body.get("previous_response_id")
     if previous is not None and (not isinstance(previous, str) or not previous):
         raise InvalidRequest("Invalid type for 'previous_response_id': expected a string.", param="previous_response_id")
@@ -72,7 +72,7 @@ def _conversation_id(value: Any) -> str | None:
     return validate_client_id(value, "conversation")
 
 
-def _check_metadata(metadata: Any) -> None:
+def check_metadata(metadata: Any) -> None:
     if metadata is None:
         return
     if not isinstance(metadata, dict) or len(metadata) > 16:

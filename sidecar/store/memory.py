@@ -85,6 +85,10 @@ class MemoryStore:
         return resp
 
     def _collect(self, conv: _Conversation, segment: int, stop: int) -> list[bytes]:
+        return [conv.items[item_id] for item_id in self._collect_ids(conv, segment, stop)]
+
+    @staticmethod
+    def _collect_ids(conv: _Conversation, segment: int, stop: int) -> list[str]:
         slices: list[list[str]] = []
         while True:
             if stop > 0:
@@ -93,7 +97,7 @@ class MemoryStore:
             if parent is None:
                 break
             segment, stop = parent
-        return [conv.items[item_id] for ids in reversed(slices) for item_id in ids]
+        return [item_id for ids in reversed(slices) for item_id in ids]
 
     async def resolve_response(self, tenant: str, response_id: str, range_: Range = "full") -> History | None:
         resp = self._live_response(tenant, response_id)
@@ -219,6 +223,30 @@ class MemoryStore:
         if conv is not None:
             conv.responses.discard(response_id)
         return True
+
+    async def set_conversation_metadata(self, tenant: str, conversation_id: str, metadata: bytes) -> bool:
+        conv = self._live_conversation(tenant, conversation_id)
+        if conv is None:
+            return False
+        conv.metadata = metadata
+        conv.updated_ms = int(time.time() * 1000)
+        self._touch(conv, None)
+        return True
+
+    async def remove_item(self, tenant: str, conversation_id: str, item_id: str) -> int | None:
+        conv = self._live_conversation(tenant, conversation_id)
+        if conv is None:
+            return None
+        ids = self._collect_ids(conv, *conv.head)
+        if item_id not in ids:
+            return None
+        ids.remove(item_id)
+        conv.segments.append(ids)  # a new root segment: no parent, so stored responses are untouched
+        conv.head = (len(conv.segments) - 1, len(ids))
+        conv.version += 1
+        conv.updated_ms = int(time.time() * 1000)
+        self._touch(conv, None)
+        return conv.version
 
     async def delete_conversation(self, tenant: str, conversation_id: str) -> bool:
         if self._live_conversation(tenant, conversation_id) is None:

@@ -40,6 +40,8 @@ class RedisStore:
         self._resolve: AsyncScript = client.register_script(load_script("resolve_history-2"))
         self._delete_response: AsyncScript = client.register_script(load_script("delete_response-2"))
         self._delete_conversation: AsyncScript = client.register_script(load_script("delete_conversation-2"))
+        self._set_metadata: AsyncScript = client.register_script(load_script("set_metadata-1"))
+        self._remove_item: AsyncScript = client.register_script(load_script("remove_item-2"))
 
     @classmethod
     async def connect(cls, url: str, ttl_seconds: int) -> RedisStore:
@@ -128,6 +130,17 @@ class RedisStore:
         conv = ConversationKeys(conversation_tag(tenant, conversation_id), tenant, conversation_id)
         keys = [conv.meta, conv.tag_prefix]
         return bool(await self._run(self._delete_conversation, keys, [tenant, conversation_id]))
+
+    async def set_conversation_metadata(self, tenant: str, conversation_id: str, metadata: bytes) -> bool:
+        conv = ConversationKeys(conversation_tag(tenant, conversation_id), tenant, conversation_id)
+        args = [metadata, int(time.time() * 1000), self._ttl]
+        return bool(await self._run(self._set_metadata, [conv.meta], args))
+
+    async def remove_item(self, tenant: str, conversation_id: str, item_id: str) -> int | None:
+        conv = ConversationKeys(conversation_tag(tenant, conversation_id), tenant, conversation_id)
+        args = [tenant, conversation_id, item_id, int(time.time() * 1000), self._ttl]
+        version = int(await self._run(self._remove_item, [conv.meta, conv.tag_prefix], args))
+        return version if version > 0 else None
 
     async def ping(self) -> None:
         try:

@@ -249,3 +249,31 @@ async def test_conversation_metadata_is_kept(backend: Backend) -> None:
     )
     history = await backend.store.resolve_conversation(TENANT, conv)
     assert history is not None and history.body == b'{"k":"v"}'
+
+
+async def test_metadata_update_keeps_version(backend: Backend) -> None:
+    conv = conv_id()
+    await backend.store.append_turn(Turn(TENANT, conv, [item(conv, "x")], n_input=1, conversation_metadata=b"{}"))
+    assert await backend.store.set_conversation_metadata(TENANT, conv, b'{"a":"b"}')
+    history = await backend.store.resolve_conversation(TENANT, conv)
+    assert history is not None and history.body == b'{"a":"b"}' and history.version == 1
+    assert not await backend.store.set_conversation_metadata(TENANT, conv_id(), b"{}")
+
+
+async def test_removing_an_item_changes_the_head_but_not_stored_responses(backend: Backend) -> None:
+    conv = conv_id()
+    ids = await chain(backend, conv, 3)
+    before = await backend.store.resolve_response(TENANT, ids[2])
+    assert before is not None
+    victim = orjson.loads(before.items[2])["id"]  # "in1"
+    version = await backend.store.remove_item(TENANT, conv, victim)
+    assert version == 4
+    head = await backend.store.resolve_conversation(TENANT, conv)
+    assert head is not None and texts(head.items) == ["in0", "out0", "out1", "in2", "out2"]
+    after = await backend.store.resolve_response(TENANT, ids[2])
+    assert after is not None and after.items == before.items
+    assert await backend.store.remove_item(TENANT, conv, victim) is None
+    await backend.store.append_turn(Turn(TENANT, conv, [item(conv, "next")], n_input=1))
+    head = await backend.store.resolve_conversation(TENANT, conv)
+    assert head is not None and texts(head.items)[-2:] == ["out2", "next"]
+    assert await backend.store.delete_conversation(TENANT, conv)

@@ -1,0 +1,140 @@
+"""The Conversations API: create, get, update, delete, and the items of a conversation."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from ..appkeys import STORE
+from ..errors import InvalidRequest, NotFound, conversation_not_found
+from ..ids import conversation_tag, mint_conversation_id, validate_client_id
+from ..middleware import TENANT
+from ..store.base import History, Turn
+from ..stored_items import decode_items, with_sidecar_ids
+from ..wire.items import parse_input
+from .common import json_response, read_json
+from .pagination import page_items
+from .responses_request import check_metadata
+
+routes = web.RouteTableDef()
+
+MAX_ITEMS_PER_CALL = 20
+
+
+def _conversation_object(conversation_id: str, history: History) -> dict[str, Any]:
+    metadata = orjson.loads(history.body) if history.body else {}
+    return {"id": conversation_id, "object": "conversation", "created_at": history.created_ms // 1000,
+            "metadata": metadata}  # fmt: skip
+
+
+def _items_param(body: dict[str, Any], *, required: bool) -> list[dict[str, Any]]:
+    raw = body.get("items")
+    if raw is None and not required:
+        return []
+    if not isinstance(raw, list) or (required and not raw):
+        raise InvalidRequest("Invalid 'items': expected a non-empty array.", param="items")
+    if len(raw) > MAX_ITEMS_PER_CALL:
+        raise InvalidRequest(f"Invalid 'items': at most {MAX_ITEMS_PER_CALL} items per call.", param="items")
+    return parse_input(raw, "items")
+
+
+async def _load(request: web.Request) -> tuple[str, History]:
+    conversation_id = validate_client_id(request.match_info["conversation_id"], "conversation_id")
+    history = await request.app[STORE].resolve_conversation(request[TENANT], conversation_id)
+    if history is None:
+        raise conversation_not_found(conversation_id)
+    return conversation_id, history
+
+
+@routes.post("/v1/conversations")
+async def create_conversation(request: web.Request) -> web.Response:
+    _, body = await read_json(request)
+    metadata = body.get("metadata") or {}
+    check_metadata(metadata)
+    items = _items_param(body, required=False)
+    tenant = request[TENANT]
+    conversation_id = mint_conversation_id()
+    stored = with_sidecar_ids(items, conversation_tag(tenant, conversation_id))
+    await request.app[STORE].append_turn(
+        Turn(tenant, conversation_id, stored, n_input=len(stored), conversation_metadata=orjson.dumps(metadata))
+    )
+    return json_response(
+        {"id": conversation_id, "object": "conversation", "created_at": int(time.time()), "metadata": metadata}
+    )
+
+
+@routes.get("/v1/conversations/{conversation_id}")
+async def get_conversation(request: web.Request) -> web.Response:
+    conversation_id, history = await _load(request)
+    return json_response(_conversation_object(conversation_id, history))
+
+
+@routes.post("/v1/conversations/{conversation_id}")
+async def update_conversation(request: web.Request) -> web.Response:
+    _, body = await read_json(request)
+    if "metadata" not in body:
+        raise InvalidRequest("Missing required parameter: 'metadata'.", param="metadata")
+    check_metadata(body["metadata"])
+    conversation_id = validate_client_id(request.match_info["conversation_id"], "conversation_id")
+    store = request.app[STORE]
+    if not await store.set_conversation_metadata(request[TENANT], conversation_id, orjson.dumps(body["metadata"] or {})):
+        raise conversation_not_found(conversation_id)
+    _, history = await _load(request)
+    return json_response(_conversation_object(conversation_id, history))
+
+
+@routes.delete("/v1/conversations/{conversation_id}")
+async def delete_conversation(request: web.Request) -> web.Response:
+    conversation_id = validate_client_id(request.match_info["conversation_id"], "conversation_id")
+    if not await request.app[STORE].delete_conversation(request[TENANT], conversation_id):
+        raise conversation_not_found(conversation_id)
+    return json_response({"id": conversation_id, "object": "conversation.deleted", "deleted": True})
+
+
+@routes.post("/v1/conversations/{conversation_id}/items")
+async def add_items(request: web.Request) -> web.Response:
+    conversation_id = validate_client_id(request.match_info["conversation_id"], "conversation_id")
+    _, body = await read_json(request)
+    items = _items_param(body, required=True)
+    tenant = request[TENANT]
+    stored = with_sidecar_ids(items, conversation_tag(tenant, conversation_id))
+    await request.app[STORE].append_turn(Turn(tenant, conversation_id, stored, n_input=len(stored), create=False))
+    data = [orjson.loads(b) for _, b in stored]
+    return json_response(
+        {"object": "list", "data": data, "first_id": data[0]["id"], "last_id": data[-1]["id"], "has_more": False}
+    )
+
+
+@routes.get("/v1/conversations/{conversation_id}/items")
+async def list_items(request: web.Request) -> web.Response:
+    _, history = await _load(request)
+    return json_response(page_items(decode_items(history.items), request.query))
+
+
+def _find(history: History, item_id: str) -> dict[str, Any]:
+    for item in decode_items(history.items):
+        if item.get("id") == item_id:
+            return item
+    raise NotFound(f"Item with id '{item_id}' not found.")
+
+
+@routes.get("/v1/conversations/{conversation_id}/items/{item_id}")
+async def get_item(request: web.Request) -> web.Response:
+    _, history = await _load(request)
+    return json_response(_find(history, request.match_info["item_id"]))
+
+
+@routes.delete("/v1/conversations/{conversation_id}/items/{item_id}")
+async def delete_item(request: web.Request) -> web.Response:
+    conversation_id = validate_client_id(request.match_info["conversation_id"], "conversation_id")
+    item_id = request.match_info["item_id"]
+    store = request.app[STORE]
+    if await store.remove_item(request[TENANT], conversation_id, item_id) is None:
+        if await store.resolve_conversation(request[TENANT], conversation_id) is None:
+            raise conversation_not_found(conversation_id)
+        raise NotFound(f"Item with id '{item_id}' not found.")
+    _, history = await _load(request)
+    return json_response(_conversation_object(conversation_id, history))
