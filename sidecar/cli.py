@@ -17,7 +17,9 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the sidecar")
     serve.add_argument("--upstream", help="engine base URL (CONVOSTORE_UPSTREAM)")
-    serve.add_argument("--upstream-api", choices=["auto", "responses", "chat"], help="CONVOSTORE_UPSTREAM_API")
+    serve.add_argument(
+        "--upstream-api", choices=["auto", "responses", "chat"], help="CONVOSTORE_UPSTREAM_API"
+    )
     serve.add_argument("--listen", help="host:port (CONVOSTORE_LISTEN)")
     serve.add_argument("--redis-url", help="memory://, redis://, rediss://, unix:// (REDIS_URL)")
     serve.add_argument("--config", dest="config_path", help="policy file (CONVOSTORE_CONFIG)")

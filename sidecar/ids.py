@@ -12,7 +12,7 @@ TAG_LEN = 8
 _RANDOM_BYTES = 16
 # Client-chosen ids become part of Redis keys: no ':' (our separator) and no braces (hash-tag syntax).
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
-_MINTED = re.compile(r"^(resp|msg|fc|fco|rs|item|cmp)_([0-9a-f]{%d})[0-9a-f]{8,64}$" % TAG_LEN)
+_MINTED = re.compile(rf"^(resp|msg|fc|fco|rs|item|cmp)_([0-9a-f]{{{TAG_LEN}}})[0-9a-f]{{8,64}}$")
 
 
 def conversation_tag(tenant: str, conversation_id: str) -> str:

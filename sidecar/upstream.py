@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Mapping
 
 import aiohttp
@@ -19,7 +18,9 @@ class Upstream:
         self.base_url = config.upstream
         self.session = session
         self.api_key = config.upstream_api_key
-        self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=10.0, sock_read=config.upstream_timeout_seconds)
+        self.timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=10.0, sock_read=config.upstream_timeout_seconds
+        )
         self.api = config.upstream_api  # resolved from "auto" by probe_api()
 
     def url(self, path: str) -> str:
@@ -41,7 +42,7 @@ class Upstream:
         OpenAI errors of CONTRACT §4: 502 unreachable, 504 timed out."""
         try:
             return await self.session.post(self.url(path), data=body, headers=headers, timeout=self.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise UpstreamTimeout("The engine did not answer in time.") from None
         except aiohttp.ClientError as exc:
             raise UpstreamError(f"The engine is unreachable: {exc.__class__.__name__}.") from None
@@ -56,7 +57,7 @@ class Upstream:
                 async with self.session.get(self.url(path), timeout=PROBE_TIMEOUT) as resp:
                     if resp.status < 500:
                         return None
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 reason = f"engine unreachable at {self.base_url}: {exc.__class__.__name__}"
                 continue
             reason = f"engine at {self.base_url} answered {resp.status}"
@@ -69,17 +70,21 @@ class Upstream:
         try:
             async with self.session.post(self.url("/v1/responses"), json={}, timeout=PROBE_TIMEOUT) as resp:
                 self.api = "chat" if resp.status in (404, 405) else "responses"
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+        except (TimeoutError, aiohttp.ClientError):
             return "auto"  # engine not up yet: probe again on first use
         return self.api
 
 
 def client_session(config: Config) -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(limit=512, limit_per_host=512, keepalive_timeout=60, ttl_dns_cache=300)
-    return aiohttp.ClientSession(connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",))
+    return aiohttp.ClientSession(
+        connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",)
+    )
 
 
-async def upstream_context(app: web.Application, config: Config, key: web.AppKey[Upstream]) -> AsyncIterator[None]:
+async def upstream_context(
+    app: web.Application, config: Config, key: web.AppKey[Upstream]
+) -> AsyncIterator[None]:
     session = client_session(config)
     upstream = Upstream(config, session)
     app[key] = upstream

@@ -53,7 +53,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         new_items=new_items, create_conversation=True,
     )  # fmt: skip
     if conversation_id and previous and plan.conversation_id != conversation_id:
-        raise InvalidRequest("X-Previous-Response-Id belongs to another conversation.", param="X-Previous-Response-Id")
+        raise InvalidRequest(
+            "X-Previous-Response-Id belongs to another conversation.", param="X-Previous-Response-Id"
+        )
     stream = bool(body.get("stream"))
     messages = items_to_messages(decode_items([*plan.history, *(b for _, b in plan.input_items)]))
     engine_body: dict[str, Any] = {**body, "messages": messages}
@@ -89,7 +91,7 @@ async def _complete(engine: aiohttp.ClientResponse, translator: ChatStreamTransl
     async with engine:
         try:
             raw = await engine.read()
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise UpstreamError(f"The engine failed while answering: {exc.__class__.__name__}.") from None
         if engine.status >= 400:
             raise engine_rejected(engine.status, raw)
@@ -113,7 +115,9 @@ async def _relay(request: web.Request, engine: aiohttp.ClientResponse, translato
     if engine.status >= 400:
         async with engine:
             raise engine_rejected(engine.status, await engine.read())
-    response = web.StreamResponse(headers={**headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    response = web.StreamResponse(
+        headers={**headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+    )
     await response.prepare(request)
     decoder = SSEDecoder()
     try:
@@ -127,7 +131,7 @@ async def _relay(request: web.Request, engine: aiohttp.ClientResponse, translato
                         translator.feed(orjson.loads(message.data))
             if translator.status is None:
                 translator.finish()
-        except (aiohttp.ClientError, asyncio.TimeoutError, orjson.JSONDecodeError) as exc:
+        except (TimeoutError, aiohttp.ClientError, orjson.JSONDecodeError) as exc:
             translator.fail(f"The engine failed mid-stream: {exc.__class__.__name__}.", "upstream_error")
             error = {"error": {"message": "The engine failed mid-stream.", "type": "server_error",
                                "param": None, "code": "upstream_error"}}  # fmt: skip

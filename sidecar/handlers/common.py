@@ -87,6 +87,8 @@ def stateful_headers(
     return headers
 
 
-def json_response(body: bytes | dict[str, Any], headers: dict[str, str] | None = None, status: int = 200) -> web.Response:
+def json_response(
+    body: bytes | dict[str, Any], headers: dict[str, str] | None = None, status: int = 200
+) -> web.Response:
     data = body if isinstance(body, bytes) else orjson.dumps(body)
     return web.Response(body=data, status=status, content_type="application/json", headers=headers)

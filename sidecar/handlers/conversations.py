@@ -59,10 +59,17 @@ async def create_conversation(request: web.Request) -> web.Response:
     conversation_id = mint_conversation_id()
     stored = with_sidecar_ids(items, conversation_tag(tenant, conversation_id))
     await request.app[STORE].append_turn(
-        Turn(tenant, conversation_id, stored, n_input=len(stored), conversation_metadata=orjson.dumps(metadata))
+        Turn(
+            tenant, conversation_id, stored, n_input=len(stored), conversation_metadata=orjson.dumps(metadata)
+        )
     )
     return json_response(
-        {"id": conversation_id, "object": "conversation", "created_at": int(time.time()), "metadata": metadata}
+        {
+            "id": conversation_id,
+            "object": "conversation",
+            "created_at": int(time.time()),
+            "metadata": metadata,
+        }
     )
 
 
@@ -80,7 +87,9 @@ async def update_conversation(request: web.Request) -> web.Response:
     check_metadata(body["metadata"])
     conversation_id = validate_client_id(request.match_info["conversation_id"], "conversation_id")
     store = request.app[STORE]
-    if not await store.set_conversation_metadata(request[TENANT], conversation_id, orjson.dumps(body["metadata"] or {})):
+    if not await store.set_conversation_metadata(
+        request[TENANT], conversation_id, orjson.dumps(body["metadata"] or {})
+    ):
         raise conversation_not_found(conversation_id)
     _, history = await _load(request)
     return json_response(_conversation_object(conversation_id, history))
@@ -101,10 +110,18 @@ async def add_items(request: web.Request) -> web.Response:
     items = _items_param(body, required=True)
     tenant = request[TENANT]
     stored = with_sidecar_ids(items, conversation_tag(tenant, conversation_id))
-    await request.app[STORE].append_turn(Turn(tenant, conversation_id, stored, n_input=len(stored), create=False))
+    await request.app[STORE].append_turn(
+        Turn(tenant, conversation_id, stored, n_input=len(stored), create=False)
+    )
     data = [orjson.loads(b) for _, b in stored]
     return json_response(
-        {"object": "list", "data": data, "first_id": data[0]["id"], "last_id": data[-1]["id"], "has_more": False}
+        {
+            "object": "list",
+            "data": data,
+            "first_id": data[0]["id"],
+            "last_id": data[-1]["id"],
+            "has_more": False,
+        }
     )
 
 

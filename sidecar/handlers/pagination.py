@@ -1,4 +1,4 @@
-"""OpenAI list pages over stored items: `limit`, `order`, `after` -> `data`, `first_id`, `last_id`, `has_more`."""
+"""OpenAI list pages over stored items: `limit`, `order`, `after` -> `data`, `first_id`, `has_more`, ..."""
 
 from __future__ import annotations
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 
 import aiohttp
@@ -34,7 +33,7 @@ async def passthrough(request: web.Request) -> web.StreamResponse:
             timeout=upstream.timeout,
             allow_redirects=False,
         )
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise UpstreamTimeout("The engine did not answer in time.") from None
     except aiohttp.ClientError as exc:
         raise UpstreamError(f"The engine is unreachable: {exc.__class__.__name__}.") from None

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from ..appkeys import CONFIG, STORE
+from ..appkeys import STORE
 from ..errors import InvalidRequest, NotFound, conversation_not_found, previous_response_not_found
 from ..fingerprint import estimate_tokens, prefix_fingerprint
 from ..ids import conversation_tag, mint_in_conversation, tag_of_minted_id, validate_client_id
@@ -39,7 +39,9 @@ def _items_to_append(body: dict[str, Any]) -> list[dict[str, Any]]:
     else:
         raise InvalidRequest("Send a message {role, content}, or 'messages', or 'items'.", param="messages")
     if not items:
-        raise InvalidRequest("Nothing to append: the list is empty.", param="items" if "items" in body else "messages")
+        raise InvalidRequest(
+            "Nothing to append: the list is empty.", param="items" if "items" in body else "messages"
+        )
     return items
 
 
@@ -95,7 +97,9 @@ async def resolve(request: web.Request) -> web.Response:
             raise previous_response_not_found(previous)
     else:
         assert conversation is not None
-        history = await store.resolve_conversation(tenant, validate_client_id(conversation, "conversation_id"))
+        history = await store.resolve_conversation(
+            tenant, validate_client_id(conversation, "conversation_id")
+        )
         if history is None:
             raise conversation_not_found(conversation)
     history_bytes = sum(len(i) for i in history.items)
@@ -130,7 +134,9 @@ def _output_of(body: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, An
         else:
             output = response.get("output")
             if not isinstance(output, list):
-                raise InvalidRequest("Invalid type for 'response.output': expected an array.", param="response.output")
+                raise InvalidRequest(
+                    "Invalid type for 'response.output': expected an array.", param="response.output"
+                )
             items = [parse_item(o, f"response.output[{i}]") for i, o in enumerate(output)]
         kept = {k: response[k] for k in ("model", "usage", "created_at", "created") if k in response}
         return items, kept
@@ -155,7 +161,11 @@ async def store_response(request: web.Request) -> web.Response:
     response_id = body.get("response_id")
     if response_id is None:
         response_id = mint_in_conversation("resp", tag)
-    elif not isinstance(response_id, str) or tag_of_minted_id(response_id) != tag or not response_id.startswith("resp_"):
+    elif (
+        not isinstance(response_id, str)
+        or tag_of_minted_id(response_id) != tag
+        or not response_id.startswith("resp_")
+    ):
         raise InvalidRequest(
             "'response_id' must be an id ConvoStore minted for this conversation (omit it to get one).",
             param="response_id",

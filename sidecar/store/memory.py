@@ -208,7 +208,9 @@ class MemoryStore:
                 tenant, conversation_id, segment, end, stop + turn.n_input, turn.response_status,
                 turn.response_body, now + self._ttl,
             )  # fmt: skip
-        result = TurnResult(conversation_id, conv.version, n, conv.session_bytes, conv.turns, turn.response_id)
+        result = TurnResult(
+            conversation_id, conv.version, n, conv.session_bytes, conv.turns, turn.response_id
+        )
         if idem_key is not None:
             ttl = min(IDEMPOTENCY_TTL_SECONDS, self._ttl)
             self._idempotency[idem_key] = (turn.request_hash, result, now + ttl)
@@ -270,8 +272,8 @@ class MemoryStore:
         for rid in [r for r, resp in self._responses.items() if resp.expires_at <= now]:
             del self._responses[rid]
             dropped += 1
-        for key in [k for k, v in self._idempotency.items() if v[2] <= now]:
-            del self._idempotency[key]
+        for idem in [k for k, v in self._idempotency.items() if v[2] <= now]:
+            del self._idempotency[idem]
         return dropped
 
     @contextlib.asynccontextmanager
