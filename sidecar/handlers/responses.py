@@ -23,6 +23,7 @@ from ..wire.items import canonical_tools
 from ..wire.resource import build_response_resource
 from ..wire.stream_repair import ResponsesStreamRewriter, rewrite_response
 from .common import idempotency_key, read_json, request_hash, stateful_headers
+from .replay import replay_if_seen
 from .responses_request import CreateRequest, parse_create, responses_engine_body
 from .sse_relay import relay_stream
 
@@ -64,20 +65,30 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         estimated_tokens=estimate_tokens(plan.history_bytes),
         response_id=plan.response_id,
     )
+    hashed = request_hash(raw, "responses")
+    if idem is not None and create.store:
+        replayed = await replay_if_seen(request, store, plan, idem, hashed, stream=create.stream, headers=headers)
+        if replayed is not None:
+            return replayed
     engine_headers = upstream.headers(request.headers, forward_client_key=request.app[CONFIG].auth == "none")
     engine_response = await upstream.post(path, engine_body, engine_headers)
-    hashed = request_hash(raw, "responses")
 
-    async def save(final: dict[str, Any]) -> None:
-        if create.store:
-            await record_turn(
-                store, plan, stored_output(final["output"]), response_body=compact_record(final),
-                status=final["status"], idempotency_key=idem, request_hash=hashed,
-            )  # fmt: skip
+    async def save(final: dict[str, Any]) -> bool:
+        """Store the turn; False when a concurrent call with the same idempotency key got there first."""
+        if not create.store:
+            return True
+        result = await record_turn(
+            store, plan, stored_output(final["output"]), response_body=compact_record(final),
+            status=final["status"], idempotency_key=idem, request_hash=hashed,
+        )  # fmt: skip
+        return not result.replayed
 
     if not create.stream:
         final = await _complete(engine_response, api, base, plan)
-        await save(final)
+        if not await save(final) and idem is not None:
+            replayed = await replay_if_seen(request, store, plan, idem, hashed, stream=False, headers=headers)
+            if replayed is not None:
+                return replayed
         return web.Response(body=orjson.dumps(final), content_type="application/json", headers=headers)
 
     translator = (

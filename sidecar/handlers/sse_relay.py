@@ -46,7 +46,7 @@ async def relay_stream(
     engine: aiohttp.ClientResponse,
     translator: StreamTranslator,
     headers: dict[str, str],
-    save: Callable[[dict[str, Any]], Awaitable[None]],
+    save: Callable[[dict[str, Any]], Awaitable[Any]],
     *,
     chat: bool,
 ) -> web.StreamResponse:
@@ -85,7 +85,6 @@ async def relay_stream(
     except (_ClientGone, asyncio.CancelledError) as exc:
         engine.close()  # drops the engine connection: the engine stops generating for a client who left
         final = translator.final_response or translator.incomplete("client_disconnected")
-        await asyncio.shield(_save_quietly(save, final))
         if isinstance(exc, asyncio.CancelledError):
             raise
         return response
@@ -120,7 +119,7 @@ async def _pump(
                 await send(translator.feed(event))
 
 
-async def _save_quietly(save: Callable[[dict[str, Any]], Awaitable[None]], final: dict[str, Any]) -> None:
+async def _save_quietly(save: Callable[[dict[str, Any]], Awaitable[Any]], final: dict[str, Any]) -> None:
     """The client already has its answer; a store failure here is logged, not re-raised into the stream."""
     try:
         await save(final)

@@ -95,6 +95,12 @@ class Store(Protocol):
 
     async def delete_response(self, tenant: str, response_id: str) -> bool: ...
 
+    async def find_idempotent(
+        self, tenant: str, conversation_id: str, key: str
+    ) -> tuple[str, TurnResult] | None:
+        """The request hash and result recorded under an idempotency key, if any (a read, no write)."""
+        ...
+
     async def set_conversation_metadata(self, tenant: str, conversation_id: str, metadata: bytes) -> bool: ...
 
     async def remove_item(self, tenant: str, conversation_id: str, item_id: str) -> int | None:

@@ -226,6 +226,14 @@ class MemoryStore:
             conv.responses.discard(response_id)
         return True
 
+    async def find_idempotent(self, tenant: str, conversation_id: str, key: str) -> tuple[str, TurnResult] | None:
+        first = self._idempotency.get((tenant, conversation_id, key))
+        if first is None or first[2] <= time.monotonic():
+            return None
+        r = first[1]
+        return first[0], TurnResult(r.conversation_id, r.version, r.appended, r.session_bytes, r.turns,
+                                    r.response_id, replayed=True)  # fmt: skip
+
     async def set_conversation_metadata(self, tenant: str, conversation_id: str, metadata: bytes) -> bool:
         conv = self._live_conversation(tenant, conversation_id)
         if conv is None:

@@ -131,6 +131,17 @@ class RedisStore:
         keys = [conv.meta, conv.tag_prefix]
         return bool(await self._run(self._delete_conversation, keys, [tenant, conversation_id]))
 
+    async def find_idempotent(self, tenant: str, conversation_id: str, key: str) -> tuple[str, TurnResult] | None:
+        conv = ConversationKeys(conversation_tag(tenant, conversation_id), tenant, conversation_id)
+        try:
+            raw = await self._client.get(conv.idempotency(key))
+        except _UNREACHABLE as exc:
+            raise StoreDown(str(exc)) from exc
+        if raw is None:
+            return None
+        request_hash, *fields = raw.split(b"\n")
+        return request_hash.decode(), _turn_result([b"replay", *fields], Turn(tenant, conversation_id, [], 0))
+
     async def set_conversation_metadata(self, tenant: str, conversation_id: str, metadata: bytes) -> bool:
         conv = ConversationKeys(conversation_tag(tenant, conversation_id), tenant, conversation_id)
         args = [metadata, int(time.time() * 1000), self._ttl]

@@ -277,3 +277,17 @@ async def test_removing_an_item_changes_the_head_but_not_stored_responses(backen
     head = await backend.store.resolve_conversation(TENANT, conv)
     assert head is not None and texts(head.items)[-2:] == ["out2", "next"]
     assert await backend.store.delete_conversation(TENANT, conv)
+
+
+async def test_find_idempotent_reads_the_first_result(backend: Backend) -> None:
+    conv = conv_id()
+    rid = mint_in_conversation("resp", conversation_tag(TENANT, conv))
+    assert await backend.store.find_idempotent(TENANT, conv, "k") is None
+    first = await backend.store.append_turn(
+        Turn(TENANT, conv, [item(conv, "x")], n_input=1, response_id=rid, idempotency_key="k", request_hash="h")
+    )
+    found = await backend.store.find_idempotent(TENANT, conv, "k")
+    assert found is not None
+    request_hash, result = found
+    assert request_hash == "h" and result.replayed and result.response_id == rid
+    assert result.version == first.version and result.conversation_id == conv
