@@ -85,6 +85,7 @@ async def relay_stream(
     except (_ClientGone, asyncio.CancelledError) as exc:
         engine.close()  # drops the engine connection: the engine stops generating for a client who left
         final = translator.final_response or translator.incomplete("client_disconnected")
+        await asyncio.shield(_save_quietly(save, final))
         if isinstance(exc, asyncio.CancelledError):
             raise
         return response
