@@ -62,7 +62,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if stream:
         engine_body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
     headers = stateful_headers(
-        request_id=request[REQUEST_ID], conversation_id=plan.conversation_id, version=plan.version,
+        request_id=request[REQUEST_ID], conversation_id=plan.conversation_id, version=plan.version + 1,
         fingerprint=prefix_fingerprint(tools=canonical_tools(body.get("tools"))),
         estimated_tokens=estimate_tokens(plan.history_bytes), response_id=plan.response_id,
     )  # fmt: skip
@@ -132,9 +132,9 @@ async def _relay(request: web.Request, engine: aiohttp.ClientResponse, translato
             if translator.status is None:
                 translator.finish()
         except (TimeoutError, aiohttp.ClientError, orjson.JSONDecodeError) as exc:
-            translator.fail(f"The engine failed mid-stream: {exc.__class__.__name__}.", "upstream_error")
+            translator.fail(f"The engine failed mid-stream: {exc.__class__.__name__}.", "server_error")
             error = {"error": {"message": "The engine failed mid-stream.", "type": "server_error",
-                               "param": None, "code": "upstream_error"}}  # fmt: skip
+                               "param": None, "code": "server_error"}}  # fmt: skip
             with contextlib.suppress(ConnectionResetError, RuntimeError):
                 await response.write(b"data: " + orjson.dumps(error) + b"\n\n")
     except (ConnectionResetError, RuntimeError, asyncio.CancelledError) as exc:

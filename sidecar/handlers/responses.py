@@ -16,6 +16,7 @@ from ..fingerprint import estimate_tokens, prefix_fingerprint
 from ..middleware import REQUEST_ID, TENANT
 from ..response_record import compact_record
 from ..stored_items import decode_items
+from ..store import TurnResult
 from ..turns import TurnPlan, plan_turn, record_turn, stored_output
 from ..wire.chat_messages import items_to_messages
 from ..wire.chat_translate import ChatStreamTranslator, chat_completion_to_output, responses_to_chat_request
@@ -60,7 +61,8 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     headers = stateful_headers(
         request_id=request[REQUEST_ID],
         conversation_id=plan.conversation_id,
-        version=plan.version,
+        # Streams send headers before the write: the version the write makes, unless another lands first.
+        version=plan.version + 1 if create.store else plan.version,
         fingerprint=prefix_fingerprint(tools=canonical_tools(body.get("tools"))),
         estimated_tokens=estimate_tokens(plan.history_bytes),
         response_id=plan.response_id,
@@ -73,22 +75,24 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     engine_headers = upstream.headers(request.headers, forward_client_key=request.app[CONFIG].auth == "none")
     engine_response = await upstream.post(path, engine_body, engine_headers)
 
-    async def save(final: dict[str, Any]) -> bool:
-        """Store the turn; False when a concurrent call with the same idempotency key got there first."""
+    async def save(final: dict[str, Any]) -> TurnResult | None:
         if not create.store:
-            return True
-        result = await record_turn(
+            return None
+        return await record_turn(
             store, plan, stored_output(final["output"]), response_body=compact_record(final),
             status=final["status"], idempotency_key=idem, request_hash=hashed,
         )  # fmt: skip
-        return not result.replayed
 
     if not create.stream:
         final = await _complete(engine_response, api, base, plan)
-        if not await save(final) and idem is not None:
+        result = await save(final)
+        if result is not None and result.replayed and idem is not None:
+            # A concurrent call with the same key was stored first: answer with its response.
             replayed = await replay_if_seen(request, store, plan, idem, hashed, stream=False, headers=headers)
             if replayed is not None:
                 return replayed
+        if result is not None:
+            headers["X-Conversation-Version"] = str(result.version)  # non-stream: the version after the write
         return web.Response(body=orjson.dumps(final), content_type="application/json", headers=headers)
 
     translator = (
