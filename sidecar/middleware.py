@@ -69,8 +69,14 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         response = await handler(request)
     except errors.ConvoStoreError as exc:
         return error_response(exc, request_id)
-    except (Conflict, IdempotencyKeyReused, ParentNotFound, ParentInOtherConversation,
-            ConversationMissing, StoreDown) as exc:  # fmt: skip
+    except (
+        Conflict,
+        IdempotencyKeyReused,
+        ParentNotFound,
+        ParentInOtherConversation,
+        ConversationMissing,
+        StoreDown,
+    ) as exc:
         return error_response(store_error(exc), request_id)
     except web.HTTPRequestEntityTooLarge:
         return error_response(errors.BodyTooLarge("Request body too large."), request_id)

@@ -59,18 +59,36 @@ async def plan_turn(
             raise previous_response_not_found(previous_response_id)
         tag = tag_of_minted_id(previous_response_id)
         assert tag is not None  # resolve found it, so the sidecar minted it
-        plan = TurnPlan(tenant, history.conversation_id, tag, previous_response_id, False, history.items,
-                        history.version, "")  # fmt: skip
+        plan = TurnPlan(
+            tenant,
+            history.conversation_id,
+            tag,
+            previous_response_id,
+            False,
+            history.items,
+            history.version,
+            "",
+        )
     elif conversation_id is not None:
         history = await store.resolve_conversation(tenant, conversation_id)
         if history is None and not create_conversation:
             raise conversation_not_found(conversation_id)
-        plan = TurnPlan(tenant, conversation_id, conversation_tag(tenant, conversation_id), None, True,
-                        history.items if history else [], history.version if history else 0, "")  # fmt: skip
+        plan = TurnPlan(
+            tenant,
+            conversation_id,
+            conversation_tag(tenant, conversation_id),
+            None,
+            True,
+            history.items if history else [],
+            history.version if history else 0,
+            "",
+        )
         plan.create = create_conversation
     else:
         new_id = (
-            conversation_id_for_idempotency_key(tenant, idempotency_key) if idempotency_key else mint_conversation_id()
+            conversation_id_for_idempotency_key(tenant, idempotency_key)
+            if idempotency_key
+            else mint_conversation_id()
         )
         plan = TurnPlan(tenant, new_id, conversation_tag(tenant, new_id), None, False, [], 0, "")
     plan.response_id = plan.mint("resp")

@@ -48,10 +48,14 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     store = request.app[STORE]
     idem = idempotency_key(request)
     plan = await plan_turn(
-        store, request[TENANT], previous_response_id=previous or None,
-        conversation_id=None if previous else conversation_id, idempotency_key=idem,
-        new_items=new_items, create_conversation=True,
-    )  # fmt: skip
+        store,
+        request[TENANT],
+        previous_response_id=previous or None,
+        conversation_id=None if previous else conversation_id,
+        idempotency_key=idem,
+        new_items=new_items,
+        create_conversation=True,
+    )
     if conversation_id and previous and plan.conversation_id != conversation_id:
         raise InvalidRequest(
             "X-Previous-Response-Id belongs to another conversation.", param="X-Previous-Response-Id"
@@ -62,32 +66,47 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if stream:
         engine_body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
     headers = stateful_headers(
-        request_id=request[REQUEST_ID], conversation_id=plan.conversation_id, version=plan.version + 1,
+        request_id=request[REQUEST_ID],
+        conversation_id=plan.conversation_id,
+        version=plan.version + 1,
         fingerprint=prefix_fingerprint(tools=canonical_tools(body.get("tools"))),
-        estimated_tokens=estimate_tokens(plan.history_bytes), response_id=plan.response_id,
-    )  # fmt: skip
+        estimated_tokens=estimate_tokens(plan.history_bytes),
+        response_id=plan.response_id,
+    )
     upstream = request.app[UPSTREAM]
     engine_headers = upstream.headers(request.headers, forward_client_key=request.app[CONFIG].auth == "none")
     engine = await upstream.post("/v1/chat/completions", orjson.dumps(engine_body), engine_headers)
     base = build_response_resource(
-        response_id=plan.response_id, created_at=int(time.time()), status="in_progress",
-        model=str(body.get("model") or ""), output=[], request={},
+        response_id=plan.response_id,
+        created_at=int(time.time()),
+        status="in_progress",
+        model=str(body.get("model") or ""),
+        output=[],
+        request={},
         previous_response_id=previous or None,
-    )  # fmt: skip
+    )
     translator = ChatStreamTranslator(base, plan.mint)
     hashed = request_hash(raw, "chat")
 
     async def save(final: dict[str, Any]) -> None:
-        await record_turn(store, plan, stored_output(final["output"]), response_body=compact_record(final),
-                          status=final["status"], idempotency_key=idem, request_hash=hashed)  # fmt: skip
+        await record_turn(
+            store,
+            plan,
+            stored_output(final["output"]),
+            response_body=compact_record(final),
+            status=final["status"],
+            idempotency_key=idem,
+            request_hash=hashed,
+        )
 
     if not stream:
         return await _complete(engine, translator, headers, save)
     return await _relay(request, engine, translator, headers, save, plan)
 
 
-async def _complete(engine: aiohttp.ClientResponse, translator: ChatStreamTranslator, headers: dict[str, str],
-                    save: Any) -> web.Response:  # fmt: skip
+async def _complete(
+    engine: aiohttp.ClientResponse, translator: ChatStreamTranslator, headers: dict[str, str], save: Any
+) -> web.Response:
     async with engine:
         try:
             raw = await engine.read()
@@ -99,8 +118,14 @@ async def _complete(engine: aiohttp.ClientResponse, translator: ChatStreamTransl
         answer = orjson.loads(raw)
         choice = answer["choices"][0]
         # The translator's stream path captures a whole answer as well as deltas: one code path for both.
-        translator.feed({**answer, "choices": [{"index": 0, "delta": choice["message"],
-                                                 "finish_reason": choice.get("finish_reason")}]})  # fmt: skip
+        translator.feed(
+            {
+                **answer,
+                "choices": [
+                    {"index": 0, "delta": choice["message"], "finish_reason": choice.get("finish_reason")}
+                ],
+            }
+        )
         translator.finish()
     except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
         raise UpstreamError("The engine answered something that is not a chat completion.") from None
@@ -109,8 +134,14 @@ async def _complete(engine: aiohttp.ClientResponse, translator: ChatStreamTransl
     return web.Response(body=raw, content_type="application/json", headers=headers)
 
 
-async def _relay(request: web.Request, engine: aiohttp.ClientResponse, translator: ChatStreamTranslator,
-                 headers: dict[str, str], save: Any, plan: TurnPlan) -> web.StreamResponse:  # fmt: skip
+async def _relay(
+    request: web.Request,
+    engine: aiohttp.ClientResponse,
+    translator: ChatStreamTranslator,
+    headers: dict[str, str],
+    save: Any,
+    plan: TurnPlan,
+) -> web.StreamResponse:
     """Chunks go to the client byte for byte as they come; a copy is decoded to capture the answer."""
     if engine.status >= 400:
         async with engine:
@@ -133,8 +164,14 @@ async def _relay(request: web.Request, engine: aiohttp.ClientResponse, translato
                 translator.finish()
         except (TimeoutError, aiohttp.ClientError, orjson.JSONDecodeError) as exc:
             translator.fail(f"The engine failed mid-stream: {exc.__class__.__name__}.", "server_error")
-            error = {"error": {"message": "The engine failed mid-stream.", "type": "server_error",
-                               "param": None, "code": "server_error"}}  # fmt: skip
+            error = {
+                "error": {
+                    "message": "The engine failed mid-stream.",
+                    "type": "server_error",
+                    "param": None,
+                    "code": "server_error",
+                }
+            }
             with contextlib.suppress(ConnectionResetError, RuntimeError):
                 await response.write(b"data: " + orjson.dumps(error) + b"\n\n")
     except (ConnectionResetError, RuntimeError, asyncio.CancelledError) as exc:

@@ -26,8 +26,12 @@ MAX_ITEMS_PER_CALL = 20
 
 def _conversation_object(conversation_id: str, history: History) -> dict[str, Any]:
     metadata = orjson.loads(history.body) if history.body else {}
-    return {"id": conversation_id, "object": "conversation", "created_at": history.created_ms // 1000,
-            "metadata": metadata}  # fmt: skip
+    return {
+        "id": conversation_id,
+        "object": "conversation",
+        "created_at": history.created_ms // 1000,
+        "metadata": metadata,
+    }
 
 
 def _items_param(body: dict[str, Any], *, required: bool) -> list[dict[str, Any]]:

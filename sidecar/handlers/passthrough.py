@@ -12,9 +12,21 @@ from ..errors import UpstreamError, UpstreamTimeout
 
 # RFC 9110 §7.6.1 hop-by-hop headers, plus those aiohttp recomputes for the new connection.
 HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te",
-     "trailer", "trailers", "transfer-encoding", "upgrade", "host", "content-length"}
-)  # fmt: skip
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+    }
+)
 
 
 async def passthrough(request: web.Request) -> web.StreamResponse:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -15,8 +14,8 @@ from ..errors import UpstreamError, engine_rejected
 from ..fingerprint import estimate_tokens, prefix_fingerprint
 from ..middleware import REQUEST_ID, TENANT
 from ..response_record import compact_record
-from ..stored_items import decode_items
 from ..store import TurnResult
+from ..stored_items import decode_items
 from ..turns import TurnPlan, plan_turn, record_turn, stored_output
 from ..wire.chat_messages import items_to_messages
 from ..wire.chat_translate import ChatStreamTranslator, chat_completion_to_output, responses_to_chat_request
@@ -69,7 +68,9 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     )
     hashed = request_hash(raw, "responses")
     if idem is not None and create.store:
-        replayed = await replay_if_seen(request, store, plan, idem, hashed, stream=create.stream, headers=headers)
+        replayed = await replay_if_seen(
+            request, store, plan, idem, hashed, stream=create.stream, headers=headers
+        )
         if replayed is not None:
             return replayed
     engine_headers = upstream.headers(request.headers, forward_client_key=request.app[CONFIG].auth == "none")
@@ -79,9 +80,14 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         if not create.store:
             return None
         return await record_turn(
-            store, plan, stored_output(final["output"]), response_body=compact_record(final),
-            status=final["status"], idempotency_key=idem, request_hash=hashed,
-        )  # fmt: skip
+            store,
+            plan,
+            stored_output(final["output"]),
+            response_body=compact_record(final),
+            status=final["status"],
+            idempotency_key=idem,
+            request_hash=hashed,
+        )
 
     if not create.stream:
         final = await _complete(engine_response, api, base, plan)
@@ -96,7 +102,9 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         return web.Response(body=orjson.dumps(final), content_type="application/json", headers=headers)
 
     translator = (
-        ResponsesStreamRewriter(base, plan.mint) if api == "responses" else ChatStreamTranslator(base, plan.mint)
+        ResponsesStreamRewriter(base, plan.mint)
+        if api == "responses"
+        else ChatStreamTranslator(base, plan.mint)
     )
     return await relay_stream(request, engine_response, translator, headers, save, chat=api != "responses")
 
@@ -117,7 +125,7 @@ async def _complete(
     async with engine_response:
         try:
             raw = await engine_response.read()
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise UpstreamError(f"The engine failed while answering: {exc.__class__.__name__}.") from None
         if engine_response.status >= 400:
             raise engine_rejected(engine_response.status, raw)

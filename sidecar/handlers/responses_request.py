@@ -12,7 +12,9 @@ from ..ids import validate_client_id
 from ..wire.items import parse_input
 
 # Fields the sidecar acts on itself; everything else goes to the engine as the client sent it.
-SIDECAR_FIELDS = frozenset({"input", "previous_response_id", "conversation", "background", "metadata", "store", "stream"})
+SIDECAR_FIELDS = frozenset(
+    {"input", "previous_response_id", "conversation", "background", "metadata", "store", "stream"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +42,9 @@ def parse_create(body: dict[str, Any]) -> CreateRequest:
     check_metadata(body.get("metadata"))
     previous = body.get("previous_response_id")
     if previous is not None and (not isinstance(previous, str) or not previous):
-        raise InvalidRequest("Invalid type for 'previous_response_id': expected a string.", param="previous_response_id")
+        raise InvalidRequest(
+            "Invalid type for 'previous_response_id': expected a string.", param="previous_response_id"
+        )
     conversation = _conversation_id(body.get("conversation"))
     if previous and conversation:
         raise InvalidRequest(

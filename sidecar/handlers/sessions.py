@@ -74,9 +74,12 @@ async def append(request: web.Request) -> web.Response:
         "session_size_bytes": result.session_bytes,
     }
     headers = stateful_headers(
-        request_id=request[REQUEST_ID], conversation_id=conversation_id, version=result.version,
-        fingerprint=fingerprint, estimated_tokens=tokens,
-    )  # fmt: skip
+        request_id=request[REQUEST_ID],
+        conversation_id=conversation_id,
+        version=result.version,
+        fingerprint=fingerprint,
+        estimated_tokens=tokens,
+    )
     return json_response(answer, headers)
 
 
@@ -114,9 +117,13 @@ async def resolve(request: web.Request) -> web.Response:
         "estimated_input_tokens": tokens,
     }
     headers = stateful_headers(
-        request_id=request[REQUEST_ID], conversation_id=history.conversation_id, version=history.version,
-        fingerprint=fingerprint, estimated_tokens=tokens, response_id=history.response_id,
-    )  # fmt: skip
+        request_id=request[REQUEST_ID],
+        conversation_id=history.conversation_id,
+        version=history.version,
+        fingerprint=fingerprint,
+        estimated_tokens=tokens,
+        response_id=history.response_id,
+    )
     return json_response(answer, headers)
 
 
@@ -188,10 +195,13 @@ async def store_response(request: web.Request) -> web.Response:
     stored_id = result.response_id or response_id
     answer = {"conversation_id": conversation_id, "response_id": stored_id, "version": result.version}
     headers = stateful_headers(
-        request_id=request[REQUEST_ID], conversation_id=conversation_id, version=result.version,
-        fingerprint=prefix_fingerprint(), estimated_tokens=estimate_tokens(result.session_bytes),
+        request_id=request[REQUEST_ID],
+        conversation_id=conversation_id,
+        version=result.version,
+        fingerprint=prefix_fingerprint(),
+        estimated_tokens=estimate_tokens(result.session_bytes),
         response_id=stored_id,
-    )  # fmt: skip
+    )
     return json_response(answer, headers)
 
 

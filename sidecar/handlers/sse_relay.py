@@ -76,11 +76,16 @@ async def relay_stream(
                 if chat and finish is not None:
                     await send(finish())
                 else:
-                    await send(translator.fail("The engine's stream ended before the response finished.",
-                                               "server_error"))  # fmt: skip
-        except (aiohttp.ClientError, asyncio.TimeoutError, orjson.JSONDecodeError) as exc:
+                    await send(
+                        translator.fail(
+                            "The engine's stream ended before the response finished.", "server_error"
+                        )
+                    )
+        except (TimeoutError, aiohttp.ClientError, orjson.JSONDecodeError) as exc:
             log.warning("engine stream failed: %s", exc.__class__.__name__)
-            await send(translator.fail(f"The engine failed mid-stream: {exc.__class__.__name__}.", "server_error"))
+            await send(
+                translator.fail(f"The engine failed mid-stream: {exc.__class__.__name__}.", "server_error")
+            )
         final = translator.final_response
     except (_ClientGone, asyncio.CancelledError) as exc:
         engine.close()  # drops the engine connection: the engine stops generating for a client who left

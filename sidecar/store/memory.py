@@ -169,8 +169,15 @@ class MemoryStore:
                 if first[0] != turn.request_hash:
                     raise IdempotencyKeyReused(turn.idempotency_key)
                 r = first[1]
-                return TurnResult(r.conversation_id, r.version, r.appended, r.session_bytes, r.turns,
-                                  r.response_id, replayed=True)  # fmt: skip
+                return TurnResult(
+                    r.conversation_id,
+                    r.version,
+                    r.appended,
+                    r.session_bytes,
+                    r.turns,
+                    r.response_id,
+                    replayed=True,
+                )
 
         now_ms = int(time.time() * 1000)
         conv = self._live_conversation(tenant, conversation_id)
@@ -205,9 +212,15 @@ class MemoryStore:
             conv.turns += 1
             conv.responses.add(turn.response_id)
             self._responses[turn.response_id] = _Response(
-                tenant, conversation_id, segment, end, stop + turn.n_input, turn.response_status,
-                turn.response_body, now + self._ttl,
-            )  # fmt: skip
+                tenant,
+                conversation_id,
+                segment,
+                end,
+                stop + turn.n_input,
+                turn.response_status,
+                turn.response_body,
+                now + self._ttl,
+            )
         result = TurnResult(
             conversation_id, conv.version, n, conv.session_bytes, conv.turns, turn.response_id
         )
@@ -226,13 +239,16 @@ class MemoryStore:
             conv.responses.discard(response_id)
         return True
 
-    async def find_idempotent(self, tenant: str, conversation_id: str, key: str) -> tuple[str, TurnResult] | None:
+    async def find_idempotent(
+        self, tenant: str, conversation_id: str, key: str
+    ) -> tuple[str, TurnResult] | None:
         first = self._idempotency.get((tenant, conversation_id, key))
         if first is None or first[2] <= time.monotonic():
             return None
         r = first[1]
-        return first[0], TurnResult(r.conversation_id, r.version, r.appended, r.session_bytes, r.turns,
-                                    r.response_id, replayed=True)  # fmt: skip
+        return first[0], TurnResult(
+            r.conversation_id, r.version, r.appended, r.session_bytes, r.turns, r.response_id, replayed=True
+        )
 
     async def set_conversation_metadata(self, tenant: str, conversation_id: str, metadata: bytes) -> bool:
         conv = self._live_conversation(tenant, conversation_id)

@@ -131,7 +131,9 @@ class RedisStore:
         keys = [conv.meta, conv.tag_prefix]
         return bool(await self._run(self._delete_conversation, keys, [tenant, conversation_id]))
 
-    async def find_idempotent(self, tenant: str, conversation_id: str, key: str) -> tuple[str, TurnResult] | None:
+    async def find_idempotent(
+        self, tenant: str, conversation_id: str, key: str
+    ) -> tuple[str, TurnResult] | None:
         conv = ConversationKeys(conversation_tag(tenant, conversation_id), tenant, conversation_id)
         try:
             raw = await self._client.get(conv.idempotency(key))

@@ -52,12 +52,18 @@ def parse_item(raw: Any, param: str) -> Item:
         if isinstance(output, str):
             normalised: Any = normalise_text(output)
         elif isinstance(output, list):
-            normalised = [_parse_part(p, f"{param}.output[{i}]", INPUT_PART_TYPES) for i, p in enumerate(output)]
+            normalised = [
+                _parse_part(p, f"{param}.output[{i}]", INPUT_PART_TYPES) for i, p in enumerate(output)
+            ]
         else:
             raise InvalidRequest(
                 f"Invalid type for '{param}.output': expected a string or an array.", param=f"{param}.output"
             )
-        item = {"type": "function_call_output", "call_id": _string(raw, "call_id", param), "output": normalised}
+        item = {
+            "type": "function_call_output",
+            "call_id": _string(raw, "call_id", param),
+            "output": normalised,
+        }
     elif item_type == "item_reference":
         item = {"type": "item_reference", "id": _string(raw, "id", param)}
     else:  # reasoning and compaction items are opaque: stored and re-sent as given

@@ -13,7 +13,10 @@ def replay_events(resource: JSONObject) -> list[JSONObject]:
     """created → in_progress → each output item with its parts and one delta each → the terminal event,
     numbered from 0; what a client would have seen had it streamed the call itself."""
     opening = {**resource, "status": "in_progress", "output": [], "usage": None, "completed_at": None}
-    out: list[JSONObject] = [ev.lifecycle("response.created", opening), ev.lifecycle("response.in_progress", opening)]
+    out: list[JSONObject] = [
+        ev.lifecycle("response.created", opening),
+        ev.lifecycle("response.in_progress", opening),
+    ]
     for index, item in enumerate(resource.get("output") or []):
         out.extend(_item_events(index, item))
     status = resource.get("status") or "completed"

@@ -25,7 +25,9 @@ async def engine() -> AsyncIterator[TestServer]:
 
 
 @pytest.fixture(params=["responses", "chat"])
-async def proxied(request: pytest.FixtureRequest, engine: TestServer, make_sidecar: Any) -> tuple[Client, TestServer]:
+async def proxied(
+    request: pytest.FixtureRequest, engine: TestServer, make_sidecar: Any
+) -> tuple[Client, TestServer]:
     redis = request.getfixturevalue("redis_server")
     sidecar = await make_sidecar(
         upstream=str(engine.make_url("")).rstrip("/"), upstream_api=request.param, redis_url=redis.url
@@ -54,10 +56,14 @@ def texts_of(inputs: list[Any]) -> list[str]:
     return out
 
 
-async def test_conversation_items_reach_the_prompt_and_the_turn_is_appended(proxied: tuple[Client, TestServer]) -> None:
+async def test_conversation_items_reach_the_prompt_and_the_turn_is_appended(
+    proxied: tuple[Client, TestServer],
+) -> None:
     sidecar, engine = proxied
     client = sdk(sidecar)
-    conv = await client.conversations.create(items=[{"role": "user", "content": "My name is Bob."}], metadata={"k": "v"})
+    conv = await client.conversations.create(
+        items=[{"role": "user", "content": "My name is Bob."}], metadata={"k": "v"}
+    )
     assert conv.id.startswith("conv_") and conv.metadata == {"k": "v"}
     first = await client.responses.create(model="m", input="What is my name?", conversation=conv.id)
     assert first.conversation is not None and first.conversation.id == conv.id
@@ -65,8 +71,11 @@ async def test_conversation_items_reach_the_prompt_and_the_turn_is_appended(prox
     assert texts_of(engine_inputs(engine)) == ["My name is Bob.", "What is my name?"]
     await client.responses.create(model="m", input="And again?", conversation={"id": conv.id})
     assert texts_of(engine_inputs(engine)) == [
-        "My name is Bob.", "What is my name?", "echo: What is my name?", "And again?",
-    ]  # fmt: skip
+        "My name is Bob.",
+        "What is my name?",
+        "echo: What is my name?",
+        "And again?",
+    ]
     items = await client.conversations.items.list(conv.id, order="asc")
     assert [i.role for i in items.data] == ["user", "user", "assistant", "user", "assistant"]
     assert items.data[2].content[0].text == "echo: What is my name?"
@@ -77,7 +86,8 @@ async def test_conversation_crud_and_items(proxied: tuple[Client, TestServer]) -
     client = sdk(sidecar)
     conv = await client.conversations.create()
     added = await client.conversations.items.create(
-        conv.id, items=[{"role": "user", "content": "a"}, {"type": "message", "role": "assistant", "content": "b"}]
+        conv.id,
+        items=[{"role": "user", "content": "a"}, {"type": "message", "role": "assistant", "content": "b"}],
     )
     assert [i.role for i in added.data] == ["user", "assistant"]
     page = await client.conversations.items.list(conv.id, limit=1)
@@ -106,18 +116,24 @@ async def test_conversation_and_previous_response_together_is_400(proxied: tuple
     conv = await client.conversations.create()
     first = await client.responses.create(model="m", input="hi")
     with pytest.raises(openai.BadRequestError) as err:
-        await client.responses.create(model="m", input="x", conversation=conv.id, previous_response_id=first.id)
+        await client.responses.create(
+            model="m", input="x", conversation=conv.id, previous_response_id=first.id
+        )
     assert err.value.status_code == 400
 
 
 async def test_too_many_items_and_unknown_item(proxied: tuple[Client, TestServer]) -> None:
     sidecar, _ = proxied
     conv = (await (await sidecar.post("/v1/conversations", json={})).json())["id"]
-    resp = await sidecar.post(f"/v1/conversations/{conv}/items", json={"items": [{"role": "user", "content": "x"}] * 21})
+    resp = await sidecar.post(
+        f"/v1/conversations/{conv}/items", json={"items": [{"role": "user", "content": "x"}] * 21}
+    )
     assert resp.status == 400 and (await resp.json())["error"]["param"] == "items"
     resp = await sidecar.get(f"/v1/conversations/{conv}/items/msg_nope")
     assert resp.status == 404
-    resp = await sidecar.post("/v1/conversations/conv_unknown/items", json={"items": [{"role": "user", "content": "x"}]})
+    resp = await sidecar.post(
+        "/v1/conversations/conv_unknown/items", json={"items": [{"role": "user", "content": "x"}]}
+    )
     assert resp.status == 404
 
 
@@ -127,13 +143,20 @@ async def test_stateful_chat_prepends_history_and_stores_turns(proxied: tuple[Cl
     cid = f"chat-{os.urandom(4).hex()}"
     headers = {"X-Conversation-Id": cid}
     raw = await client.chat.completions.with_raw_response.create(
-        model="m", messages=[{"role": "system", "content": "Be terse."}, {"role": "user", "content": "one"}],
+        model="m",
+        messages=[{"role": "system", "content": "Be terse."}, {"role": "user", "content": "one"}],
         extra_headers=headers,
-    )  # fmt: skip
+    )
     first = raw.parse()
     assert first.choices[0].message.content == "echo: one"
-    for name in ("x-request-id", "x-response-id", "x-conversation-id", "x-conversation-version",
-                 "x-prefix-fingerprint", "x-estimated-input-tokens"):  # fmt: skip
+    for name in (
+        "x-request-id",
+        "x-response-id",
+        "x-conversation-id",
+        "x-conversation-version",
+        "x-prefix-fingerprint",
+        "x-estimated-input-tokens",
+    ):
         assert raw.headers.get(name), name
     first_response = raw.headers["x-response-id"]
 
@@ -143,9 +166,11 @@ async def test_stateful_chat_prepends_history_and_stores_turns(proxied: tuple[Cl
     streamed = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
     assert streamed == "echo: two"
     assert engine_inputs(engine) == [
-        {"role": "system", "content": "Be terse."}, {"role": "user", "content": "one"},
-        {"role": "assistant", "content": "echo: one"}, {"role": "user", "content": "two"},
-    ]  # fmt: skip
+        {"role": "system", "content": "Be terse."},
+        {"role": "user", "content": "one"},
+        {"role": "assistant", "content": "echo: one"},
+        {"role": "user", "content": "two"},
+    ]
     resolved = await (await sidecar.get("/v1/sessions/resolve", params={"conversation_id": cid})).json()
     assert [m["content"] for m in resolved["messages"]][-2:] == ["two", "echo: two"]
     assert resolved["version"] == 2
@@ -155,15 +180,18 @@ async def test_stateful_chat_prepends_history_and_stores_turns(proxied: tuple[Cl
 
     # Branch from the first turn: the engine sees only that turn's history.
     await client.chat.completions.create(
-        model="m", messages=[{"role": "user", "content": "three"}],
+        model="m",
+        messages=[{"role": "user", "content": "three"}],
         extra_headers={**headers, "X-Previous-Response-Id": first_response},
-    )  # fmt: skip
+    )
     assert texts_of(engine_inputs(engine)) == ["Be terse.", "one", "echo: one", "three"]
 
 
 async def test_chat_without_state_headers_is_a_plain_pass_through(proxied: tuple[Client, TestServer]) -> None:
     sidecar, engine = proxied
-    resp = await sidecar.post("/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+    resp = await sidecar.post(
+        "/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    )
     body = await resp.json()
     assert resp.status == 200 and body["choices"][0]["message"]["content"] == "echo: hi"
     assert "X-Conversation-Id" not in resp.headers
@@ -181,7 +209,9 @@ async def test_other_routes_pass_through(proxied: tuple[Client, TestServer]) -> 
     assert resp.status == 404  # the engine's own answer, passed on
 
 
-async def test_store_down_is_503_but_pass_through_keeps_working(engine: TestServer, make_sidecar: Any) -> None:
+async def test_store_down_is_503_but_pass_through_keeps_working(
+    engine: TestServer, make_sidecar: Any
+) -> None:
     from tests.fixtures.redis_servers import RedisServer
 
     redis = RedisServer()
@@ -191,7 +221,9 @@ async def test_store_down_is_503_but_pass_through_keeps_working(engine: TestServ
         resp = await sidecar.post("/v1/responses", json={"model": "m", "input": "hi"})
         body = await resp.json()
         assert resp.status == 503 and body["error"]["code"] == "store_unavailable"
-        resp = await sidecar.post("/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+        resp = await sidecar.post(
+            "/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+        )
         assert resp.status == 200
         ready = await sidecar.get("/convostore/readyz")
         assert ready.status == 503

@@ -35,7 +35,9 @@ def events_of(body: bytes) -> list[dict[str, Any]]:
     return [orjson.loads(line[6:]) for line in body.split(b"\n") if line.startswith(b"data: ")]
 
 
-async def test_retry_returns_the_first_answer_without_calling_the_engine(sidecar: Client, engine: TestServer) -> None:
+async def test_retry_returns_the_first_answer_without_calling_the_engine(
+    sidecar: Client, engine: TestServer
+) -> None:
     body = {"model": "m", "input": "hello"}
     first = await sidecar.post("/v1/responses", json=body, headers={"Idempotency-Key": "abc"})
     first_body = await first.json()
@@ -43,7 +45,9 @@ async def test_retry_returns_the_first_answer_without_calling_the_engine(sidecar
     again = await sidecar.post("/v1/responses", json=body, headers={"Idempotency-Key": "abc"})
     assert again.status == 200 and await again.json() == first_body
     assert len(recorded(engine.app, "/v1/responses")) == calls
-    streamed = await sidecar.post("/v1/responses", json={**body, "stream": True}, headers={"Idempotency-Key": "abc"})
+    streamed = await sidecar.post(
+        "/v1/responses", json={**body, "stream": True}, headers={"Idempotency-Key": "abc"}
+    )
     assert streamed.status == 409  # `stream` absent vs present is another body; same body must match
 
 
@@ -59,9 +63,14 @@ async def test_stream_retry_replays_a_valid_event_sequence(sidecar: Client) -> N
 
 
 async def test_same_key_other_body_is_409_and_writes_nothing(sidecar: Client) -> None:
-    first = await (await sidecar.post("/v1/responses", json={"model": "m", "input": "a"},
-                                      headers={"Idempotency-Key": "k"})).json()  # fmt: skip
-    resp = await sidecar.post("/v1/responses", json={"model": "m", "input": "b"}, headers={"Idempotency-Key": "k"})
+    first = await (
+        await sidecar.post(
+            "/v1/responses", json={"model": "m", "input": "a"}, headers={"Idempotency-Key": "k"}
+        )
+    ).json()
+    resp = await sidecar.post(
+        "/v1/responses", json={"model": "m", "input": "b"}, headers={"Idempotency-Key": "k"}
+    )
     error = (await resp.json())["error"]
     assert resp.status == 409 and error["param"] == "Idempotency-Key"
     items = await (await sidecar.get(f"/v1/responses/{first['id']}/input_items")).json()
@@ -78,5 +87,7 @@ async def test_concurrent_retries_store_one_turn(sidecar: Client) -> None:
     assert len(ids) == 1
     stored = await sidecar.get(f"/v1/responses/{ids.pop()}")
     assert stored.status == 200
-    session = await (await sidecar.get("/v1/sessions/resolve", params={"previous_response_id": chain["id"]})).json()
+    session = await (
+        await sidecar.get("/v1/sessions/resolve", params={"previous_response_id": chain["id"]})
+    ).json()
     assert session["version"] == 2  # the first turn and exactly one retried turn

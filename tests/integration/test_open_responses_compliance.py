@@ -19,25 +19,56 @@ WEATHER_TOOL = {
     "type": "function",
     "name": "get_weather",
     "description": "Get the current weather for a location",
-    "parameters": {"type": "object", "properties": {"location": {"type": "string"}}, "required": ["location"]},
+    "parameters": {
+        "type": "object",
+        "properties": {"location": {"type": "string"}},
+        "required": ["location"],
+    },
 }
 IMAGE = "https://upload.wikimedia.org/wikipedia/commons/thumb/3/3a/Cat03.jpg/120px-Cat03.jpg"
 
 CASES: dict[str, dict[str, Any]] = {
-    "basic-response": {"input": [{"type": "message", "role": "user", "content": "Say hello in exactly 3 words."}]},
-    "streaming-response": {"input": [{"type": "message", "role": "user", "content": "Count 1 to 5."}], "stream": True},
-    "system-prompt": {"input": [{"type": "message", "role": "system", "content": "You are a pirate."},
-                                {"type": "message", "role": "user", "content": "Say hello."}]},  # fmt: skip
-    "tool-calling": {"input": [{"type": "message", "role": "user", "content": "Weather in Paris?"}],
-                     "tools": [WEATHER_TOOL]},  # fmt: skip
-    "image-input": {"input": [{"type": "message", "role": "user", "content": [
-        {"type": "input_text", "text": "What is in this image?"},
-        {"type": "input_image", "image_url": IMAGE}]}]},  # fmt: skip
-    "multi-turn": {"input": [{"type": "message", "role": "user", "content": "My name is Alice."},
-                             {"type": "message", "role": "assistant", "content": "Hello Alice!"},
-                             {"type": "message", "role": "user", "content": "What is my name?"}]},  # fmt: skip
-    "streaming-tool-calling": {"input": [{"type": "message", "role": "user", "content": "Weather in Oslo?"}],
-                               "tools": [WEATHER_TOOL], "stream": True},  # fmt: skip
+    "basic-response": {
+        "input": [{"type": "message", "role": "user", "content": "Say hello in exactly 3 words."}]
+    },
+    "streaming-response": {
+        "input": [{"type": "message", "role": "user", "content": "Count 1 to 5."}],
+        "stream": True,
+    },
+    "system-prompt": {
+        "input": [
+            {"type": "message", "role": "system", "content": "You are a pirate."},
+            {"type": "message", "role": "user", "content": "Say hello."},
+        ]
+    },
+    "tool-calling": {
+        "input": [{"type": "message", "role": "user", "content": "Weather in Paris?"}],
+        "tools": [WEATHER_TOOL],
+    },
+    "image-input": {
+        "input": [
+            {
+                "type": "message",
+                "role": "user",
+                "content": [
+                    {"type": "input_text", "text": "What is in this image?"},
+                    {"type": "input_image", "image_url": IMAGE},
+                ],
+            }
+        ]
+    },
+    "multi-turn": {
+        "input": [
+            {"type": "message", "role": "user", "content": "My name is Alice."},
+            {"type": "message", "role": "assistant", "content": "Hello Alice!"},
+            {"type": "message", "role": "user", "content": "What is my name?"},
+        ]
+    },
+    "streaming-tool-calling": {
+        "input": [{"type": "message", "role": "user", "content": "Weather in Oslo?"}],
+        "tools": [WEATHER_TOOL],
+        "stream": True,
+    },
 }
 
 

@@ -9,8 +9,13 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 Client = TestClient[Any, Any]
-STATE_HEADERS = ("X-Request-Id", "X-Conversation-Id", "X-Conversation-Version", "X-Prefix-Fingerprint",
-                 "X-Estimated-Input-Tokens")  # fmt: skip
+STATE_HEADERS = (
+    "X-Request-Id",
+    "X-Conversation-Id",
+    "X-Conversation-Version",
+    "X-Prefix-Fingerprint",
+    "X-Estimated-Input-Tokens",
+)
 
 
 def conv() -> str:
@@ -32,20 +37,37 @@ async def test_append_resolve_store_roundtrip(sidecar: Client) -> None:
     resp = await sidecar.post(f"/v1/sessions/{cid}/append", json={"role": "user", "content": "Hi\r\nthere"})
     body = await resp.json()
     assert resp.status == 200
-    assert set(body) == {"conversation_id", "version", "appended", "prefix_fingerprint",
-                         "estimated_input_tokens", "session_size_bytes"}  # fmt: skip
+    assert set(body) == {
+        "conversation_id",
+        "version",
+        "appended",
+        "prefix_fingerprint",
+        "estimated_input_tokens",
+        "session_size_bytes",
+    }
     assert body["conversation_id"] == cid and body["version"] == 1 and body["appended"] == 1
     assert all(h in resp.headers for h in STATE_HEADERS)
     assert resp.headers["X-Conversation-Version"] == "1"
 
-    status, stored = await post(sidecar, f"/v1/sessions/{cid}/store_response",
-                                {"response": {"object": "chat.completion", "model": "m",
-                                              "choices": [{"message": {"role": "assistant", "content": "Hello!"}}]}})  # fmt: skip
+    status, stored = await post(
+        sidecar,
+        f"/v1/sessions/{cid}/store_response",
+        {
+            "response": {
+                "object": "chat.completion",
+                "model": "m",
+                "choices": [{"message": {"role": "assistant", "content": "Hello!"}}],
+            }
+        },
+    )
     assert status == 200 and stored["version"] == 2 and stored["response_id"].startswith("resp_")
 
     resp = await sidecar.get("/v1/sessions/resolve", params={"previous_response_id": stored["response_id"]})
     resolved = await resp.json()
-    assert resolved["messages"] == [{"role": "user", "content": "Hi\nthere"}, {"role": "assistant", "content": "Hello!"}]
+    assert resolved["messages"] == [
+        {"role": "user", "content": "Hi\nthere"},
+        {"role": "assistant", "content": "Hello!"},
+    ]
     assert resolved["conversation_id"] == cid and resolved["response_id"] == stored["response_id"]
     assert resp.headers["X-Response-Id"] == stored["response_id"]
 
@@ -60,34 +82,61 @@ async def test_append_resolve_store_roundtrip(sidecar: Client) -> None:
 
 async def test_messages_items_and_output_shapes(sidecar: Client) -> None:
     cid = conv()
-    status, _ = await post(sidecar, f"/v1/sessions/{cid}/append",
-                           {"messages": [{"role": "system", "content": "Be brief."},
-                                         {"role": "user", "content": [{"type": "text", "text": "call f"}]}]})  # fmt: skip
+    status, _ = await post(
+        sidecar,
+        f"/v1/sessions/{cid}/append",
+        {
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": [{"type": "text", "text": "call f"}]},
+            ]
+        },
+    )
     assert status == 200
-    status, body = await post(sidecar, f"/v1/sessions/{cid}/store_response",
-                              {"output": [{"type": "function_call", "call_id": "c1", "name": "f",
-                                           "arguments": '{"b": 1, "a": 2}'}]})  # fmt: skip
+    status, _ = await post(
+        sidecar,
+        f"/v1/sessions/{cid}/store_response",
+        {
+            "output": [
+                {"type": "function_call", "call_id": "c1", "name": "f", "arguments": '{"b": 1, "a": 2}'}
+            ]
+        },
+    )
     assert status == 200
-    status, _ = await post(sidecar, f"/v1/sessions/{cid}/append",
-                           {"items": [{"type": "function_call_output", "call_id": "c1", "output": "42"}]})
+    status, _ = await post(
+        sidecar,
+        f"/v1/sessions/{cid}/append",
+        {"items": [{"type": "function_call_output", "call_id": "c1", "output": "42"}]},
+    )
     assert status == 200
     resp = await sidecar.get("/v1/sessions/resolve", params={"conversation_id": cid})
     messages = (await resp.json())["messages"]
     assert messages == [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "call f"},
-        {"role": "assistant", "content": None,
-         "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"a":2,"b":1}'}}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"a":2,"b":1}'}}
+            ],
+        },
         {"role": "tool", "tool_call_id": "c1", "content": "42"},
-    ]  # fmt: skip
+    ]
 
 
 async def test_if_match_conflict(sidecar: Client) -> None:
     cid = conv()
     await post(sidecar, f"/v1/sessions/{cid}/append", {"role": "user", "content": "a"})
-    status, body = await post(sidecar, f"/v1/sessions/{cid}/append", {"role": "user", "content": "b"}, **{"If-Match": "7"})
-    assert status == 409 and body["error"]["code"] == "version_conflict" and body["error"]["param"] == "If-Match"
-    status, ok = await post(sidecar, f"/v1/sessions/{cid}/append", {"role": "user", "content": "b"}, **{"If-Match": "1"})
+    status, body = await post(
+        sidecar, f"/v1/sessions/{cid}/append", {"role": "user", "content": "b"}, **{"If-Match": "7"}
+    )
+    assert (
+        status == 409 and body["error"]["code"] == "version_conflict" and body["error"]["param"] == "If-Match"
+    )
+    status, ok = await post(
+        sidecar, f"/v1/sessions/{cid}/append", {"role": "user", "content": "b"}, **{"If-Match": "1"}
+    )
     assert status == 200 and ok["version"] == 2
 
 
@@ -95,17 +144,29 @@ async def test_idempotency_key_replays_and_rejects_another_body(sidecar: Client)
     cid = conv()
     path = f"/v1/sessions/{cid}/append"
     results = await asyncio.gather(
-        *(post(sidecar, path, {"role": "user", "content": "once"}, **{"Idempotency-Key": "k1"}) for _ in range(10))
+        *(
+            post(sidecar, path, {"role": "user", "content": "once"}, **{"Idempotency-Key": "k1"})
+            for _ in range(10)
+        )
     )
     assert {r[0] for r in results} == {200} and {r[1]["version"] for r in results} == {1}
-    status, body = await post(sidecar, path, {"role": "user", "content": "other"}, **{"Idempotency-Key": "k1"})
+    status, body = await post(
+        sidecar, path, {"role": "user", "content": "other"}, **{"Idempotency-Key": "k1"}
+    )
     assert status == 409 and body["error"]["param"] == "Idempotency-Key"
     _, got = await session(sidecar, cid)
     assert got["version"] == 1 and len(got["items"]) == 1
 
 
-async def assert_rejected(client: Client, cid: str, status: int, body: Any, param: Any,
-                          path: str | None = None, raw: bytes | None = None) -> dict[str, Any]:  # fmt: skip
+async def assert_rejected(
+    client: Client,
+    cid: str,
+    status: int,
+    body: Any,
+    param: Any,
+    path: str | None = None,
+    raw: bytes | None = None,
+) -> dict[str, Any]:
     """The request fails with the OpenAI error body and nothing is written."""
     path = path or f"/v1/sessions/{cid}/append"
     resp = await (client.post(path, data=raw) if raw is not None else client.post(path, json=body))
@@ -131,13 +192,27 @@ async def test_bad_inputs_get_openai_errors_and_write_nothing(sidecar: Client) -
     await assert_rejected(sidecar, cid, 400, {"messages": "nope"}, "messages")
     await assert_rejected(sidecar, cid, 400, {"messages": []}, "messages")
     await assert_rejected(sidecar, cid, 400, {"items": [{"type": "teleport"}]}, "items[0].type")
-    await assert_rejected(sidecar, cid, 400,
-                          {"items": [{"role": "user", "content": "ok"}, {"role": "user", "content": [{"type": "hologram"}]}]},
-                          "items[1].content[0].type")  # fmt: skip
-    await assert_rejected(sidecar, cid, 400, {"items": [{"type": "function_call", "name": "f"}]}, "items[0].call_id")
-    await assert_rejected(sidecar, cid, 400, {"output": "x"}, "output", path=f"/v1/sessions/{cid}/store_response")
-    await assert_rejected(sidecar, cid, 400, {"message": {"role": "assistant", "content": "x"}, "response_id": "resp_mine"},
-                          "response_id", path=f"/v1/sessions/{cid}/store_response")  # fmt: skip
+    await assert_rejected(
+        sidecar,
+        cid,
+        400,
+        {"items": [{"role": "user", "content": "ok"}, {"role": "user", "content": [{"type": "hologram"}]}]},
+        "items[1].content[0].type",
+    )
+    await assert_rejected(
+        sidecar, cid, 400, {"items": [{"type": "function_call", "name": "f"}]}, "items[0].call_id"
+    )
+    await assert_rejected(
+        sidecar, cid, 400, {"output": "x"}, "output", path=f"/v1/sessions/{cid}/store_response"
+    )
+    await assert_rejected(
+        sidecar,
+        cid,
+        400,
+        {"message": {"role": "assistant", "content": "x"}, "response_id": "resp_mine"},
+        "response_id",
+        path=f"/v1/sessions/{cid}/store_response",
+    )
 
 
 async def test_body_too_large_is_413(make_sidecar: Any) -> None:
@@ -170,14 +245,22 @@ async def test_trim_validates_and_reports_state(sidecar: Client) -> None:
     assert status == 400 and body["error"]["param"] == "keep_last_turns"
     status, body = await post(sidecar, f"/v1/sessions/{cid}/trim", {"keep_last_turns": 2})
     assert status == 200
-    assert set(body) == {"conversation_id", "version", "summarised_turns", "estimated_input_tokens", "prefix_fingerprint"}
+    assert set(body) == {
+        "conversation_id",
+        "version",
+        "summarised_turns",
+        "estimated_input_tokens",
+        "prefix_fingerprint",
+    }
     assert body["version"] == 1
 
 
 async def test_delete_session_removes_responses(sidecar: Client) -> None:
     cid = conv()
     await post(sidecar, f"/v1/sessions/{cid}/append", {"role": "user", "content": "a"})
-    _, stored = await post(sidecar, f"/v1/sessions/{cid}/store_response", {"message": {"role": "assistant", "content": "b"}})
+    _, stored = await post(
+        sidecar, f"/v1/sessions/{cid}/store_response", {"message": {"role": "assistant", "content": "b"}}
+    )
     resp = await sidecar.delete(f"/v1/sessions/{cid}")
     assert resp.status == 200 and (await resp.json())["deleted"] is True
     assert (await session(sidecar, cid))[0] == 404

@@ -17,9 +17,15 @@ async def test_every_acknowledged_turn_survives_a_crash_and_restart(redis_aof_se
     for n in range(30):
         rid = mint_in_conversation("resp", tag)
         await store.append_turn(
-            Turn(TENANT, "" if previous else conv, [item(conv, f"t{n}")], n_input=1,
-                 parent_response_id=previous, response_id=rid)
-        )  # fmt: skip
+            Turn(
+                TENANT,
+                "" if previous else conv,
+                [item(conv, f"t{n}")],
+                n_input=1,
+                parent_response_id=previous,
+                response_id=rid,
+            )
+        )
         acknowledged.append(rid)
         previous = rid
     await store.close()

@@ -28,7 +28,12 @@ def conv_id() -> str:
 
 def item(conv: str, text: str, tenant: str = TENANT) -> tuple[str, bytes]:
     item_id = mint_in_conversation("msg", conversation_tag(tenant, conv))
-    body = {"id": item_id, "type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
+    body = {
+        "id": item_id,
+        "type": "message",
+        "role": "user",
+        "content": [{"type": "input_text", "text": text}],
+    }
     return item_id, orjson.dumps(body)
 
 
@@ -44,10 +49,14 @@ async def chain(backend: Backend, conv: str, turns: int) -> list[str]:
         rid = mint_in_conversation("resp", tag)
         await backend.store.append_turn(
             Turn(
-                TENANT, conv if not ids else "", [item(conv, f"in{n}"), item(conv, f"out{n}")], n_input=1,
-                parent_response_id=ids[-1] if ids else None, response_id=rid,
+                TENANT,
+                conv if not ids else "",
+                [item(conv, f"in{n}"), item(conv, f"out{n}")],
+                n_input=1,
+                parent_response_id=ids[-1] if ids else None,
+                response_id=rid,
             )
-        )  # fmt: skip
+        )
         ids.append(rid)
     return ids
 
@@ -109,9 +118,15 @@ async def test_fifty_turn_chain_resolves_in_one_round_trip_and_branches_stay_apa
     tag = conversation_tag(TENANT, conv)
     branch = mint_in_conversation("resp", tag)
     await backend.store.append_turn(
-        Turn(TENANT, "", [item(conv, "bin"), item(conv, "bout")], n_input=1,
-             parent_response_id=ids[9], response_id=branch)
-    )  # fmt: skip
+        Turn(
+            TENANT,
+            "",
+            [item(conv, "bin"), item(conv, "bout")],
+            n_input=1,
+            parent_response_id=ids[9],
+            response_id=branch,
+        )
+    )
     branch2 = mint_in_conversation("resp", tag)
     await backend.store.append_turn(
         Turn(TENANT, "", [item(conv, "bin2")], n_input=1, parent_response_id=branch, response_id=branch2)
@@ -133,7 +148,14 @@ async def test_one_round_trip_per_stored_turn(backend: Backend) -> None:
     monitor = backend.monitor() if backend.server is not None else None
     rid = mint_in_conversation("resp", conversation_tag(TENANT, conv))
     await backend.store.append_turn(
-        Turn(TENANT, "", [item(conv, "x"), item(conv, "y")], n_input=1, parent_response_id=ids[-1], response_id=rid)
+        Turn(
+            TENANT,
+            "",
+            [item(conv, "x"), item(conv, "y")],
+            n_input=1,
+            parent_response_id=ids[-1],
+            response_id=rid,
+        )
     )
     if monitor is not None:
         assert monitor.commands() == ["evalsha"]
@@ -179,7 +201,9 @@ async def test_deleting_a_response_keeps_branches_chained_from_it(backend: Backe
     later = await backend.store.resolve_response(TENANT, ids[2])
     assert later is not None and texts(later.items) == ["in0", "out0", "in1", "out1", "in2", "out2"]
     with pytest.raises(ParentNotFound):
-        await backend.store.append_turn(Turn(TENANT, "", [item(conv, "x")], n_input=1, parent_response_id=ids[1]))
+        await backend.store.append_turn(
+            Turn(TENANT, "", [item(conv, "x")], n_input=1, parent_response_id=ids[1])
+        )
 
 
 async def test_deleting_a_conversation_deletes_its_responses(backend: Backend) -> None:
@@ -198,8 +222,9 @@ async def test_tenants_cannot_see_each_other(backend: Backend) -> None:
     assert await backend.store.resolve_conversation("other", conv) is None
     assert not await backend.store.delete_response("other", ids[0])
     with pytest.raises(ParentNotFound):
-        await backend.store.append_turn(Turn("other", "", [item(conv, "x", "other")], n_input=1,
-                                             parent_response_id=ids[0]))  # fmt: skip
+        await backend.store.append_turn(
+            Turn("other", "", [item(conv, "x", "other")], n_input=1, parent_response_id=ids[0])
+        )
     assert await backend.store.resolve_response(TENANT, ids[0]) is not None
 
 
@@ -253,7 +278,9 @@ async def test_conversation_metadata_is_kept(backend: Backend) -> None:
 
 async def test_metadata_update_keeps_version(backend: Backend) -> None:
     conv = conv_id()
-    await backend.store.append_turn(Turn(TENANT, conv, [item(conv, "x")], n_input=1, conversation_metadata=b"{}"))
+    await backend.store.append_turn(
+        Turn(TENANT, conv, [item(conv, "x")], n_input=1, conversation_metadata=b"{}")
+    )
     assert await backend.store.set_conversation_metadata(TENANT, conv, b'{"a":"b"}')
     history = await backend.store.resolve_conversation(TENANT, conv)
     assert history is not None and history.body == b'{"a":"b"}' and history.version == 1
@@ -284,7 +311,9 @@ async def test_find_idempotent_reads_the_first_result(backend: Backend) -> None:
     rid = mint_in_conversation("resp", conversation_tag(TENANT, conv))
     assert await backend.store.find_idempotent(TENANT, conv, "k") is None
     first = await backend.store.append_turn(
-        Turn(TENANT, conv, [item(conv, "x")], n_input=1, response_id=rid, idempotency_key="k", request_hash="h")
+        Turn(
+            TENANT, conv, [item(conv, "x")], n_input=1, response_id=rid, idempotency_key="k", request_hash="h"
+        )
     )
     found = await backend.store.find_idempotent(TENANT, conv, "k")
     assert found is not None
