@@ -151,15 +151,29 @@ async def _relay(
     )
     await response.prepare(request)
     decoder = SSEDecoder()
+    saved = False
     try:
         try:
             async for chunk in engine.content.iter_any():
-                await response.write(chunk)
+                done = False
                 for message in decoder.feed(chunk):
                     if message.data == b"[DONE]":
-                        translator.finish()
+                        done = True
                     elif message.data.strip():
                         translator.feed(orjson.loads(message.data))
+                if not done:
+                    await response.write(chunk)
+                    continue
+                # Store before `[DONE]` reaches the client: SDKs stop reading there and may chain at once.
+                if translator.status is None:
+                    translator.finish()
+                cut = chunk.find(b"data: [DONE]")
+                if cut > 0:
+                    await response.write(chunk[:cut])
+                if translator.final_response is not None:
+                    await asyncio.shield(_save_quietly(save, translator.final_response))
+                    saved = True
+                await response.write(chunk[max(cut, 0) :])
             if translator.status is None:
                 translator.finish()
         except (TimeoutError, aiohttp.ClientError, orjson.JSONDecodeError) as exc:
@@ -177,13 +191,14 @@ async def _relay(
     except (ConnectionResetError, RuntimeError, asyncio.CancelledError) as exc:
         engine.close()  # the client left: stop the engine generating for nobody
         final = translator.final_response or translator.incomplete("client_disconnected")
-        await asyncio.shield(_save_quietly(save, final))
+        if not saved:
+            await asyncio.shield(_save_quietly(save, final))
         if isinstance(exc, asyncio.CancelledError):
             raise
         return response
     finally:
         engine.release()
-    if translator.final_response is not None:
+    if translator.final_response is not None and not saved:
         await asyncio.shield(_save_quietly(save, translator.final_response))
     with contextlib.suppress(ConnectionResetError, RuntimeError):
         await response.write_eof()

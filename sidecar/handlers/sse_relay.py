@@ -58,9 +58,17 @@ async def relay_stream(
     )
     await response.prepare(request)
 
+    saved = False
+
     async def send(events: list[dict[str, Any]]) -> None:
+        nonlocal saved
         if not events:
             return
+        if not saved and translator.final_response is not None:
+            # Store before the terminal event goes out: a client that chains the moment it sees
+            # `response.completed` must find the turn.
+            saved = True
+            await asyncio.shield(_save_quietly(save, translator.final_response))
         data = b"".join(encode_sse(e["type"], orjson.dumps(e)) for e in events)
         try:
             await response.write(data)
@@ -90,13 +98,14 @@ async def relay_stream(
     except (_ClientGone, asyncio.CancelledError) as exc:
         engine.close()  # drops the engine connection: the engine stops generating for a client who left
         final = translator.final_response or translator.incomplete("client_disconnected")
-        await asyncio.shield(_save_quietly(save, final))
+        if not saved:
+            await asyncio.shield(_save_quietly(save, final))
         if isinstance(exc, asyncio.CancelledError):
             raise
         return response
     finally:
         engine.release()
-    if final is not None:
+    if final is not None and not saved:
         await asyncio.shield(_save_quietly(save, final))
     with contextlib.suppress(ConnectionResetError, RuntimeError):
         await response.write_eof()

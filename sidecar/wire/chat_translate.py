@@ -14,7 +14,12 @@ JSONObject = dict[str, Any]
 MintId = Callable[[str], str]
 
 # Sampling settings with the same name and meaning in both APIs.
-_SAME_NAME = ("temperature", "top_p", "presence_penalty", "frequency_penalty", "parallel_tool_calls", "user")
+# Sampling settings chat engines take under the same name; `stop`, `seed`, `top_k`, `min_p` and
+# `repetition_penalty` are engine extensions (llama.cpp, vLLM) a client may send through Responses too.
+_SAME_NAME = (
+    "temperature", "top_p", "presence_penalty", "frequency_penalty", "parallel_tool_calls", "user",
+    "stop", "seed", "top_k", "min_p", "repetition_penalty",
+)  # fmt: skip
 
 
 def responses_to_chat_request(body: JSONObject, messages: list[JSONObject]) -> JSONObject:
