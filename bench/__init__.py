@@ -1,0 +1,1 @@
+"""Benchmarks: what the sidecar adds per request (`python -m bench`), what the store costs (`bench store`)."""

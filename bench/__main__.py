@@ -1,0 +1,52 @@
+"""`python -m bench [--quick]` (proxies under load) and `python -m bench store [--quick]` (the Store API)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny counts: a smoke run for CI (< 30 s)")
+    parser.add_argument("--out", type=Path, help="JSON path (default bench/results/proxy.json or store.json)")
+    parser.add_argument("--no-smg", action="store_true", help="skip SMG even when installed")
+    parser.add_argument(
+        "--quiet-wait", type=float, default=60.0, help="seconds each run may wait for other load to stop"
+    )
+    commands = parser.add_subparsers(dest="command")
+    store = commands.add_parser("store", help="Store API latency, round trips and Redis memory per turn")
+    store.add_argument("--quick", action="store_true", dest="store_quick")
+    store.add_argument("--out", type=Path, dest="store_out")
+    store.add_argument("--conversations", type=int, help="preloaded population (default 100000; quick 200)")
+    store.add_argument("--turns", type=int, default=50, help="turns per preloaded conversation")
+    store.add_argument("--preload-seconds", type=float, help="stop preloading after this long (default 240)")
+    store.add_argument("--samples", type=int, help="timed operations per measurement (default 5000)")
+    args = parser.parse_args(argv)
+    if args.command == "store":
+        from .store_bench import run as run_store
+
+        quick = args.quick or args.store_quick
+        run_store(
+            quick=quick,
+            out=args.store_out or args.out or RESULTS / "store.json",
+            conversations=args.conversations,
+            turns=args.turns,
+            preload_seconds=args.preload_seconds,
+            samples=args.samples,
+        )
+        return
+    from .proxy_bench import run as run_proxy
+
+    run_proxy(
+        quick=args.quick,
+        with_smg=not args.no_smg,
+        out=args.out or RESULTS / "proxy.json",
+        quiet_wait_s=args.quiet_wait,
+    )
+
+
+if __name__ == "__main__":
+    main()
