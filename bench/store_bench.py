@@ -54,9 +54,9 @@ def conversation_memory(port: int, conv: str, response_ids: list[str]) -> dict[s
     are built, not scanned: a SCAN MATCH walks the whole keyspace, minutes on a preloaded server."""
     keys = ConversationKeys(conversation_tag(TENANT, conv), TENANT, conv)
     segments = int(str(redis_call(port, "HGET", keys.meta, "nseg") or 1))
-    named = [("meta hash", keys.meta), ("items hash", keys.items), ("response id set", keys.prefix + "resps")]
-    named += [("segment list seg:N", keys.segment(n)) for n in range(segments)]
-    named += [("response hash r:<id>", response_key(keys.tag, rid)) for rid in response_ids]
+    named = [("meta hash", keys.meta), ("response id set", keys.prefix + "resps")]
+    named += [("segment list seg:N (item bytes)", keys.segment(n)) for n in range(segments)]
+    named += [("response record r:<id>", response_key(keys.tag, rid)) for rid in response_ids]
     kinds: dict[str, dict[str, Any]] = {}
     for kind, key in named:
         usage = redis_call(port, "MEMORY", "USAGE", key, "SAMPLES", "0")

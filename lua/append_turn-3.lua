@@ -1,7 +1,7 @@
 -- Append one turn (items, and optionally the response that produced them) atomically.
--- KEYS[1]  the tag prefix  cs:{t}:  (meta, items, segment, idempotency keys derive from it; same slot)
--- KEYS[2]  the new response's hash  cs:{t}:r:<id>, or cs:{t}:r:- when the turn records no response
--- KEYS[3]  the parent response's hash  cs:{t}:r:<id>, or cs:{t}:r:- to append at the conversation head
+-- KEYS[1]  the tag prefix  cs:{t}:  (meta, segment, idempotency keys derive from it; same slot)
+-- KEYS[2]  the new response's record  cs:{t}:r:<id>, or cs:{t}:r:- when the turn records no response
+-- KEYS[3]  the parent response's record  cs:{t}:r:<id>, or cs:{t}:r:- to append at the conversation head
 -- ARGV[1]  tenant
 -- ARGV[2]  conversation id ("" = the parent response's conversation)
 -- ARGV[3]  idempotency key ("" = none)
@@ -14,11 +14,13 @@
 -- ARGV[12] "1" to create the conversation when missing, "0" to require it
 -- ARGV[13] conversation metadata to set on creation ("" = none)
 -- ARGV[14] how many of the items are the turn's input (the rest are its output)
--- ARGV[15..] item id, item bytes, item id, item bytes, ...
+-- ARGV[15..] item bytes, one argument per item (each item's JSON carries its own id)
 -- Returns  {"ok", conv, version, appended, bytes, turns, response_id or "-"}
 --          {"replay", ...the first call's same fields}   (idempotent replay: nothing written)
 --          {"conflict", version} | {"idem_conflict"} | {"parent_missing"} | {"conv_missing"}
 --          | {"parent_other_conversation"}
+
+--@include includes/history.lua
 
 local tenant, conv, idem, req_hash, if_match = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local now, ttl, idem_ttl = ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8])
@@ -29,8 +31,10 @@ local FIRST_ITEM = 15
 local seg, stop
 local has_parent = string.sub(KEYS[3], -2) ~= ':-'
 if has_parent then
-  local p = redis.call('HMGET', KEYS[3], 'tenant', 'conv', 'seg', 'end')
-  if not p[1] or p[1] ~= tenant then return {'parent_missing'} end
+  local raw = redis.call('GET', KEYS[3])
+  if not raw then return {'parent_missing'} end
+  local p = parse_response(raw)
+  if p[1] ~= tenant then return {'parent_missing'} end
   if conv ~= '' and conv ~= p[2] then return {'parent_other_conversation'} end
   conv, seg, stop = p[2], p[3], tonumber(p[4])
 end
@@ -63,7 +67,7 @@ local version = tonumber(m[1])
 if if_match ~= '' and tonumber(if_match) ~= version then return {'conflict', version} end
 if not has_parent then seg, stop = m[2], tonumber(m[3]) end
 
-local n = (#ARGV - FIRST_ITEM + 1) / 2
+local n = #ARGV - FIRST_ITEM + 1
 local seg_key = prefix .. 'seg:' .. seg
 local length = redis.call('LLEN', seg_key)
 if n > 0 and length ~= stop then
@@ -77,16 +81,10 @@ end
 
 local added = 0
 if n > 0 then
-  local fields, ids = {}, {}
-  for i = FIRST_ITEM, #ARGV, 2 do
-    fields[#fields + 1] = ARGV[i]
-    fields[#fields + 1] = ARGV[i + 1]
-    ids[#ids + 1] = ARGV[i]
-    added = added + #ARGV[i + 1]
+  for i = FIRST_ITEM, #ARGV do added = added + #ARGV[i] end
+  for first = FIRST_ITEM, #ARGV, 1000 do
+    redis.call('RPUSH', seg_key, unpack(ARGV, first, math.min(first + 999, #ARGV)))
   end
-  redis.call('HSET', prefix .. 'items', unpack(fields))
-  redis.call('RPUSH', seg_key, unpack(ids))
-  redis.call('EXPIRE', prefix .. 'items', ttl)
   redis.call('EXPIRE', seg_key, ttl)
 end
 local new_end = stop + n
@@ -96,10 +94,9 @@ local total = redis.call('HINCRBY', meta, 'bytes', added)
 local turns = tonumber(redis.call('HGET', meta, 'turns'))
 if response_id ~= '' then
   turns = redis.call('HINCRBY', meta, 'turns', 1)
-  redis.call('HSET', KEYS[2], 'tenant', tenant, 'conv', conv, 'seg', seg, 'end', new_end,
-    'iend', stop + n_input, 'status', response_status, 'body', response_body)
-  redis.call('EXPIRE', KEYS[2], ttl)
-  redis.call('SADD', prefix .. 'resps', response_id)
+  local record = table.concat({tenant, conv, seg, new_end, stop + n_input, response_status, response_body}, '\n')
+  redis.call('SET', KEYS[2], record, 'EX', ttl)
+  redis.call('RPUSH', prefix .. 'resps', response_id)
   redis.call('EXPIRE', prefix .. 'resps', ttl)
 end
 redis.call('HSET', meta, 'v', version, 'hs', seg, 'he', new_end, 'updated', now)

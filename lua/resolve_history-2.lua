@@ -1,7 +1,7 @@
 -- Resolve the history of a response or of a conversation's head in one round trip.
--- KEYS[1]  mode "resp": the response hash  cs:{t}:r:<id>
+-- KEYS[1]  mode "resp": the response record  cs:{t}:r:<id>
 --          mode "conv": the conversation's meta hash  cs:{t}:<tenant>:<conv>:meta
--- KEYS[2]  the tag prefix  cs:{t}:  (segment, item and meta keys derive from it; same slot)
+-- KEYS[2]  the tag prefix  cs:{t}:  (segment and meta keys derive from it; same slot)
 -- ARGV[1]  mode: "resp" | "conv"
 -- ARGV[2]  tenant
 -- ARGV[3]  conversation id (mode "conv") or response id (mode "resp")
@@ -9,18 +9,19 @@
 -- ARGV[5]  TTL seconds to refresh on every key read (0 = leave TTLs alone)
 -- Returns  false when unknown, deleted, expired or another tenant's; else
 --          {conv, response_id, version, bytes, turns, created_ms, updated_ms, status, body, item1, item2, ...}
---          (body: the stored response skeleton for "resp", the conversation metadata for "conv").
+--          (body: the stored response body for "resp", the conversation metadata for "conv").
 --@include includes/history.lua
 
 local mode, tenant, range, ttl = ARGV[1], ARGV[2], ARGV[4], tonumber(ARGV[5])
 local conv, response_id, seg, stop, status, body = ARGV[3], '', nil, nil, '', ''
-if mode == 'resp' then conv, response_id = '', ARGV[3] end
 local start = 0
 
 if mode == 'resp' then
-  local r = redis.call('HMGET', KEYS[1], 'tenant', 'conv', 'seg', 'end', 'iend', 'status', 'body')
-  if not r[1] or r[1] ~= tenant then return false end
-  conv, seg, status, body = r[2], r[3], r[6], r[7]
+  local raw = redis.call('GET', KEYS[1])
+  if not raw then return false end
+  local r = parse_response(raw)
+  if r[1] ~= tenant then return false end
+  conv, response_id, seg, status, body = r[2], ARGV[3], r[3], r[6], r[7]
   stop = tonumber(r[4])
   if range == 'input' then stop = tonumber(r[5]) elseif range == 'output' then start = tonumber(r[5]) end
   if ttl > 0 then redis.call('EXPIRE', KEYS[1], ttl) end
@@ -32,17 +33,14 @@ local m = redis.call('HMGET', meta_key, 'v', 'hs', 'he', 'bytes', 'turns', 'crea
 if not m[1] then return false end
 if mode == 'conv' then seg, stop, body = m[2], tonumber(m[3]), m[8] or '' end
 
-local items_key = prefix .. 'items'
-local ids
+local items
 if range == 'output' then
-  ids = {}
-  if stop > start then ids = redis.call('LRANGE', prefix .. 'seg:' .. seg, start, stop - 1) end
+  items = {}
+  if stop > start then items = redis.call('LRANGE', prefix .. 'seg:' .. seg, start, stop - 1) end
 else
-  ids = collect_ids(prefix, meta_key, seg, stop, ttl)
+  items = collect_items(prefix, meta_key, seg, stop, ttl)
 end
-if ttl > 0 then
-  redis.call('EXPIRE', meta_key, ttl)
-  redis.call('EXPIRE', items_key, ttl)
-end
-local out = {conv, response_id, m[1], m[4], m[5], m[6], m[7], status or '', body or ''}
-return fetch_items(items_key, ids, out)
+if ttl > 0 then redis.call('EXPIRE', meta_key, ttl) end
+local out = {conv, response_id, m[1], m[4], m[5], m[6], m[7], status, body}
+for i = 1, #items do out[#out + 1] = items[i] end
+return out

@@ -9,7 +9,7 @@ import re
 from .errors import InvalidRequest
 
 TAG_LEN = 8
-_RANDOM_BYTES = 16
+_RANDOM_BYTES = 10  # 80 random bits after the slot tag: short ids, since each is stored per item
 # Client-chosen ids become part of Redis keys: no ':' (our separator) and no braces (hash-tag syntax).
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
 _MINTED = re.compile(rf"^(resp|msg|fc|fco|rs|item|cmp)_([0-9a-f]{{{TAG_LEN}}})[0-9a-f]{{8,64}}$")
@@ -26,12 +26,12 @@ def mint_in_conversation(prefix: str, tag: str) -> str:
 
 
 def mint_conversation_id() -> str:
-    return f"conv_{os.urandom(24).hex()}"
+    return f"conv_{os.urandom(12).hex()}"
 
 
 def conversation_id_for_idempotency_key(tenant: str, key: str) -> str:
     """A retried first turn must land in the same conversation, so its id derives from the key."""
-    return "conv_" + hashlib.blake2b(f"{tenant}\x00idem\x00{key}".encode(), digest_size=24).hexdigest()
+    return "conv_" + hashlib.blake2b(f"{tenant}\x00idem\x00{key}".encode(), digest_size=12).hexdigest()
 
 
 def tag_of_minted_id(item_id: str) -> str | None:

@@ -15,7 +15,9 @@ def response_key(tag: str, response_id: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ConversationKeys:
-    """Keys of one conversation. Lua scripts derive segment, idempotency and response keys from
+    """Keys of one conversation. Segments hold the item bytes themselves (no id->item hash: ids live
+    inside each item's JSON, and a second copy of every id would cost memory on every turn).
+    Lua scripts derive segment, idempotency and response keys from
     `prefix`/`tag_prefix`, which is cluster-safe because every derived key carries the same tag."""
 
     tag: str
@@ -33,10 +35,6 @@ class ConversationKeys:
     @property
     def meta(self) -> str:
         return self.prefix + "meta"
-
-    @property
-    def items(self) -> str:
-        return self.prefix + "items"
 
     def segment(self, index: int) -> str:
         return f"{self.prefix}seg:{index}"

@@ -6,20 +6,52 @@ from typing import Any
 
 import orjson
 
-from .wire.resource import build_response_resource
+from .wire.resource import build_response_resource, normalise_usage
 
 # What a response with nothing set looks like; stored records hold only the fields that differ, so a turn's
 # Redis footprint is its items plus a few dozen bytes rather than a whole response object.
 _DEFAULTS: dict[str, Any] = build_response_resource(
     response_id="", created_at=0, status="completed", model="", output=[], request={}
 )
+# Usage is stored as [input, output, cached, reasoning] when its total is their sum (it always is in
+# practice); the detail objects are rebuilt on read.
+_USAGE = "usage"
+_PACKED_USAGE = "u"
 
 
 def compact_record(resource: dict[str, Any]) -> bytes:
     record = {k: v for k, v in resource.items() if k not in ("id", "output") and _DEFAULTS.get(k, ...) != v}
+    usage = record.get(_USAGE)
+    if isinstance(usage, dict):
+        packed = [
+            usage.get("input_tokens", 0),
+            usage.get("output_tokens", 0),
+            (usage.get("input_tokens_details") or {}).get("cached_tokens", 0),
+            (usage.get("output_tokens_details") or {}).get("reasoning_tokens", 0),
+        ]
+        if usage.get("total_tokens") == packed[0] + packed[1] and set(usage) <= _USAGE_FIELDS:
+            del record[_USAGE]
+            record[_PACKED_USAGE] = packed
     return orjson.dumps(record)
+
+
+_USAGE_FIELDS = frozenset(
+    {"input_tokens", "output_tokens", "total_tokens", "input_tokens_details", "output_tokens_details"}
+)
 
 
 def resource_from_record(response_id: str, record: bytes, output: list[dict[str, Any]]) -> dict[str, Any]:
     stored = orjson.loads(record) if record else {}
+    packed = stored.pop(_PACKED_USAGE, None)
+    if packed is not None:
+        input_tokens, output_tokens, cached, reasoning = packed
+        stored[_USAGE] = normalise_usage(
+            {
+                "input_tokens": input_tokens,
+                "output_tokens": output_tokens,
+                "total_tokens": input_tokens + output_tokens,
+                "input_tokens_details": {"cached_tokens": cached},
+                "output_tokens_details": {"reasoning_tokens": reasoning},
+            }
+        )
     return {**_DEFAULTS, **stored, "id": response_id, "output": output}

@@ -1,9 +1,9 @@
 -- Shared helpers, included by scripts that read history (textual include done by sidecar/store/lua.py).
 
--- Item ids reaching position `stop` of segment `seg`, oldest first: the segment's own slice, then
+-- Item bytes reaching position `stop` of segment `seg`, oldest first: the segment's own slice, then
 -- each parent segment's slice up to where the branch left it ("p:<seg>" = "<parent>:<end>" in meta).
 -- Walked segment keys get their TTL refreshed: using a history keeps it alive.
-local function collect_ids(prefix, meta_key, seg, stop, ttl)
+local function collect_items(prefix, meta_key, seg, stop, ttl)
   local slices = {}
   while true do
     if stop > 0 then
@@ -17,21 +17,23 @@ local function collect_ids(prefix, meta_key, seg, stop, ttl)
     seg = string.sub(parent, 1, sep - 1)
     stop = tonumber(string.sub(parent, sep + 1))
   end
-  local ids = {}
+  local items = {}
   for i = #slices, 1, -1 do
     local slice = slices[i]
-    for j = 1, #slice do ids[#ids + 1] = slice[j] end
+    for j = 1, #slice do items[#items + 1] = slice[j] end
   end
-  return ids
+  return items
 end
 
--- HMGET in chunks: unpack() of thousands of arguments overflows Lua's C stack.
-local function fetch_items(items_key, ids, out)
-  local chunk = 1000
-  for first = 1, #ids, chunk do
-    local last = math.min(first + chunk - 1, #ids)
-    local values = redis.call('HMGET', items_key, unpack(ids, first, last))
-    for k = 1, #values do out[#out + 1] = values[k] end
+-- A response record is one string: "tenant\nconv\nseg\nend\ninput_end\nstatus\n" then the stored body.
+-- (A string, not a hash: a hash holding a body over 64 bytes leaves the compact listpack encoding.)
+local function parse_response(raw)
+  local fields, pos = {}, 1
+  for _ = 1, 6 do
+    local nl = string.find(raw, '\n', pos, true)
+    fields[#fields + 1] = string.sub(raw, pos, nl - 1)
+    pos = nl + 1
   end
-  return out
+  fields[7] = string.sub(raw, pos)
+  return fields
 end

@@ -35,9 +35,8 @@ class _Conversation:
     expires_at: float
     version: int = 0
     head: tuple[int, int] = (0, 0)
-    segments: list[list[str]] = field(default_factory=lambda: [[]])
+    segments: list[list[tuple[str, bytes]]] = field(default_factory=lambda: [[]])  # (item id, item bytes)
     parents: dict[int, tuple[int, int]] = field(default_factory=dict)
-    items: dict[str, bytes] = field(default_factory=dict)
     responses: set[str] = field(default_factory=set)
     session_bytes: int = 0
     turns: int = 0
@@ -85,11 +84,11 @@ class MemoryStore:
         return resp
 
     def _collect(self, conv: _Conversation, segment: int, stop: int) -> list[bytes]:
-        return [conv.items[item_id] for item_id in self._collect_ids(conv, segment, stop)]
+        return [item for _, item in self._collect_entries(conv, segment, stop)]
 
     @staticmethod
-    def _collect_ids(conv: _Conversation, segment: int, stop: int) -> list[str]:
-        slices: list[list[str]] = []
+    def _collect_entries(conv: _Conversation, segment: int, stop: int) -> list[tuple[str, bytes]]:
+        slices: list[list[tuple[str, bytes]]] = []
         while True:
             if stop > 0:
                 slices.append(conv.segments[segment][:stop])
@@ -97,7 +96,7 @@ class MemoryStore:
             if parent is None:
                 break
             segment, stop = parent
-        return [item_id for ids in reversed(slices) for item_id in ids]
+        return [entry for entries in reversed(slices) for entry in entries]
 
     async def resolve_response(self, tenant: str, response_id: str, range_: Range = "full") -> History | None:
         resp = self._live_response(tenant, response_id)
@@ -106,8 +105,7 @@ class MemoryStore:
         conv = self._conversations[(tenant, resp.conversation_id)]
         self._touch(conv, resp)
         if range_ == "output":
-            ids = conv.segments[resp.segment][resp.input_end : resp.end]
-            items = [conv.items[i] for i in ids]
+            items = [item for _, item in conv.segments[resp.segment][resp.input_end : resp.end]]
         else:
             items = self._collect(conv, resp.segment, resp.input_end if range_ == "input" else resp.end)
         return self._history(resp.conversation_id, response_id, conv, resp.status, resp.body, items)
@@ -199,10 +197,8 @@ class MemoryStore:
             conv.segments.append([])
             conv.parents[len(conv.segments) - 1] = (segment, stop)
             segment, stop = len(conv.segments) - 1, 0
-        for item_id, item in turn.items:
-            conv.items[item_id] = item
-            conv.segments[segment].append(item_id)
-            conv.session_bytes += len(item)
+        conv.segments[segment].extend(turn.items)
+        conv.session_bytes += sum(len(item) for _, item in turn.items)
         end = stop + n
         conv.version += 1
         conv.head = (segment, end)
@@ -263,12 +259,12 @@ class MemoryStore:
         conv = self._live_conversation(tenant, conversation_id)
         if conv is None:
             return None
-        ids = self._collect_ids(conv, *conv.head)
-        if item_id not in ids:
+        entries = self._collect_entries(conv, *conv.head)
+        kept = [entry for entry in entries if entry[0] != item_id]
+        if len(kept) == len(entries):
             return None
-        ids.remove(item_id)
-        conv.segments.append(ids)  # a new root segment: no parent, so stored responses are untouched
-        conv.head = (len(conv.segments) - 1, len(ids))
+        conv.segments.append(kept)  # a new root segment: no parent, so stored responses are untouched
+        conv.head = (len(conv.segments) - 1, len(kept))
         conv.version += 1
         conv.updated_ms = int(time.time() * 1000)
         self._touch(conv, None)

@@ -98,9 +98,7 @@ class RedisStore:
             turn.conversation_metadata,
             turn.n_input,
         ]
-        for item_id, item in turn.items:
-            args.append(item_id)
-            args.append(item)
+        args.extend(item for _, item in turn.items)
         keys = [tag_prefix(tag), response_key(tag, turn.response_id or "-"), parent_key]
         reply = await self._run(self._append, keys, args)
         return _turn_result(reply, turn)
