@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -27,47 +26,50 @@ from .base import (
     TurnResult,
 )
 from .lua import load_script
+from .resp_client import PipelinedRedis
 
 MAX_CONNECTIONS = 1024
+Script = Callable[..., Awaitable[Any]]
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 class RedisStore:
+    """`client` is the lean PipelinedRedis on a standalone server, redis-py's RedisCluster on a cluster:
+    both offer register_script, get, ping and aclose."""
+
     def __init__(self, client: Any, ttl_seconds: int) -> None:
         self._client = client
         self._ttl = ttl_seconds
-        self._append: AsyncScript = client.register_script(load_script("append_turn-3"))
-        self._resolve: AsyncScript = client.register_script(load_script("resolve_history-2"))
-        self._delete_response: AsyncScript = client.register_script(load_script("delete_response-2"))
-        self._delete_conversation: AsyncScript = client.register_script(load_script("delete_conversation-2"))
-        self._set_metadata: AsyncScript = client.register_script(load_script("set_metadata-1"))
-        self._remove_item: AsyncScript = client.register_script(load_script("remove_item-2"))
+        self._append: Script = client.register_script(load_script("append_turn-3"))
+        self._resolve: Script = client.register_script(load_script("resolve_history-2"))
+        self._delete_response: Script = client.register_script(load_script("delete_response-2"))
+        self._delete_conversation: Script = client.register_script(load_script("delete_conversation-2"))
+        self._set_metadata: Script = client.register_script(load_script("set_metadata-1"))
+        self._remove_item: Script = client.register_script(load_script("remove_item-2"))
 
     @classmethod
     async def connect(cls, url: str, ttl_seconds: int) -> RedisStore:
         """Connect, detecting a Redis Cluster by itself."""
-        probe = aioredis.Redis.from_url(url)
+        lean = PipelinedRedis(url)
         try:
-            info = await probe.info("cluster")
+            info = await lean.info("cluster")
         except _UNREACHABLE as exc:
+            await lean.aclose()
             raise StoreDown(f"cannot reach Redis at {url}: {exc}") from exc
-        finally:
-            await probe.aclose()
-        client: Any
-        if info.get("cluster_enabled"):
-            # The cluster client fails rather than waits when its pool is exhausted: size it for bursts.
-            client = RedisCluster.from_url(url, max_connections=MAX_CONNECTIONS)
-            await client.initialize()
-        else:
-            pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=MAX_CONNECTIONS, timeout=5)
-            client = aioredis.Redis(connection_pool=pool)
-        return cls(client, ttl_seconds)
+        if not info.get("cluster_enabled"):
+            return cls(lean, ttl_seconds)
+        await lean.aclose()
+        # redis-py's cluster client owns slot routing; it fails rather than waits when its pool is
+        # exhausted, so size it for bursts.
+        cluster = RedisCluster.from_url(url, max_connections=MAX_CONNECTIONS)
+        await cluster.initialize()
+        return cls(cluster, ttl_seconds)
 
     @property
     def client(self) -> Any:
         return self._client
 
-    async def _run(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
+    async def _run(self, script: Script, keys: list[str], args: list[Any]) -> Any:
         try:
             return await script(keys=keys, args=args)
         except _UNREACHABLE as exc:

@@ -35,3 +35,21 @@ async def test_cluster_is_detected(redis_cluster: ClusterProcesses) -> None:
 
 async def test_memory_url_is_the_embedded_store() -> None:
     assert isinstance(await open_store("memory://", 60), MemoryStore)
+
+
+def test_store_works_on_uvloop(redis_server: RedisServer) -> None:
+    """The sidecar runs on uvloop, whose transports are not asyncio.Transport subclasses."""
+    import uvloop
+
+    async def round_trip() -> list[str]:
+        store = await RedisStore.connect(redis_server.url, 60)
+        try:
+            conv = conv_id()
+            await store.append_turn(Turn(TENANT, conv, [item(conv, "on uvloop")], n_input=1))
+            history = await store.resolve_conversation(TENANT, conv)
+            assert history is not None
+            return texts(history.items)
+        finally:
+            await store.close()
+
+    assert uvloop.run(round_trip()) == ["on uvloop"]
