@@ -179,7 +179,7 @@ class PipelinedRedis:
 
 
 def _pack(*args: Any) -> bytes:
-    packed: bytes = hiredis.pack_command(args)  # type: ignore[arg-type]  # the stub types a 1-tuple
+    packed: bytes = hiredis.pack_command(args)
     return packed
 
 
