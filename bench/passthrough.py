@@ -39,7 +39,8 @@ async def forward(request: web.Request) -> web.StreamResponse:
 
 async def _session(app: web.Application) -> AsyncIterator[None]:
     connector = aiohttp.TCPConnector(limit=512, keepalive_timeout=60)
-    async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:
+    jar = aiohttp.DummyCookieJar()  # the sidecar keeps no engine cookies either: same client cost
+    async with aiohttp.ClientSession(connector=connector, auto_decompress=False, cookie_jar=jar) as session:
         app[SESSION] = session
         yield
 

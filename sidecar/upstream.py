@@ -77,8 +77,12 @@ class Upstream:
 
 def client_session(config: Config) -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(limit=512, limit_per_host=512, keepalive_timeout=60, ttl_dns_cache=300)
+    # A proxy keeps no cookies of the engine's: DummyCookieJar skips cookie handling on every request.
     return aiohttp.ClientSession(
-        connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",)
+        connector=connector,
+        auto_decompress=False,
+        skip_auto_headers=("User-Agent",),
+        cookie_jar=aiohttp.DummyCookieJar(),
     )
 
 
