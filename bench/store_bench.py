@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from sidecar.ids import conversation_tag
-from sidecar.keys import ConversationKeys, response_key
+from sidecar.keys import ConversationKeys, records_key
 from sidecar.store import RedisStore
 from tests.fixtures.redis_servers import redis_call
 from tests.store.conftest import Monitor
@@ -56,7 +56,7 @@ def conversation_memory(port: int, conv: str, response_ids: list[str]) -> dict[s
     segments = int(str(redis_call(port, "HGET", keys.meta, "nseg") or 1))
     named = [("meta hash", keys.meta), ("response id set", keys.prefix + "resps")]
     named += [("segment list seg:N (item bytes)", keys.segment(n)) for n in range(segments)]
-    named += [("response record r:<id>", response_key(keys.tag, rid)) for rid in response_ids]
+    named += [("response records list (per slot)", records_key(keys.tag))]
     kinds: dict[str, dict[str, Any]] = {}
     for kind, key in named:
         usage = redis_call(port, "MEMORY", "USAGE", key, "SAMPLES", "0")
@@ -149,10 +149,10 @@ async def measure(
         branch_tips: list[str] = []
 
         async def branch(conv: str, ids: list[str]) -> None:
-            turn = factory.turn(conv, conversation_tag(TENANT, conv), half, ids[half - 1])
-            await store.append_turn(turn)
-            assert turn.response_id is not None
-            branch_tips.append(turn.response_id)
+            turn = factory.turn(conv, conversation_tag(TENANT, conv), half, ids[half - 1], mint=True)
+            result = await store.append_turn(turn)
+            assert result.response_id is not None
+            branch_tips.append(result.response_id)
 
         results.append(
             await timed(
@@ -168,10 +168,10 @@ async def measure(
         )
 
         async def extend(conv: str, ids: list[str]) -> None:
-            turn = factory.turn(conv, conversation_tag(TENANT, conv), len(ids), ids[-1])
-            await store.append_turn(turn)
-            assert turn.response_id is not None
-            ids.append(turn.response_id)
+            turn = factory.turn(conv, conversation_tag(TENANT, conv), len(ids), ids[-1], mint=True)
+            result = await store.append_turn(turn)
+            assert result.response_id is not None
+            ids.append(result.response_id)
 
         results.append(
             await timed("append chained at head", [(lambda c=chains[i]: extend(*c)) for i in pick])
@@ -183,7 +183,7 @@ async def measure(
                 [
                     (
                         lambda conv=conv: store.append_turn(
-                            factory.turn(conv, conversation_tag(TENANT, conv), 0, None)
+                            factory.turn(conv, conversation_tag(TENANT, conv), 0, None, mint=True)
                         )
                     )
                     for conv in fresh

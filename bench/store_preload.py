@@ -17,7 +17,7 @@ from typing import Any
 
 import hiredis
 
-from sidecar.ids import conversation_tag, mint_in_conversation
+from sidecar.ids import conversation_tag, mint_in_conversation, mint_response_id
 from sidecar.response_record import compact_record
 from sidecar.store import RedisStore, Turn
 from sidecar.stored_items import with_sidecar_ids
@@ -42,10 +42,10 @@ class TurnFactory:
     Built once through the sidecar's own encoders with placeholder ids, then ids are swapped in per turn."""
 
     def __init__(self, rng: random.Random, input_bytes: int = 200) -> None:
-        placeholder_tag = "0" * 8
+        placeholder_tag = "0" * 12
         self.msg_placeholder = mint_in_conversation("msg", placeholder_tag)
         self.out_placeholder = self.msg_placeholder.replace("msg_", "msg_f", 1)[: len(self.msg_placeholder)]
-        self.resp_placeholder = mint_in_conversation("resp", placeholder_tag)
+        self.resp_placeholder = mint_response_id(placeholder_tag, 0)
         self.inputs: list[bytes] = []
         for _ in range(32):
             request_item = {
@@ -80,7 +80,9 @@ class TurnFactory:
         )
         return compact_record(resource)
 
-    def turn(self, conv: str, tag: str, n: int, parent: str | None) -> Turn:
+    def turn(self, conv: str, tag: str, n: int, parent: str | None, *, mint: bool = False) -> Turn:
+        """Turn n of a chain. `mint`: the store mints the response id (the write path measured alone;
+        the proxy reserves ids while resolving), else record index n is assumed free (the preload)."""
         in_id, out_id = mint_in_conversation("msg", tag), mint_in_conversation("msg", tag)
         items = [
             (in_id, self.inputs[n % len(self.inputs)].replace(self.msg_placeholder.encode(), in_id.encode())),
@@ -95,7 +97,10 @@ class TurnFactory:
             items,
             n_input=1,
             parent_response_id=parent,
-            response_id=mint_in_conversation("resp", tag),
+            # Turn n of a conversation alone in its slot takes record index n: predictable, so the
+            # preload can pipeline a whole chain without waiting for each turn's reply.
+            response_id=None if mint else mint_response_id(tag, n),
+            mint_response=mint,
             response_body=record,
         )
 
@@ -166,6 +171,7 @@ async def preload(
         redis_call(port, "SCRIPT", "LOAD", script.text)
     population = Population()
     next_conv = iter(range(conversations))
+    used_tags: set[str] = set()
     started = time.monotonic()
     deadline = started + seconds
 
@@ -180,7 +186,11 @@ async def preload(
                 chains: list[tuple[str, str, list[str]]] = []
                 for n in batch:
                     conv = f"conv_{n:024x}"
-                    chains.append((conv, conversation_tag(TENANT, conv), []))
+                    tag = conversation_tag(TENANT, conv)
+                    if tag in used_tags:  # two conversations in one slot share its record list: skip
+                        continue
+                    used_tags.add(tag)
+                    chains.append((conv, tag, []))
                 commands = []
                 for t in range(turns):  # turn t of every conversation, so each parent precedes its child
                     for conv, tag, ids in chains:

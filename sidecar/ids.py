@@ -8,7 +8,9 @@ import re
 
 from .errors import InvalidRequest
 
-TAG_LEN = 8
+# 48 bits: a brand-new conversation's slot is, in practice, its own, so its first response can take
+# record index 0 without asking Redis first (lua/includes/history.lua reads the tag at this width).
+TAG_LEN = 12
 _RANDOM_BYTES = 10  # 80 random bits after the slot tag: short ids, since each is stored per item
 # Client-chosen ids become part of Redis keys: no ':' (our separator) and no braces (hash-tag syntax).
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
@@ -23,6 +25,27 @@ def conversation_tag(tenant: str, conversation_id: str) -> str:
 
 def mint_in_conversation(prefix: str, tag: str) -> str:
     return f"{prefix}_{tag}{os.urandom(_RANDOM_BYTES).hex()}"
+
+
+# A response id names where its record lives: resp_<slot tag><index in the slot's record list><random>.
+# The index is reserved before the engine is called (the id reaches the client before the turn is stored);
+# the random part makes ids unguessable and is checked against the record.
+_RESPONSE = re.compile(rf"^resp_([0-9a-f]{{{TAG_LEN}}})([0-9a-f]{{8}})([0-9a-f]{{12}})$")
+UNSTORED_INDEX = 0xFFFFFFFF  # `store: false` responses: an index no record list reaches
+
+
+def response_random() -> str:
+    return os.urandom(6).hex()
+
+
+def mint_response_id(tag: str, index: int, random_part: str | None = None) -> str:
+    return f"resp_{tag}{index:08x}{random_part or response_random()}"
+
+
+def parse_response_id(response_id: str) -> tuple[str, int, str] | None:
+    """(slot tag, record index, random part) of an id the sidecar minted, else None."""
+    match = _RESPONSE.match(response_id)
+    return (match.group(1), int(match.group(2), 16), match.group(3)) if match else None
 
 
 def mint_conversation_id() -> str:

@@ -9,8 +9,10 @@ def tag_prefix(tag: str) -> str:
     return f"cs:{{{tag}}}:"
 
 
-def response_key(tag: str, response_id: str) -> str:
-    return f"{tag_prefix(tag)}r:{response_id}"
+def records_key(tag: str) -> str:
+    """The slot's response records: a LIST indexed by the number inside each response id. Records of
+    every conversation sharing the tag (rarely more than one) live here, each naming its conversation."""
+    return f"{tag_prefix(tag)}rec"
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +44,3 @@ class ConversationKeys:
     def idempotency(self, key: str | None) -> str:
         # Scripts take a fixed number of KEYS, so "no key" is a placeholder in the same slot.
         return f"{self.prefix}idem:{key}" if key else f"{self.prefix}idem:-"
-
-    def response(self, response_id: str | None) -> str:
-        return response_key(self.tag, response_id) if response_id else f"{self.tag_prefix}r:-"

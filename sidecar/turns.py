@@ -9,14 +9,16 @@ import orjson
 
 from .errors import InvalidRequest, conversation_not_found, previous_response_not_found
 from .ids import (
+    UNSTORED_INDEX,
     conversation_id_for_idempotency_key,
     conversation_tag,
     mint_conversation_id,
     mint_in_conversation,
+    mint_response_id,
     tag_of_minted_id,
 )
 from .normalise import canonical_json_text, encode_item
-from .store import Store, Turn, TurnResult
+from .store import History, Store, Turn, TurnResult
 from .stored_items import with_sidecar_ids
 
 
@@ -50,48 +52,56 @@ async def plan_turn(
     idempotency_key: str | None,
     new_items: list[dict[str, Any]],
     create_conversation: bool = False,
+    will_store: bool = True,
 ) -> TurnPlan:
-    """Resolve the history (one store round trip) and mint the ids of the new turn. A named
-    conversation must exist unless `create_conversation` (stateful chat names its own ids)."""
-    if previous_response_id is not None:
-        history = await store.resolve_response(tenant, previous_response_id)
-        if history is None:
-            raise previous_response_not_found(previous_response_id)
-        tag = tag_of_minted_id(previous_response_id)
-        assert tag is not None  # resolve found it, so the sidecar minted it
-        plan = TurnPlan(
-            tenant,
-            history.conversation_id,
-            tag,
-            previous_response_id,
-            False,
-            history.items,
-            history.version,
-            "",
-        )
-    elif conversation_id is not None:
-        history = await store.resolve_conversation(tenant, conversation_id)
-        if history is None and not create_conversation:
-            raise conversation_not_found(conversation_id)
-        plan = TurnPlan(
-            tenant,
-            conversation_id,
-            conversation_tag(tenant, conversation_id),
-            None,
-            True,
-            history.items if history else [],
-            history.version if history else 0,
-            "",
-        )
-        plan.create = create_conversation
-    else:
-        new_id = (
+    """Resolve the history and reserve the new response's id (one store round trip), mint the input's
+    item ids. A named conversation must exist unless `create_conversation` (stateful chat names its own
+    ids). A turn that will not be stored reserves nothing: its id can never be fetched or chained."""
+    in_conversation = previous_response_id is None and conversation_id is not None
+    minted_conversation = previous_response_id is None and conversation_id is None
+    if minted_conversation:
+        conversation_id = (
             conversation_id_for_idempotency_key(tenant, idempotency_key)
             if idempotency_key
             else mint_conversation_id()
         )
-        plan = TurnPlan(tenant, new_id, conversation_tag(tenant, new_id), None, False, [], 0, "")
-    plan.response_id = plan.mint("resp")
+    history: History | None = None
+    if will_store and not minted_conversation:
+        history, response_id = await store.begin_turn(
+            tenant, previous_response_id=previous_response_id, conversation_id=conversation_id
+        )
+    elif previous_response_id is not None:
+        history = await store.resolve_response(tenant, previous_response_id)
+    elif in_conversation:
+        assert conversation_id is not None
+        history = await store.resolve_conversation(tenant, conversation_id)
+    if previous_response_id is not None:
+        if history is None:
+            raise previous_response_not_found(previous_response_id)
+        conversation_id = history.conversation_id
+        tag = tag_of_minted_id(previous_response_id)
+        assert tag is not None  # resolve found it, so the sidecar minted it
+    else:
+        assert conversation_id is not None
+        if history is None and in_conversation and not create_conversation:
+            raise conversation_not_found(conversation_id)
+        tag = conversation_tag(tenant, conversation_id)
+    if not will_store:
+        response_id = mint_response_id(tag, UNSTORED_INDEX)
+    elif minted_conversation:
+        # A new conversation's slot is its own (48-bit tag), so its first record index is 0: no round trip.
+        response_id = mint_response_id(tag, 0)
+    plan = TurnPlan(
+        tenant,
+        conversation_id,
+        tag,
+        previous_response_id,
+        in_conversation,
+        history.items if history else [],
+        history.version if history else 0,
+        response_id,
+    )
+    plan.create = create_conversation or not in_conversation
     plan.input_items = with_sidecar_ids(_dereference(new_items, plan.history), plan.tag)
     return plan
 

@@ -43,6 +43,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         conversation_id=create.conversation_id,
         idempotency_key=idem,
         new_items=create.items,
+        will_store=create.store,
     )
     base = build_response_resource(
         response_id=plan.response_id,

@@ -11,7 +11,7 @@ from aiohttp import web
 from ..appkeys import STORE
 from ..errors import InvalidRequest, NotFound, conversation_not_found, previous_response_not_found
 from ..fingerprint import estimate_tokens, prefix_fingerprint
-from ..ids import conversation_tag, mint_in_conversation, tag_of_minted_id, validate_client_id
+from ..ids import conversation_tag, validate_client_id
 from ..middleware import REQUEST_ID, TENANT
 from ..normalise import canonical_json
 from ..store.base import History, Turn
@@ -165,16 +165,10 @@ async def store_response(request: web.Request) -> web.Response:
         raise InvalidRequest("The response has no output to store.", param="output")
     tenant = request[TENANT]
     tag = conversation_tag(tenant, conversation_id)
-    response_id = body.get("response_id")
-    if response_id is None:
-        response_id = mint_in_conversation("resp", tag)
-    elif (
-        not isinstance(response_id, str)
-        or tag_of_minted_id(response_id) != tag
-        or not response_id.startswith("resp_")
-    ):
+    if body.get("response_id") is not None:
+        # Response ids name where their record lives, so the store mints them; a client's cannot be kept.
         raise InvalidRequest(
-            "'response_id' must be an id ConvoStore minted for this conversation (omit it to get one).",
+            "'response_id' cannot be chosen: ConvoStore mints response ids (omit it to get one).",
             param="response_id",
             code="invalid_id",
         )
@@ -185,14 +179,15 @@ async def store_response(request: web.Request) -> web.Response:
             conversation_id=conversation_id,
             items=with_sidecar_ids(items, tag),
             n_input=0,
-            response_id=response_id,
+            mint_response=True,
             response_body=canonical_json(kept),
             if_match=if_match(request),
             idempotency_key=idempotency_key(request),
             request_hash=request_hash(raw, "store_response"),
         )
     )
-    stored_id = result.response_id or response_id
+    stored_id = result.response_id
+    assert stored_id is not None
     answer = {"conversation_id": conversation_id, "response_id": stored_id, "version": result.version}
     headers = stateful_headers(
         request_id=request[REQUEST_ID],

@@ -47,7 +47,8 @@ class Turn:
     items: list[tuple[str, bytes]]  # (item id, normalised item bytes)
     n_input: int
     parent_response_id: str | None = None  # chain after this response instead of the head
-    response_id: str | None = None
+    response_id: str | None = None  # a response id from begin_turn (its record index is reserved)
+    mint_response: bool = False  # record a response and let the store mint its id (session API)
     response_body: bytes = b""
     response_status: str = "completed"
     if_match: int | None = None
@@ -92,6 +93,13 @@ class Store(Protocol):
     ) -> History | None: ...
 
     async def resolve_conversation(self, tenant: str, conversation_id: str) -> History | None: ...
+
+    async def begin_turn(
+        self, tenant: str, *, previous_response_id: str | None = None, conversation_id: str | None = None
+    ) -> tuple[History | None, str]:
+        """What a new turn continues (the response's history, or the conversation's head; None when
+        unknown or new) and the id its response will have, reserved in the same round trip."""
+        ...
 
     async def delete_response(self, tenant: str, response_id: str) -> bool: ...
 

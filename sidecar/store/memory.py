@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from ..ids import conversation_tag, mint_response_id, parse_response_id
 from .base import (
     IDEMPOTENCY_TTL_SECONDS,
     Conflict,
@@ -60,6 +61,10 @@ class MemoryStore:
         self._ttl = ttl_seconds
         self._conversations: dict[tuple[str, str], _Conversation] = {}
         self._responses: dict[str, _Response] = {}
+        # Response ids handed out by begin_turn and not stored yet (-> when the reservation lapses), and
+        # the next record index per slot tag: the same id scheme as the Redis backend.
+        self._reserved: dict[str, float] = {}
+        self._next_index: dict[str, int] = {}
         self._idempotency: dict[tuple[str, str, str], tuple[str, TurnResult, float]] = {}
 
     # -- reads ---------------------------------------------------------------------------------
@@ -109,6 +114,35 @@ class MemoryStore:
         else:
             items = self._collect(conv, resp.segment, resp.input_end if range_ == "input" else resp.end)
         return self._history(resp.conversation_id, response_id, conv, resp.status, resp.body, items)
+
+    def _reserve(self, tag: str) -> str:
+        index = self._next_index.get(tag, 0)
+        self._next_index[tag] = index + 1
+        response_id = mint_response_id(tag, index)
+        self._reserved[response_id] = time.monotonic() + self._ttl
+        return response_id
+
+    def _is_reserved(self, response_id: str) -> bool:
+        parsed = parse_response_id(response_id)
+        if parsed is None:
+            return False
+        return response_id in self._reserved or self._next_index.get(parsed[0], 0) == parsed[1]
+
+    async def begin_turn(
+        self, tenant: str, *, previous_response_id: str | None = None, conversation_id: str | None = None
+    ) -> tuple[History | None, str]:
+        if previous_response_id is not None:
+            parsed = parse_response_id(previous_response_id)
+            if parsed is None:
+                return None, ""
+            reserved = self._reserve(parsed[0])
+            return await self.resolve_response(tenant, previous_response_id), reserved
+        assert conversation_id is not None
+        tag = conversation_tag(tenant, conversation_id)
+        history = await self.resolve_conversation(tenant, conversation_id)
+        if history is None:  # a first turn takes the next free index when stored: nothing is kept now
+            return None, mint_response_id(tag, self._next_index.get(tag, 0))
+        return history, self._reserve(tag)
 
     async def resolve_conversation(self, tenant: str, conversation_id: str) -> History | None:
         conv = self._live_conversation(tenant, conversation_id)
@@ -177,6 +211,8 @@ class MemoryStore:
                     replayed=True,
                 )
 
+        if turn.response_id is not None and not self._is_reserved(turn.response_id):
+            raise RuntimeError(f"response {turn.response_id} was not reserved before it was stored")
         now_ms = int(time.time() * 1000)
         conv = self._live_conversation(tenant, conversation_id)
         if conv is None:
@@ -184,11 +220,21 @@ class MemoryStore:
                 raise ParentNotFound(turn.parent_response_id)
             if not turn.create:
                 raise ConversationMissing(conversation_id)
+        current_version = conv.version if conv is not None else 0
+        if turn.if_match is not None and turn.if_match != current_version:
+            raise Conflict(current_version)
+        # Writes from here on: every check above left the store untouched.
+        if conv is None:
             conv = _Conversation(created_ms=now_ms, metadata=turn.conversation_metadata, expires_at=0.0)
             conv.updated_ms = now_ms
             self._conversations[(tenant, conversation_id)] = conv
-        if turn.if_match is not None and turn.if_match != conv.version:
-            raise Conflict(conv.version)
+        response_id = turn.response_id
+        if turn.mint_response:
+            response_id = self._reserve(conversation_tag(tenant, conversation_id))
+        if response_id is not None and self._reserved.pop(response_id, None) is None:
+            parsed = parse_response_id(response_id)
+            assert parsed is not None
+            self._next_index[parsed[0]] = parsed[1] + 1  # a first turn's id: its index is taken now
 
         segment, stop = attach if attach is not None else conv.head
         n = len(turn.items)
@@ -204,10 +250,10 @@ class MemoryStore:
         conv.head = (segment, end)
         conv.updated_ms = now_ms
         conv.expires_at = now + self._ttl
-        if turn.response_id is not None:
+        if response_id is not None:
             conv.turns += 1
-            conv.responses.add(turn.response_id)
-            self._responses[turn.response_id] = _Response(
+            conv.responses.add(response_id)
+            self._responses[response_id] = _Response(
                 tenant,
                 conversation_id,
                 segment,
@@ -217,9 +263,7 @@ class MemoryStore:
                 turn.response_body,
                 now + self._ttl,
             )
-        result = TurnResult(
-            conversation_id, conv.version, n, conv.session_bytes, conv.turns, turn.response_id
-        )
+        result = TurnResult(conversation_id, conv.version, n, conv.session_bytes, conv.turns, response_id)
         if idem_key is not None:
             ttl = min(IDEMPOTENCY_TTL_SECONDS, self._ttl)
             self._idempotency[idem_key] = (turn.request_hash, result, now + ttl)
@@ -294,6 +338,8 @@ class MemoryStore:
             dropped += 1
         for idem in [k for k, v in self._idempotency.items() if v[2] <= now]:
             del self._idempotency[idem]
+        for rid in [r for r, expires_at in self._reserved.items() if expires_at <= now]:
+            del self._reserved[rid]
         return dropped
 
     @contextlib.asynccontextmanager

@@ -10,8 +10,8 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..ids import conversation_tag, tag_of_minted_id
-from ..keys import ConversationKeys, response_key, tag_prefix
+from ..ids import conversation_tag, mint_response_id, parse_response_id, response_random
+from ..keys import ConversationKeys, records_key, tag_prefix
 from .base import (
     IDEMPOTENCY_TTL_SECONDS,
     Conflict,
@@ -40,7 +40,7 @@ class RedisStore:
     def __init__(self, client: Any, ttl_seconds: int) -> None:
         self._client = client
         self._ttl = ttl_seconds
-        self._append: Script = client.register_script(load_script("append_turn-3"))
+        self._append: Script = client.register_script(load_script("append_turn-2"))
         self._resolve: Script = client.register_script(load_script("resolve_history-2"))
         self._delete_response: Script = client.register_script(load_script("delete_response-2"))
         self._delete_conversation: Script = client.register_script(load_script("delete_conversation-2"))
@@ -77,13 +77,14 @@ class RedisStore:
 
     async def append_turn(self, turn: Turn) -> TurnResult:
         if turn.parent_response_id is not None:
-            tag = tag_of_minted_id(turn.parent_response_id)
-            if tag is None:
+            parsed = parse_response_id(turn.parent_response_id)
+            if parsed is None:
                 raise ParentNotFound(turn.parent_response_id)
-            parent_key = response_key(tag, turn.parent_response_id)
+            tag = parsed[0]
         else:
             tag = conversation_tag(turn.tenant, turn.conversation_id)
-            parent_key = response_key(tag, "-")
+        # "+<random>": the script takes the next record index and mints the id itself.
+        response = "+" + response_random() if turn.mint_response else turn.response_id or ""
         args: list[Any] = [
             turn.tenant,
             turn.conversation_id,
@@ -93,37 +94,55 @@ class RedisStore:
             int(time.time() * 1000),
             self._ttl,
             min(IDEMPOTENCY_TTL_SECONDS, self._ttl),
-            turn.response_id or "",
+            response,
             turn.response_body,
             turn.response_status,
             "1" if turn.create else "0",
             turn.conversation_metadata,
             turn.n_input,
+            turn.parent_response_id or "",
         ]
         args.extend(item for _, item in turn.items)
-        keys = [tag_prefix(tag), response_key(tag, turn.response_id or "-"), parent_key]
-        reply = await self._run(self._append, keys, args)
+        reply = await self._run(self._append, [tag_prefix(tag), records_key(tag)], args)
         return _turn_result(reply, turn)
 
     async def resolve_response(self, tenant: str, response_id: str, range_: Range = "full") -> History | None:
-        tag = tag_of_minted_id(response_id)
-        if tag is None:
+        parsed = parse_response_id(response_id)
+        if parsed is None:
             return None
-        keys = [response_key(tag, response_id), tag_prefix(tag)]
-        reply = await self._run(self._resolve, keys, ["resp", tenant, response_id, range_, self._ttl])
-        return _history(reply)
+        tag = parsed[0]
+        args = ["resp", tenant, response_id, range_, self._ttl, "0"]
+        return _history(await self._run(self._resolve, [records_key(tag), tag_prefix(tag)], args))
 
     async def resolve_conversation(self, tenant: str, conversation_id: str) -> History | None:
         conv = ConversationKeys(conversation_tag(tenant, conversation_id), tenant, conversation_id)
-        keys = [conv.meta, conv.tag_prefix]
-        reply = await self._run(self._resolve, keys, ["conv", tenant, conversation_id, "full", self._ttl])
-        return _history(reply)
+        args = ["conv", tenant, conversation_id, "full", self._ttl, "0"]
+        return _history(await self._run(self._resolve, [conv.meta, conv.tag_prefix], args))
+
+    async def begin_turn(
+        self, tenant: str, *, previous_response_id: str | None = None, conversation_id: str | None = None
+    ) -> tuple[History | None, str]:
+        if previous_response_id is not None:
+            parsed = parse_response_id(previous_response_id)
+            if parsed is None:
+                return None, ""
+            tag = parsed[0]
+            keys = [records_key(tag), tag_prefix(tag)]
+            args = ["resp", tenant, previous_response_id, "full", self._ttl, "1"]
+        else:
+            assert conversation_id is not None
+            tag = conversation_tag(tenant, conversation_id)
+            conv = ConversationKeys(tag, tenant, conversation_id)
+            keys = [conv.meta, conv.tag_prefix]
+            args = ["conv", tenant, conversation_id, "full", self._ttl, "1"]
+        reply = await self._run(self._resolve, keys, args)
+        return _history(reply), mint_response_id(tag, int(reply[0]))
 
     async def delete_response(self, tenant: str, response_id: str) -> bool:
-        tag = tag_of_minted_id(response_id)
-        if tag is None:
+        parsed = parse_response_id(response_id)
+        if parsed is None:
             return False
-        keys = [response_key(tag, response_id), tag_prefix(tag)]
+        keys = [records_key(parsed[0]), tag_prefix(parsed[0])]
         return bool(await self._run(self._delete_response, keys, [tenant, response_id]))
 
     async def delete_conversation(self, tenant: str, conversation_id: str) -> bool:
@@ -186,15 +205,17 @@ def _turn_result(reply: list[Any], turn: Turn) -> TurnResult:
         raise ParentNotFound(turn.parent_response_id)
     if status == "parent_other_conversation":
         raise ParentInOtherConversation(turn.parent_response_id)
+    if status == "reservation_missing":
+        raise RuntimeError(f"response {turn.response_id} was not reserved before it was stored")
     if status == "conv_missing":
         raise ConversationMissing(turn.conversation_id)
     raise RuntimeError(f"append_turn returned {status!r}")
 
 
-def _history(reply: list[Any] | None) -> History | None:
-    if not reply:
+def _history(reply: list[Any]) -> History | None:
+    if len(reply) == 1:  # only the reservation: unknown, deleted, expired or another tenant's
         return None
-    conv, response_id, version, total, turns, created, updated, status, body = reply[:9]
+    conv, response_id, version, total, turns, created, updated, status, body = reply[1:10]
     return History(
         conversation_id=conv.decode(),
         response_id=response_id.decode() or None,
@@ -205,7 +226,7 @@ def _history(reply: list[Any] | None) -> History | None:
         updated_ms=int(updated or 0),
         status=status.decode(),
         body=body,
-        items=reply[9:],
+        items=reply[10:],
     )
 
 

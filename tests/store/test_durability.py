@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from sidecar.ids import conversation_tag, mint_in_conversation
 from sidecar.store import RedisStore, Turn
 from tests.fixtures.redis_servers import RedisServer
 from tests.store.test_store import TENANT, conv_id, item, texts
@@ -11,21 +10,21 @@ from tests.store.test_store import TENANT, conv_id, item, texts
 async def test_every_acknowledged_turn_survives_a_crash_and_restart(redis_aof_server: RedisServer) -> None:
     store = await RedisStore.connect(redis_aof_server.url, 3600)
     conv = conv_id()
-    tag = conversation_tag(TENANT, conv)
     acknowledged: list[str] = []
     previous = None
     for n in range(30):
-        rid = mint_in_conversation("resp", tag)
-        await store.append_turn(
+        result = await store.append_turn(
             Turn(
                 TENANT,
                 "" if previous else conv,
                 [item(conv, f"t{n}")],
                 n_input=1,
                 parent_response_id=previous,
-                response_id=rid,
+                mint_response=True,
             )
         )
+        rid = result.response_id
+        assert rid is not None
         acknowledged.append(rid)
         previous = rid
     await store.close()

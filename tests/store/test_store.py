@@ -8,7 +8,7 @@ import os
 import orjson
 import pytest
 
-from sidecar.ids import conversation_tag, mint_in_conversation
+from sidecar.ids import conversation_tag, mint_in_conversation, mint_response_id
 from sidecar.store import Turn
 from sidecar.store.base import (
     Conflict,
@@ -44,20 +44,19 @@ def texts(items: list[bytes]) -> list[str]:
 async def chain(backend: Backend, conv: str, turns: int) -> list[str]:
     """`turns` responses chained one after another; returns their ids."""
     ids: list[str] = []
-    tag = conversation_tag(TENANT, conv)
     for n in range(turns):
-        rid = mint_in_conversation("resp", tag)
-        await backend.store.append_turn(
+        result = await backend.store.append_turn(
             Turn(
                 TENANT,
                 conv if not ids else "",
                 [item(conv, f"in{n}"), item(conv, f"out{n}")],
                 n_input=1,
                 parent_response_id=ids[-1] if ids else None,
-                response_id=rid,
+                mint_response=True,
             )
         )
-        ids.append(rid)
+        assert result.response_id is not None
+        ids.append(result.response_id)
     return ids
 
 
@@ -115,8 +114,7 @@ async def test_fifty_turn_chain_resolves_in_one_round_trip_and_branches_stay_apa
     if monitor is not None:
         assert monitor.commands() == ["evalsha"]
 
-    tag = conversation_tag(TENANT, conv)
-    branch = mint_in_conversation("resp", tag)
+    _, branch = await backend.store.begin_turn(TENANT, previous_response_id=ids[9])
     await backend.store.append_turn(
         Turn(
             TENANT,
@@ -127,7 +125,7 @@ async def test_fifty_turn_chain_resolves_in_one_round_trip_and_branches_stay_apa
             response_id=branch,
         )
     )
-    branch2 = mint_in_conversation("resp", tag)
+    _, branch2 = await backend.store.begin_turn(TENANT, previous_response_id=branch)
     await backend.store.append_turn(
         Turn(TENANT, "", [item(conv, "bin2")], n_input=1, parent_response_id=branch, response_id=branch2)
     )
@@ -146,7 +144,6 @@ async def test_one_round_trip_per_stored_turn(backend: Backend) -> None:
     conv = conv_id()
     ids = await chain(backend, conv, 5)
     monitor = backend.monitor() if backend.server is not None else None
-    rid = mint_in_conversation("resp", conversation_tag(TENANT, conv))
     await backend.store.append_turn(
         Turn(
             TENANT,
@@ -154,7 +151,7 @@ async def test_one_round_trip_per_stored_turn(backend: Backend) -> None:
             [item(conv, "x"), item(conv, "y")],
             n_input=1,
             parent_response_id=ids[-1],
-            response_id=rid,
+            mint_response=True,
         )
     )
     if monitor is not None:
@@ -230,7 +227,7 @@ async def test_tenants_cannot_see_each_other(backend: Backend) -> None:
 
 async def test_unknown_and_malformed_ids(backend: Backend) -> None:
     assert await backend.store.resolve_response(TENANT, "resp_nope") is None
-    assert await backend.store.resolve_response(TENANT, mint_in_conversation("resp", "0" * 8)) is None
+    assert await backend.store.resolve_response(TENANT, mint_response_id("0" * 12, 3)) is None
     with pytest.raises(ParentNotFound):
         await backend.store.append_turn(
             Turn(TENANT, "", [item("c", "x")], n_input=1, parent_response_id="resp_nope")
@@ -308,15 +305,64 @@ async def test_removing_an_item_changes_the_head_but_not_stored_responses(backen
 
 async def test_find_idempotent_reads_the_first_result(backend: Backend) -> None:
     conv = conv_id()
-    rid = mint_in_conversation("resp", conversation_tag(TENANT, conv))
     assert await backend.store.find_idempotent(TENANT, conv, "k") is None
     first = await backend.store.append_turn(
         Turn(
-            TENANT, conv, [item(conv, "x")], n_input=1, response_id=rid, idempotency_key="k", request_hash="h"
+            TENANT,
+            conv,
+            [item(conv, "x")],
+            n_input=1,
+            mint_response=True,
+            idempotency_key="k",
+            request_hash="h",
         )
     )
+    rid = first.response_id
     found = await backend.store.find_idempotent(TENANT, conv, "k")
     assert found is not None
     request_hash, result = found
     assert request_hash == "h" and result.replayed and result.response_id == rid
     assert result.version == first.version and result.conversation_id == conv
+
+
+async def test_begin_turn_resolves_and_reserves_in_one_round_trip(backend: Backend) -> None:
+    conv = conv_id()
+    ids = await chain(backend, conv, 3)
+    monitor = backend.monitor() if backend.server is not None else None
+    history, reserved = await backend.store.begin_turn(TENANT, previous_response_id=ids[-1])
+    if monitor is not None:
+        assert monitor.commands() == ["evalsha"]
+    assert history is not None and len(history.items) == 6
+    assert reserved.startswith("resp_") and reserved not in ids
+    assert await backend.store.resolve_response(TENANT, reserved) is None  # reserved, not stored yet
+    result = await backend.store.append_turn(
+        Turn(TENANT, "", [item(conv, "next")], n_input=1, parent_response_id=ids[-1], response_id=reserved)
+    )
+    assert result.response_id == reserved
+    stored = await backend.store.resolve_response(TENANT, reserved)
+    assert stored is not None and texts(stored.items)[-1] == "next"
+    new_history, first_id = await backend.store.begin_turn(TENANT, conversation_id=conv_id())
+    assert new_history is None and first_id.startswith("resp_")
+
+
+async def test_a_response_id_that_was_not_reserved_writes_nothing(backend: Backend) -> None:
+    conv = conv_id()
+    forged = mint_response_id(conversation_tag(TENANT, conv), 7)
+    with pytest.raises(RuntimeError):
+        await backend.store.append_turn(Turn(TENANT, conv, [item(conv, "x")], n_input=1, response_id=forged))
+    assert await backend.store.resolve_conversation(TENANT, conv) is None
+
+
+async def test_if_match_on_a_new_conversation_writes_nothing(backend: Backend) -> None:
+    conv = conv_id()
+    with pytest.raises(Conflict):
+        await backend.store.append_turn(Turn(TENANT, conv, [item(conv, "x")], n_input=1, if_match=3))
+    assert await backend.store.resolve_conversation(TENANT, conv) is None
+
+
+async def test_a_guessed_response_id_with_the_right_index_is_not_found(backend: Backend) -> None:
+    conv = conv_id()
+    [rid] = await chain(backend, conv, 1)
+    guessed = rid[:-12] + ("0" * 12 if rid[-12:] != "0" * 12 else "1" * 12)
+    assert await backend.store.resolve_response(TENANT, guessed) is None
+    assert not await backend.store.delete_response(TENANT, guessed)

@@ -1,7 +1,6 @@
 -- Append one turn (items, and optionally the response that produced them) atomically.
 -- KEYS[1]  the tag prefix  cs:{t}:  (meta, segment, idempotency keys derive from it; same slot)
--- KEYS[2]  the new response's record  cs:{t}:r:<id>, or cs:{t}:r:- when the turn records no response
--- KEYS[3]  the parent response's record  cs:{t}:r:<id>, or cs:{t}:r:- to append at the conversation head
+-- KEYS[2]  the slot's record list  cs:{t}:rec  (where the response's record is written)
 -- ARGV[1]  tenant
 -- ARGV[2]  conversation id ("" = the parent response's conversation)
 -- ARGV[3]  idempotency key ("" = none)
@@ -10,31 +9,33 @@
 -- ARGV[6]  now, unix ms
 -- ARGV[7]  TTL seconds for the conversation's keys
 -- ARGV[8]  idempotency record TTL seconds
--- ARGV[9]  new response id ("" = none); ARGV[10] its stored body; ARGV[11] its status
+-- ARGV[9]  the response: "" = none, a response id whose record index was reserved, or "+<random>" to
+--          take the next index now (the id is then returned)
+-- ARGV[10] the response's stored body; ARGV[11] its status
 -- ARGV[12] "1" to create the conversation when missing, "0" to require it
 -- ARGV[13] conversation metadata to set on creation ("" = none)
 -- ARGV[14] how many of the items are the turn's input (the rest are its output)
--- ARGV[15..] item bytes, one argument per item (each item's JSON carries its own id)
+-- ARGV[15] the parent response id ("" = append at the conversation head)
+-- ARGV[16..] item bytes, one argument per item (each item's JSON carries its own id)
 -- Returns  {"ok", conv, version, appended, bytes, turns, response_id or "-"}
 --          {"replay", ...the first call's same fields}   (idempotent replay: nothing written)
 --          {"conflict", version} | {"idem_conflict"} | {"parent_missing"} | {"conv_missing"}
---          | {"parent_other_conversation"}
-
+--          | {"parent_other_conversation"} | {"reservation_missing"}
 --@include includes/history.lua
 
 local tenant, conv, idem, req_hash, if_match = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local now, ttl, idem_ttl = ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8])
 local response_id, response_body, response_status = ARGV[9], ARGV[10], ARGV[11]
-local create, conv_md, n_input = ARGV[12], ARGV[13], tonumber(ARGV[14])
-local FIRST_ITEM = 15
+local create, conv_md, n_input, parent_id = ARGV[12], ARGV[13], tonumber(ARGV[14]), ARGV[15]
+local FIRST_ITEM = 16
+local records_key = KEYS[2]
 
+-- Every check comes before the first write: a script that returns midway keeps what it wrote.
 local seg, stop
-local has_parent = string.sub(KEYS[3], -2) ~= ':-'
+local has_parent = parent_id ~= ''
 if has_parent then
-  local raw = redis.call('GET', KEYS[3])
-  if not raw then return {'parent_missing'} end
-  local p = parse_response(raw)
-  if p[1] ~= tenant then return {'parent_missing'} end
+  local p = load_record(records_key, parent_id, tenant)
+  if not p then return {'parent_missing'} end
   if conv ~= '' and conv ~= p[2] then return {'parent_other_conversation'} end
   conv, seg, stop = p[2], p[3], tonumber(p[4])
 end
@@ -53,24 +54,42 @@ if idem ~= '' then
   end
 end
 
-if redis.call('EXISTS', meta) == 0 then
+local index, random
+if response_id ~= '' then
+  if string.sub(response_id, 1, 1) == '+' then
+    random = string.sub(response_id, 2)
+  else
+    index, random = response_index(response_id)
+    if not index then return {'reservation_missing'} end
+    local slot = redis.call('LINDEX', records_key, index)
+    -- Reserved ("") by resolve, or, for a conversation's first turn, still the next free index.
+    if slot ~= '' and not (slot == false and redis.call('LLEN', records_key) == index) then
+      return {'reservation_missing'}
+    end
+  end
+end
+
+local exists = redis.call('EXISTS', meta) == 1
+if not exists then
   -- A parent whose conversation is gone is as good as deleted.
   if has_parent then return {'parent_missing'} end
   if create ~= '1' then return {'conv_missing'} end
+end
+local m = exists and redis.call('HMGET', meta, 'v', 'hs', 'he', 'nseg') or {'0', '0', '0', '1'}
+local version = tonumber(m[1])
+if if_match ~= '' and tonumber(if_match) ~= version then return {'conflict', version} end
+if not has_parent then seg, stop = m[2], tonumber(m[3]) end
+
+-- Writes from here on.
+if not exists then
   redis.call('HSET', meta, 'v', 0, 'nseg', 1, 'hs', '0', 'he', 0, 'created', now, 'updated', now,
     'bytes', 0, 'turns', 0)
   if conv_md ~= '' then redis.call('HSET', meta, 'md', conv_md) end
 end
 
-local m = redis.call('HMGET', meta, 'v', 'hs', 'he', 'nseg')
-local version = tonumber(m[1])
-if if_match ~= '' and tonumber(if_match) ~= version then return {'conflict', version} end
-if not has_parent then seg, stop = m[2], tonumber(m[3]) end
-
 local n = #ARGV - FIRST_ITEM + 1
 local seg_key = prefix .. 'seg:' .. seg
-local length = redis.call('LLEN', seg_key)
-if n > 0 and length ~= stop then
+if n > 0 and redis.call('LLEN', seg_key) ~= stop then
   -- Something was written after the attach point: branch into a new segment; nothing is copied.
   local new_seg = tonumber(m[4])
   redis.call('HSET', meta, 'nseg', new_seg + 1, 'p:' .. new_seg, seg .. ':' .. stop)
@@ -93,17 +112,25 @@ version = version + 1
 local total = redis.call('HINCRBY', meta, 'bytes', added)
 local turns = tonumber(redis.call('HGET', meta, 'turns'))
 if response_id ~= '' then
+  if not index then
+    index = reserve_record(records_key, ttl)
+    response_id = 'resp_' .. string.sub(KEYS[1], 5, 16) .. string.format('%08x', index) .. random
+  elseif redis.call('LLEN', records_key) == index then
+    reserve_record(records_key, ttl)
+  end
   turns = redis.call('HINCRBY', meta, 'turns', 1)
-  local record = table.concat({tenant, conv, seg, new_end, stop + n_input, response_status, response_body}, '\n')
-  redis.call('SET', KEYS[2], record, 'EX', ttl)
-  redis.call('RPUSH', prefix .. 'resps', response_id)
+  local header = table.concat({tenant, conv, seg, new_end, stop + n_input, response_status, random}, '\n')
+  redis.call('LSET', records_key, index, header .. '\n' .. response_body)
+  redis.call('EXPIRE', records_key, ttl)
+  redis.call('RPUSH', prefix .. 'resps', index)
   redis.call('EXPIRE', prefix .. 'resps', ttl)
 end
 redis.call('HSET', meta, 'v', version, 'hs', seg, 'he', new_end, 'updated', now)
 redis.call('EXPIRE', meta, ttl)
 
+local result_id = response_id == '' and '-' or response_id
 if idem ~= '' then
-  local result = table.concat({conv, version, n, total, turns, response_id == '' and '-' or response_id}, '\n')
+  local result = table.concat({conv, version, n, total, turns, result_id}, '\n')
   redis.call('SET', idem_key, req_hash .. '\n' .. result, 'EX', idem_ttl)
 end
-return {'ok', conv, version, n, total, turns, response_id == '' and '-' or response_id}
+return {'ok', conv, version, n, total, turns, result_id}
