@@ -16,6 +16,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--quiet-wait", type=float, default=60.0, help="seconds each run may wait for other load to stop"
     )
+    parser.add_argument(
+        "--only",
+        help="comma-separated targets to run (direct, passthrough, sidecar-memory, sidecar-redis, smg-redis)",
+    )
+    parser.add_argument(
+        "--scenarios", help="comma-separated scenarios to run (nonstream@1, stream-ttfb@1, nonstream@16, ...)"
+    )
     commands = parser.add_subparsers(dest="command")
     store = commands.add_parser("store", help="Store API latency, round trips and Redis memory per turn")
     store.add_argument("--quick", action="store_true", dest="store_quick")
@@ -45,6 +52,8 @@ def main(argv: list[str] | None = None) -> None:
         with_smg=not args.no_smg,
         out=args.out or RESULTS / "proxy.json",
         quiet_wait_s=args.quiet_wait,
+        only=frozenset(args.only.split(",")) if args.only else None,
+        scenarios=frozenset(args.scenarios.split(",")) if args.scenarios else None,
     )
 
 

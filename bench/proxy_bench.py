@@ -87,11 +87,14 @@ def measure(
     on_run: Callable[[], dict[str, Any]] | None = None,
     before_run: Callable[[], None] | None = None,
     quiet_wait_s: float = 0.0,
+    scenarios: frozenset[str] | None = None,
 ) -> list[dict[str, Any]]:
     """The four scenarios against one target; `watched` names the processes whose CPU is accounted
     (the target's proxy as "proxy"), so CPU per request and a busy neighbour show in the results."""
     runs = []
     for stream, concurrency in SCENARIOS:
+        if scenarios is not None and scenario_name(stream, concurrency) not in scenarios:
+            continue
         time.sleep(_SETTLE_S)
         waited = wait_until_quiet(QUIET_CORES, quiet_wait_s)
         if before_run is not None:
@@ -232,6 +235,7 @@ def _measure_with_redis(
     open_proxy: Callable[[str], AbstractContextManager[Any]],
     counts: Counts,
     quiet_wait_s: float,
+    scenarios: frozenset[str] | None = None,
 ) -> list[dict[str, Any]]:
     with RedisServer() as server, open_proxy(server.url) as proxy:
         watched = {"engine": engine_pid, "proxy": proxy.pid, "redis": server.pid}
@@ -243,11 +247,25 @@ def _measure_with_redis(
             on_run=_redis_calls(server),
             before_run=server.reset_stats,
             quiet_wait_s=quiet_wait_s,
+            scenarios=scenarios,
         )
 
 
-def run(*, quick: bool, with_smg: bool, out: Path, quiet_wait_s: float = 60.0) -> dict[str, Any]:
-    """Measure every target in turn; `quiet_wait_s`: how long each run may wait for neighbours to go idle."""
+def run(
+    *,
+    quick: bool,
+    with_smg: bool,
+    out: Path,
+    quiet_wait_s: float = 60.0,
+    only: frozenset[str] | None = None,
+    scenarios: frozenset[str] | None = None,
+) -> dict[str, Any]:
+    """Measure every target in turn (or those in `only`, the scenarios in `scenarios`);
+    `quiet_wait_s`: how long each run may wait for neighbours to go idle."""
+
+    def wanted(target: str) -> bool:
+        return only is None or target in only
+
     counts = QUICK if quick else FULL
     quiet = 0.0 if quick else quiet_wait_s
     runs: list[dict[str, Any]] = []
@@ -256,39 +274,47 @@ def run(*, quick: bool, with_smg: bool, out: Path, quiet_wait_s: float = 60.0) -
     engine_port = free_port()
     engine_argv = python_module("bench.engine", "--port", str(engine_port), "--deltas", str(ENGINE_DELTAS))
     with started("engine", engine_argv, engine_port) as engine:
-        print("direct to the engine", file=sys.stderr)
-        runs += measure("direct", engine.url, counts, {"engine": engine.pid}, quiet_wait_s=quiet)
-        print("pass-through (the floor)", file=sys.stderr)
-        port = free_port()
-        pt_argv = python_module("bench.passthrough", "--port", str(port), "--upstream", engine.url)
-        with started("passthrough", pt_argv, port) as proxy:
+        if wanted("direct"):
+            print("direct to the engine", file=sys.stderr)
             runs += measure(
-                "passthrough",
-                proxy.url,
-                counts,
-                {"engine": engine.pid, "proxy": proxy.pid},
-                quiet_wait_s=quiet,
+                "direct", engine.url, counts, {"engine": engine.pid}, quiet_wait_s=quiet, scenarios=scenarios
             )
-        print("sidecar on memory://", file=sys.stderr)
-        with sidecar(engine.url, "memory://") as proxy:
-            runs += measure(
-                "sidecar-memory",
-                proxy.url,
-                counts,
-                {"engine": engine.pid, "proxy": proxy.pid},
-                quiet_wait_s=quiet,
+        if wanted("passthrough"):
+            print("pass-through (the floor)", file=sys.stderr)
+            port = free_port()
+            pt_argv = python_module("bench.passthrough", "--port", str(port), "--upstream", engine.url)
+            with started("passthrough", pt_argv, port) as proxy:
+                runs += measure(
+                    "passthrough",
+                    proxy.url,
+                    counts,
+                    {"engine": engine.pid, "proxy": proxy.pid},
+                    quiet_wait_s=quiet,
+                    scenarios=scenarios,
+                )
+        if wanted("sidecar-memory"):
+            print("sidecar on memory://", file=sys.stderr)
+            with sidecar(engine.url, "memory://") as proxy:
+                runs += measure(
+                    "sidecar-memory",
+                    proxy.url,
+                    counts,
+                    {"engine": engine.pid, "proxy": proxy.pid},
+                    quiet_wait_s=quiet,
+                    scenarios=scenarios,
+                )
+        if wanted("sidecar-redis"):
+            print("sidecar on redis-server", file=sys.stderr)
+            runs += _measure_with_redis(
+                engine.pid, "sidecar-redis", lambda url: sidecar(engine.url, url), counts, quiet, scenarios
             )
-        print("sidecar on redis-server", file=sys.stderr)
-        runs += _measure_with_redis(
-            engine.pid, "sidecar-redis", lambda url: sidecar(engine.url, url), counts, quiet
-        )
-        binary = smg_binary() if with_smg else None
+        binary = smg_binary() if with_smg and wanted("smg-redis") else None
         if binary is not None:
             print("SMG on redis-server (last, alone)", file=sys.stderr)
             runs += _measure_with_redis(
-                engine.pid, "smg-redis", lambda url: smg(binary, engine.url, url), counts, quiet
+                engine.pid, "smg-redis", lambda url: smg(binary, engine.url, url), counts, quiet, scenarios
             )
-        else:
+        elif wanted("smg-redis"):
             note = "SMG skipped: " + ("--no-smg" if not with_smg else "`smg` not installed (pip install smg)")
             notes.append(note)
             print(note, file=sys.stderr)

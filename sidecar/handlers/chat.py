@@ -25,9 +25,10 @@ from ..wire.chat_messages import items_to_messages, messages_to_items
 from ..wire.chat_translate import ChatStreamTranslator
 from ..wire.items import canonical_tools
 from ..wire.resource import build_response_resource
-from ..wire.sse import SSEDecoder
+from ..wire.sse import DONE, SSEDecoder
 from .common import idempotency_key, read_json, request_hash, stateful_headers
 from .passthrough import passthrough
+from .sse_relay import EventStreamResponse
 
 routes = web.RouteTableDef()
 log = logging.getLogger("convostore.chat")
@@ -142,13 +143,12 @@ async def _relay(
     save: Any,
     plan: TurnPlan,
 ) -> web.StreamResponse:
-    """Chunks go to the client byte for byte as they come; a copy is decoded to capture the answer."""
+    """Chunks go to the client byte for byte, one write each, as they come; a copy is decoded to capture
+    the answer."""
     if engine.status >= 400:
         async with engine:
             raise engine_rejected(engine.status, await engine.read())
-    response = web.StreamResponse(
-        headers={**headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-    )
+    response = EventStreamResponse(headers)
     await response.prepare(request)
     decoder = SSEDecoder()
     saved = False
@@ -157,23 +157,19 @@ async def _relay(
             async for chunk in engine.content.iter_any():
                 done = False
                 for message in decoder.feed(chunk):
-                    if message.data == b"[DONE]":
+                    if message.data == DONE:
                         done = True
                     elif message.data.strip():
                         translator.feed(orjson.loads(message.data))
-                if not done:
-                    await response.write(chunk)
-                    continue
-                # Store before `[DONE]` reaches the client: SDKs stop reading there and may chain at once.
-                if translator.status is None:
-                    translator.finish()
-                cut = chunk.find(b"data: [DONE]")
-                if cut > 0:
-                    await response.write(chunk[:cut])
-                if translator.final_response is not None:
-                    await asyncio.shield(_save_quietly(save, translator.final_response))
-                    saved = True
-                await response.write(chunk[max(cut, 0) :])
+                if done and not saved:
+                    # Store before `[DONE]` reaches the client: SDKs stop reading there and may chain at
+                    # once. The chunk still goes out whole, in one write, right after.
+                    if translator.status is None:
+                        translator.finish()
+                    if translator.final_response is not None:
+                        await asyncio.shield(_save_quietly(save, translator.final_response))
+                        saved = True
+                await response.write(chunk)
             if translator.status is None:
                 translator.finish()
         except (TimeoutError, aiohttp.ClientError, orjson.JSONDecodeError) as exc:

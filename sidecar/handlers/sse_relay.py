@@ -1,8 +1,8 @@
 """Relays an engine's event stream to the client as repaired Responses events, capturing the turn.
 
-Each engine event is translated and written as soon as it arrives. The turn is stored when the terminal
-event passes; if the engine fails first it is stored `failed`, if the client leaves first the engine
-request is cancelled and it is stored `incomplete`.
+Each engine chunk's events are translated and written, in one write, as soon as the chunk arrives. The
+turn is stored when the terminal event passes; if the engine fails first it is stored `failed`, if the
+client leaves first the engine request is cancelled and it is stored `incomplete`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import orjson
 from aiohttp import web
 
 from ..errors import engine_rejected
-from ..wire.sse import SSEDecoder, encode_sse
+from ..wire.sse import DONE, SSEDecoder, encode_events
 
 log = logging.getLogger("convostore.stream")
 
@@ -41,6 +41,16 @@ class _ClientGone(Exception):
     pass
 
 
+class EventStreamResponse(web.StreamResponse):
+    """A `text/event-stream` response. Its headers (the stateful ones included) go out at `prepare()`,
+    before the engine's first event: a client learns the response id even during a long prefill."""
+
+    def __init__(self, headers: dict[str, str]) -> None:
+        super().__init__(
+            headers={**headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+
+
 async def relay_stream(
     request: web.Request,
     engine: aiohttp.ClientResponse,
@@ -53,9 +63,7 @@ async def relay_stream(
     if engine.status >= 400:
         async with engine:
             raise engine_rejected(engine.status, await engine.read())
-    response = web.StreamResponse(
-        headers={**headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-    )
+    response = EventStreamResponse(headers)
     await response.prepare(request)
 
     saved = False
@@ -64,14 +72,20 @@ async def relay_stream(
         nonlocal saved
         if not events:
             return
-        if not saved and translator.final_response is not None:
-            # Store before the terminal event goes out: a client that chains the moment it sees
-            # `response.completed` must find the turn.
-            saved = True
-            await asyncio.shield(_save_quietly(save, translator.final_response))
-        data = b"".join(encode_sse(e["type"], orjson.dumps(e)) for e in events)
         try:
-            await response.write(data)
+            if translator.status is None:
+                await response.write(encode_events(events))
+                return
+            if not saved and translator.final_response is not None:
+                # Store before the terminal event (always the batch's last) goes out: a client that chains
+                # the moment it sees `response.completed` must find the turn. What precedes it need not wait.
+                if len(events) > 1:
+                    await response.write(encode_events(events[:-1]))
+                    events = events[-1:]
+                saved = True
+                await asyncio.shield(_save_quietly(save, translator.final_response))
+            # Nothing can follow a terminal event: it and the end of the body go out in one write.
+            await response.write_eof(encode_events(events))
         except (ConnectionResetError, RuntimeError) as exc:
             raise _ClientGone from exc
 
@@ -120,18 +134,26 @@ async def _pump(
     chat: bool,
 ) -> None:
     decoder = SSEDecoder()
+    finish = getattr(translator, "finish", None)
     async for chunk in engine.content.iter_any():
-        for message in decoder.feed(chunk):
-            if message.data == b"[DONE]":
-                finish = getattr(translator, "finish", None)
-                if finish is not None and translator.status is None:
-                    await send(finish())
-                continue
-            if not message.data.strip():
-                continue
-            event = orjson.loads(message.data)
-            if isinstance(event, dict):
-                await send(translator.feed(event))
+        events: list[dict[str, Any]] = []
+        try:
+            for message in decoder.feed(chunk):
+                data = message.data
+                if data == DONE:
+                    if finish is not None and translator.status is None:
+                        events += finish()
+                    continue
+                if not data.strip():
+                    continue
+                event = orjson.loads(data)
+                if isinstance(event, dict):
+                    events += translator.feed(event)
+        except orjson.JSONDecodeError:
+            await send(events)  # what the chunk said before the bad event still reaches the client
+            raise
+        # One write per engine chunk, not per event: the client gets the chunk's events together, at once.
+        await send(events)
 
 
 async def _save_quietly(save: Callable[[dict[str, Any]], Awaitable[Any]], final: dict[str, Any]) -> None:

@@ -138,7 +138,7 @@ class ChatStreamTranslator:
         if isinstance(error, dict) and not chunk.get("choices"):
             code = error.get("code") if isinstance(error.get("code"), str) else error.get("type")
             return self.fail(str(error.get("message") or "engine error"), str(code or "server_error"))
-        out = self._state.start()
+        out = [] if self._state.streaming else self._state.start()
         usage = chunk.get("usage")
         self._state.set_usage(usage if isinstance(usage, dict) else None)
         for choice in chunk.get("choices") or []:
@@ -201,7 +201,8 @@ class ChatStreamTranslator:
             out += self._open_message()
         assert self._message is not None
         index = self._message
-        out.append(self._state.emit(ev.output_text_delta(self._ids[index], index, 0, delta)))
+        event = ev.output_text_delta(self._ids[index], index, 0, delta)
+        out.append(self._state.emit_delta(event, index, 0, delta, "output_text"))
         return out
 
     def _close_message(self) -> list[JSONObject]:
@@ -226,7 +227,8 @@ class ChatStreamTranslator:
             part = self._state.emit(ev.content_part_added(item_id, index, 0, ev.reasoning_text_part()))
             out += [added, part]
         index = self._reasoning
-        out.append(self._state.emit(ev.reasoning_text_delta(self._ids[index], index, 0, delta)))
+        event = ev.reasoning_text_delta(self._ids[index], index, 0, delta)
+        out.append(self._state.emit_delta(event, index, 0, delta, "reasoning_text"))
         return out
 
     def _close_reasoning(self) -> list[JSONObject]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,16 +31,15 @@ class SSEMessage:
 class SSEDecoder:
     """Parses an SSE byte stream as the WHATWG spec does, whatever the chunk boundaries are.
 
-    `id:` and `retry:` are ignored: the sidecar neither reconnects to engines nor forwards their ids.
+    Line endings are normalised to LF on arrival, so an event is the bytes up to a blank line (`\\n\\n`);
+    `_buf` holds the unfinished event. `id:` and `retry:` are ignored: the sidecar neither reconnects to
+    engines nor forwards their ids.
     """
 
-    __slots__ = ("_buf", "_data", "_event", "_has_data", "_skip_lf", "_started")
+    __slots__ = ("_buf", "_skip_lf", "_started")
 
     def __init__(self) -> None:
         self._buf = b""
-        self._data: list[bytes] = []
-        self._has_data = False
-        self._event: str | None = None
         # A chunk may end between the '\r' and '\n' of one CRLF: the '\n' must not count as a blank line.
         self._skip_lf = False
         self._started = False
@@ -52,7 +52,16 @@ class SSEDecoder:
             self._skip_lf = False
             if chunk[:1] == b"\n":
                 chunk = chunk[1:]
-        buf = self._buf + chunk if self._buf else chunk
+                if not chunk:
+                    return []
+        if chunk.find(b"\r") >= 0:
+            # Every CR is a line end (a field cannot hold one), so CRLF and lone CR both become LF.
+            self._skip_lf = chunk[-1:] == b"\r"
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        pending = self._buf
+        # `pending` holds no blank line, so the first one can only start in its last byte or after.
+        search = len(pending) - 1 if pending else 0
+        buf = pending + chunk if pending else chunk
         if not self._started:
             if len(buf) < len(_BOM) and _BOM.startswith(buf):
                 self._buf = buf
@@ -60,59 +69,63 @@ class SSEDecoder:
             self._started = True
             if buf.startswith(_BOM):
                 buf = buf[len(_BOM) :]
+                search = 0
         messages: list[SSEMessage] = []
-        pos = 0
-        end = len(buf)
-        while pos < end:
-            match = _EOL.search(buf, pos)
-            if match is None:
-                break
-            line = buf[pos : match.start()]
-            pos = match.end()
-            if match.group() == b"\r" and pos == end:
-                self._skip_lf = True
-            message = self._line(line)
+        start = 0
+        end = buf.find(b"\n\n", search)
+        while end >= 0:
+            message = _event(buf[start:end])
             if message is not None:
                 messages.append(message)
-        self._buf = buf[pos:]
+            start = end + 2
+            end = buf.find(b"\n\n", start)
+        self._buf = buf[start:] if start else buf
         return messages
 
     def flush(self) -> list[SSEMessage]:
         """At end of stream: the event a sloppy engine left without its closing blank line, if any."""
-        messages: list[SSEMessage] = []
-        if self._buf:
-            message = self._line(self._buf)
-            self._buf = b""
-            if message is not None:
-                messages.append(message)
-        message = self._line(b"")
-        if message is not None:
-            messages.append(message)
-        return messages
+        block, self._buf = self._buf, b""
+        if block.endswith(b"\n"):
+            block = block[:-1]  # the end of its last line, not a blank line
+        if not block:
+            return []
+        message = _event(block)
+        return [message] if message is not None else []
 
-    def _line(self, line: bytes) -> SSEMessage | None:
+
+def _event(block: bytes) -> SSEMessage | None:
+    """The message one event block (its lines, without the closing blank line) dispatches, if any."""
+    # Fast paths for what engines send: `event: name` + one `data: payload` line, or one `data:` line.
+    if block[:7] == b"event: ":
+        newline = block.find(b"\n")
+        if (
+            newline > 7
+            and block[newline + 1 : newline + 7] == b"data: "
+            and block.find(b"\n", newline + 1) < 0
+        ):
+            return SSEMessage(block[7:newline].decode("utf-8", "replace"), block[newline + 7 :])
+    elif block[:6] == b"data: " and b"\n" not in block:
+        return SSEMessage(None, block[6:])
+    event: str | None = None
+    data: list[bytes] = []
+    for line in block.split(b"\n"):
         if not line:
-            return self._dispatch()
+            # A blank line at the start of a block (three or more LFs in a row) dispatches nothing but
+            # resets the event name.
+            event = None
+            continue
         if line[:1] == b":":
-            return None
+            continue
         name, colon, value = line.partition(b":")
         if colon and value[:1] == b" ":
             value = value[1:]
         if name == b"data":
-            self._data.append(value)
-            self._has_data = True
+            data.append(value)
         elif name == b"event":
-            self._event = value.decode("utf-8", "replace")
+            event = value.decode("utf-8", "replace")
+    if not data:
         return None
-
-    def _dispatch(self) -> SSEMessage | None:
-        event, self._event = self._event, None
-        if not self._has_data:
-            return None
-        data = b"\n".join(self._data)
-        self._data = []
-        self._has_data = False
-        return SSEMessage(event=event or None, data=data)
+    return SSEMessage(event or None, b"\n".join(data))
 
 
 def encode_sse(event: str | None, data: bytes) -> bytes:
@@ -127,3 +140,30 @@ def encode_sse(event: str | None, data: bytes) -> bytes:
 def encode_event(event: dict[str, Any]) -> bytes:
     """A Responses streaming event as its SSE frame, named by its `type`."""
     return encode_sse(event.get("type"), orjson.dumps(event))
+
+
+# `event: <type>\ndata: ` per event type seen, so a frame is built with one join. orjson never writes a raw
+# line break, so a payload is always a single `data:` line. Bounded: an engine can invent event types.
+_FRAME_HEADS: dict[str, bytes] = {}
+_FRAME_HEADS_MAX = 256
+
+
+def encode_events(events: Iterable[dict[str, Any]]) -> bytes:
+    """Responses streaming events as their SSE frames, back to back (what `encode_event` gives each)."""
+    parts: list[bytes] = []
+    append = parts.append
+    for event in events:
+        kind = event["type"]
+        head = _FRAME_HEADS.get(kind)
+        if head is None:
+            head = b"event: " + kind.encode() + b"\ndata: "
+            if b"\n" in head[:-7] or b"\r" in head[:-7]:
+                # A type with a line break cannot be cached as one header line; the general encoder copes.
+                append(encode_event(event))
+                continue
+            if len(_FRAME_HEADS) < _FRAME_HEADS_MAX:
+                _FRAME_HEADS[kind] = head
+        append(head)
+        append(orjson.dumps(event))
+        append(b"\n\n")
+    return b"".join(parts)

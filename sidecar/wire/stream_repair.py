@@ -95,9 +95,14 @@ class ResponsesStreamRewriter:
         return self._state.final_response
 
     def feed(self, event: JSONObject) -> list[JSONObject]:
+        kind = event.get("type")
+        if kind == "response.output_text.delta" and self._state.streaming:
+            # Most of a stream: repaired in one copy when it continues an announced part of an open item.
+            delta = self._text_delta(event)
+            if delta is not None:
+                return [delta]
         if self._state.terminated:
             return []
-        kind = event.get("type")
         if kind in ("response.created", "response.queued"):
             return self._state.created()
         out = self._state.start()
@@ -212,6 +217,27 @@ class ResponsesStreamRewriter:
             repaired.setdefault("logprobs", [])
         out.append(self._state.emit(repaired))
         return out
+
+    def _text_delta(self, event: JSONObject) -> JSONObject | None:
+        """`_content_event` for a text delta that needs no item or part announced first, else None."""
+        index = self._resolve(event, event.get("item_id"))
+        delta = event.get("delta")
+        if (
+            index is None
+            or not isinstance(delta, str)
+            or not self._parts.get(index)
+            or not self._state.is_open(index)
+        ):
+            return None
+        sub = self._content_index(event, index)
+        repaired = event.copy()
+        repaired.pop("sequence_number", None)
+        repaired["item_id"] = self._item_ids[index]
+        repaired["output_index"] = index
+        repaired["content_index"] = sub
+        if "logprobs" not in repaired:
+            repaired["logprobs"] = []
+        return self._state.emit_delta(repaired, index, sub, delta, "output_text")
 
     def _item_event(self, event: JSONObject, item_type: str, *, summary: bool = False) -> list[JSONObject]:
         out, index, item_id = self._target(event, item_type)

@@ -63,6 +63,11 @@ class ResponseStreamState:
         return self._status is not None
 
     @property
+    def streaming(self) -> bool:
+        """Created and in_progress sent, not yet ended: a delta needs no lifecycle event first."""
+        return self._in_progress and self._created and self._status is None
+
+    @property
     def usage(self) -> JSONObject:
         return normalise_usage(self._usage)
 
@@ -113,6 +118,20 @@ class ResponseStreamState:
         event["sequence_number"] = self._seq
         self._seq += 1
         self._observe(event)
+        return event
+
+    def emit_delta(
+        self, event: JSONObject, output_index: int, sub: int, delta: str, part_type: str
+    ) -> JSONObject:
+        """`emit` for a content delta (most of a stream) to open item `output_index`, content part `sub`."""
+        event["sequence_number"] = self._seq
+        self._seq += 1
+        pieces = self._buffers.get((output_index, "content", sub))
+        if pieces is None:
+            self._buffers[(output_index, "content", sub)] = [delta]
+        else:
+            pieces.append(delta)
+        self._ensure_part(output_index, sub, part_type)
         return event
 
     def start(self) -> list[JSONObject]:
@@ -230,6 +249,8 @@ class ResponseStreamState:
 
     def _ensure_part(self, index: int, sub: int, part_type: str) -> None:
         content = self._items[index].setdefault("content", [])
+        if len(content) > sub and content[sub]:
+            return
         while len(content) <= sub:
             content.append({})
         if not content[sub]:

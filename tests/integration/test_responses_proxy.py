@@ -320,3 +320,13 @@ async def test_stateful_headers_on_stream_and_non_stream(stack: Stack) -> None:
     assert (
         streamed.headers["X-Prefix-Fingerprint"] == raw.headers["X-Prefix-Fingerprint"]
     )  # no tools either time
+
+
+async def test_streamed_turn_is_stored_by_the_time_its_terminal_event_arrives(stack: Stack) -> None:
+    stream = await stack.client.responses.create(model=MODEL, input="chain at once", stream=True)
+    async for event in stream:
+        if event.type == "response.completed":
+            # The stream is still open: a client that chains the moment it sees the end must find the turn.
+            stored = await stack.client.responses.retrieve(event.response.id)
+            assert stored.status == "completed" and stored.output_text == "echo: chain at once"
+    assert stack.check_conformance() >= 2

@@ -8,7 +8,7 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sidecar.wire.sse import SSEDecoder, SSEMessage, encode_event, encode_sse
+from sidecar.wire.sse import SSEDecoder, SSEMessage, encode_event, encode_events, encode_sse
 
 SAMPLES = Path(__file__).parent.parent / "fixtures" / "samples"
 
@@ -113,3 +113,69 @@ def test_encode_event_names_the_frame_by_type() -> None:
     (message,) = decode_all([frame])
     assert message.event == "response.output_text.delta"
     assert orjson.loads(message.data)["delta"] == "hi"
+
+
+def reference_decode(stream: bytes) -> list[SSEMessage]:
+    """The WHATWG algorithm line by line, as plainly as it reads: what the decoder's fast paths must match."""
+    if stream.startswith(b"\xef\xbb\xbf"):
+        stream = stream[3:]
+    lines = stream.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+    messages: list[SSEMessage] = []
+    event: str | None = None
+    data: list[bytes] = []
+    for line in [*lines, b""]:  # end of stream dispatches what is pending, like `flush`
+        if not line:
+            if data:
+                messages.append(SSEMessage(event or None, b"\n".join(data)))
+            event, data = None, []
+            continue
+        name, colon, value = line.partition(b":")
+        if not name and colon:
+            continue
+        if colon and value[:1] == b" ":
+            value = value[1:]
+        if name == b"data":
+            data.append(value)
+        elif name == b"event":
+            event = value.decode("utf-8", "replace")
+    return messages
+
+
+sse_lines = st.sampled_from(
+    [b"event: a", b"event: response.output_text.delta", b"event:", b"event: ", b"data: {}", b"data:x",
+     b"data", b"data: ", b": comment", b"id: 1", b"retry: 5", b"foo: bar", b"", b"", b""]
+)  # fmt: skip
+
+
+@given(
+    lines=st.lists(sse_lines, max_size=20),
+    eol=st.sampled_from([b"\n", b"\r\n", b"\r"]),
+    bom=st.booleans(),
+    cuts=st.lists(st.integers(min_value=0, max_value=300), max_size=12),
+)
+def test_decoder_matches_the_plain_algorithm_on_any_lines_and_chunking(
+    lines: list[bytes], eol: bytes, bom: bool, cuts: list[int]
+) -> None:
+    stream = (b"\xef\xbb\xbf" if bom else b"") + b"".join(line + eol for line in lines)
+    assert decode_all(split_at(stream, cuts)) == reference_decode(stream)
+
+
+def test_runs_of_blank_lines_across_chunks_dispatch_once_and_keep_the_next_event_name() -> None:
+    assert decode_all([b"data: a\n\n\n", b"\nevent: e\ndata: b\n", b"\n"]) == [
+        SSEMessage(None, b"a"),
+        SSEMessage("e", b"b"),
+    ]
+
+
+def test_flush_keeps_the_event_name_of_an_unterminated_event() -> None:
+    assert decode_all([b"event: e\ndata: x\n"]) == [SSEMessage("e", b"x")]
+
+
+def test_encode_events_is_each_event_encoded_back_to_back() -> None:
+    events = [
+        {"type": "response.created", "response": {"id": "resp_1", "text": "a\nb"}, "sequence_number": 0},
+        {"type": "response.output_text.delta", "delta": "line\r\nbreak", "sequence_number": 1},
+        {"type": "response.created", "response": {}, "sequence_number": 2},
+    ]
+    assert encode_events(events) == b"".join(encode_event(event) for event in events)
+    assert encode_events([]) == b""

@@ -372,3 +372,25 @@ def test_openai_sdk_rejects_the_raw_llamacpp_stream() -> None:
     # Why the rewriter exists: without it the SDK's stream helper cannot follow llama.cpp.
     with pytest.raises((TypeError, RuntimeError, AssertionError, KeyError)):
         sdk_stream(sample_events("responses_stream.txt"))
+
+
+def test_text_delta_keeps_engine_fields_in_order_and_leaves_the_engine_event_alone() -> None:
+    rewriter = ResponsesStreamRewriter(base(), minter())
+    added = {"type": "message", "id": "m", "role": "assistant", "status": "in_progress", "content": []}
+    run([{"type": "response.output_item.added", "output_index": 0, "item": added}], rewriter)
+    first = {"type": "response.output_text.delta", "sequence_number": 9, "item_id": "m", "delta": "a"}
+    second = {**first, "obfuscation": "xy", "logprobs": [{"token": "b"}], "delta": "b"}
+    sent = {**second}
+    out = run([first, second], rewriter)
+    assert second == sent  # the rewriter copies, never edits, what the engine sent
+    assert [e["type"] for e in out] == [
+        "response.content_part.added",
+        "response.output_text.delta",
+        "response.output_text.delta",
+    ]
+    delta = out[-1]
+    order = ["type", "item_id", "delta", "obfuscation", "logprobs", "output_index", "content_index"]
+    assert list(delta) == [*order, "sequence_number"]
+    assert delta["item_id"] != "m" and delta["content_index"] == 0 and delta["logprobs"] == [{"token": "b"}]
+    assert delta["sequence_number"] == out[-2]["sequence_number"] + 1
+    assert rewriter.incomplete("client_disconnected")["output"][0]["content"][0]["text"] == "ab"
