@@ -6,13 +6,15 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from .appkeys import AUTH, CONFIG, STORE, UPSTREAM
+from .appkeys import AUTH, CONFIG, METRICS, STORE, UPSTREAM
 from .auth import Authenticator
 from .config import Config
 from .handlers import chat, conversations, ops, response_objects, responses, sessions
 from .handlers.passthrough import passthrough
+from .metrics import Metrics
 from .middleware import request_context
 from .store import MemoryStore, open_store
+from .store_metrics import MeteredStore
 from .upstream import upstream_context
 
 
@@ -21,6 +23,7 @@ def create_app(config: Config) -> web.Application:
     app = web.Application(middlewares=[request_context], client_max_size=config.max_body_bytes + 1)
     app[CONFIG] = config
     app[AUTH] = Authenticator(config.auth, config.policy.get("tenants") or {})
+    app[METRICS] = Metrics()
     app.cleanup_ctx.append(_store_context)
     app.cleanup_ctx.append(_upstream_context)
     app.add_routes(ops.routes)
@@ -36,7 +39,7 @@ def create_app(config: Config) -> web.Application:
 async def _store_context(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     store = await open_store(config.redis_url, config.ttl_seconds)
-    app[STORE] = store
+    app[STORE] = MeteredStore(store, app[METRICS])
     try:
         if isinstance(store, MemoryStore):
             async with store.sweeping():
@@ -48,5 +51,5 @@ async def _store_context(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _upstream_context(app: web.Application) -> AsyncIterator[None]:
-    async for _ in upstream_context(app, app[CONFIG], UPSTREAM):
+    async for _ in upstream_context(app, app[CONFIG], UPSTREAM, app[METRICS]):
         yield

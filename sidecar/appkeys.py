@@ -9,6 +9,7 @@ from aiohttp import web
 if TYPE_CHECKING:
     from .auth import Authenticator
     from .config import Config
+    from .metrics import Metrics
     from .store import Store
     from .upstream import Upstream
 
@@ -16,3 +17,4 @@ CONFIG: web.AppKey[Config] = web.AppKey("config")
 STORE: web.AppKey[Store] = web.AppKey("store")
 AUTH: web.AppKey[Authenticator] = web.AppKey("auth")
 UPSTREAM: web.AppKey[Upstream] = web.AppKey("upstream")
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Mapping
 
 import aiohttp
@@ -9,12 +10,16 @@ from aiohttp import web
 
 from .config import Config
 from .errors import UpstreamError, UpstreamTimeout
+from .metrics import Metrics, mark_upstream_start
 
 PROBE_TIMEOUT = aiohttp.ClientTimeout(total=2.0)
 
 
 class Upstream:
-    def __init__(self, config: Config, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self, config: Config, session: aiohttp.ClientSession, metrics: Metrics | None = None
+    ) -> None:
+        self.metrics = metrics
         self.base_url = config.upstream
         self.session = session
         self.api_key = config.upstream_api_key
@@ -40,12 +45,18 @@ class Upstream:
     async def post(self, path: str, body: bytes, headers: dict[str, str]) -> aiohttp.ClientResponse:
         """Send a request; the caller reads (and releases) the answer. Transport failures become the
         OpenAI errors of CONTRACT §4: 502 unreachable, 504 timed out."""
+        started = mark_upstream_start()
         try:
-            return await self.session.post(self.url(path), data=body, headers=headers, timeout=self.timeout)
+            response = await self.session.post(
+                self.url(path), data=body, headers=headers, timeout=self.timeout
+            )
         except TimeoutError:
             raise UpstreamTimeout("The engine did not answer in time.") from None
         except aiohttp.ClientError as exc:
             raise UpstreamError(f"The engine is unreachable: {exc.__class__.__name__}.") from None
+        if self.metrics is not None:
+            self.metrics.upstream_first_byte_ms.observe((time.perf_counter() - started) * 1000)
+        return response
 
     async def ensure_api(self) -> str:
         return self.api if self.api != "auto" else await self.probe_api()
@@ -87,10 +98,10 @@ def client_session(config: Config) -> aiohttp.ClientSession:
 
 
 async def upstream_context(
-    app: web.Application, config: Config, key: web.AppKey[Upstream]
+    app: web.Application, config: Config, key: web.AppKey[Upstream], metrics: Metrics
 ) -> AsyncIterator[None]:
     session = client_session(config)
-    upstream = Upstream(config, session)
+    upstream = Upstream(config, session, metrics)
     app[key] = upstream
     await upstream.probe_api()
     try:

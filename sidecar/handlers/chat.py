@@ -13,7 +13,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from ..appkeys import CONFIG, STORE, UPSTREAM
+from ..appkeys import CONFIG, METRICS, STORE, UPSTREAM
 from ..errors import InvalidRequest, UpstreamError, engine_rejected
 from ..fingerprint import estimate_tokens, prefix_fingerprint
 from ..ids import validate_client_id
@@ -90,6 +90,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     hashed = request_hash(raw, "chat")
 
     async def save(final: dict[str, Any]) -> None:
+        request.app[METRICS].observe_usage(final.get("usage"))
         await record_turn(
             store,
             plan,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..appkeys import STORE, UPSTREAM
+from ..appkeys import METRICS, STORE, UPSTREAM
 from ..store.base import StoreDown
 from .common import json_response
 
@@ -29,3 +29,8 @@ async def readyz(request: web.Request) -> web.Response:
     if reasons:
         return json_response({"status": "unavailable", "reasons": reasons}, status=503)
     return json_response({"status": "ready", "upstream_api": request.app[UPSTREAM].api})
+
+
+@routes.get("/convostore/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[METRICS].render(), content_type="text/plain", charset="utf-8")

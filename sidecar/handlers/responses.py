@@ -9,7 +9,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from ..appkeys import CONFIG, STORE, UPSTREAM
+from ..appkeys import CONFIG, METRICS, STORE, UPSTREAM
 from ..errors import UpstreamError, engine_rejected
 from ..fingerprint import estimate_tokens, prefix_fingerprint
 from ..middleware import REQUEST_ID, TENANT
@@ -78,6 +78,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     engine_response = await upstream.post(path, engine_body, engine_headers)
 
     async def save(final: dict[str, Any]) -> TurnResult | None:
+        request.app[METRICS].observe_usage(final.get("usage"))
         if not create.store:
             return None
         return await record_turn(

@@ -147,7 +147,7 @@ class Stack:
     async def stored_count(self) -> int:
         """How much the store holds (test-only peek): keys in Redis, or entries of the memory store."""
         if self.redis_url is None:
-            store = self.sidecar.app[STORE]
+            store = self.sidecar.app[STORE].inner  # type: ignore[attr-defined]  # under MeteredStore
             assert isinstance(store, MemoryStore)
             return len(store._responses) + len(store._conversations)
         db = aioredis.from_url(self.redis_url)

@@ -1,0 +1,88 @@
+"""Prometheus metrics (CONTRACT §8): one registry per app, every name prefixed `convostore_`."""
+
+from __future__ import annotations
+
+import contextvars
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+MS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 10000)
+BYTES_BUCKETS = (1e3, 4e3, 16e3, 64e3, 256e3, 1e6, 4e6, 16e6)
+TOKEN_BUCKETS = (100, 250, 500, 1000, 2000, 4000, 8000, 16000, 32000, 64000, 128000)
+RATIO_BUCKETS = (0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0)
+
+# When the current request's engine call started (perf_counter), for the overhead the sidecar adds before it.
+upstream_started: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "upstream_started", default=None
+)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "convostore_requests", "Requests by route and status.", ["route", "status"], registry=r
+        )
+        self.resolve_latency_ms = Histogram(
+            "convostore_resolve_latency_ms",
+            "Store round trip resolving a turn's history.",
+            buckets=MS_BUCKETS,
+            registry=r,
+        )
+        self.append_conflicts = Counter(
+            "convostore_append_conflicts", "Writes refused by If-Match (version conflicts).", registry=r
+        )
+        self.session_size_bytes = Histogram(
+            "convostore_session_size_bytes",
+            "Stored bytes of a conversation after a write.",
+            buckets=BYTES_BUCKETS,
+            registry=r,
+        )
+        self.estimated_input_tokens = Histogram(
+            "convostore_estimated_input_tokens",
+            "Estimated prompt tokens of the history sent to the engine.",
+            buckets=TOKEN_BUCKETS,
+            registry=r,
+        )
+        self.upstream_first_byte_ms = Histogram(
+            "convostore_upstream_first_byte_ms",
+            "Engine time to response headers.",
+            buckets=MS_BUCKETS,
+            registry=r,
+        )
+        self.proxy_overhead_ms = Histogram(
+            "convostore_proxy_overhead_ms",
+            "Time from a request's arrival to its engine call starting.",
+            buckets=MS_BUCKETS,
+            registry=r,
+        )
+        self.prefix_reuse_ratio = Histogram(
+            "convostore_prefix_reuse_ratio",
+            "Engine-reported cached prompt tokens over prompt tokens.",
+            buckets=RATIO_BUCKETS,
+            registry=r,
+        )
+        self.store_errors = Counter(
+            "convostore_store_errors", "Store calls that failed to reach the store.", registry=r
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def observe_usage(self, usage: object) -> None:
+        """Prefix-cache reuse from an answer's usage (Responses or chat shape), when the engine reports it."""
+        if not isinstance(usage, dict):
+            return
+        prompt = usage.get("input_tokens") or usage.get("prompt_tokens")
+        details = usage.get("input_tokens_details") or usage.get("prompt_tokens_details") or {}
+        cached = details.get("cached_tokens") if isinstance(details, dict) else None
+        if isinstance(prompt, int) and prompt > 0 and isinstance(cached, int):
+            self.prefix_reuse_ratio.observe(min(1.0, cached / prompt))
+
+
+def mark_upstream_start() -> float:
+    started = time.perf_counter()
+    upstream_started.set(started)
+    return started

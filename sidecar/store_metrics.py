@@ -1,0 +1,85 @@
+"""A Store that reports to Prometheus: resolve latency, conflicts, session sizes, unreachable store."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from .fingerprint import estimate_tokens
+from .metrics import Metrics
+from .store import History, Store, Turn, TurnResult
+from .store.base import Conflict, Range, StoreDown
+
+T = TypeVar("T")
+
+
+class MeteredStore:
+    """Wraps any backend; the handlers never know metrics exist."""
+
+    def __init__(self, store: Store, metrics: Metrics) -> None:
+        self.inner = store
+        self._metrics = metrics
+
+    async def _counted(self, call: Awaitable[T]) -> T:
+        try:
+            return await call
+        except StoreDown:
+            self._metrics.store_errors.inc()
+            raise
+
+    async def _resolved(self, call: Awaitable[T]) -> T:
+        started = time.perf_counter()
+        result = await self._counted(call)
+        self._metrics.resolve_latency_ms.observe((time.perf_counter() - started) * 1000)
+        return result
+
+    async def append_turn(self, turn: Turn) -> TurnResult:
+        try:
+            result = await self._counted(self.inner.append_turn(turn))
+        except Conflict:
+            self._metrics.append_conflicts.inc()
+            raise
+        self._metrics.session_size_bytes.observe(result.session_bytes)
+        return result
+
+    async def begin_turn(
+        self, tenant: str, *, previous_response_id: str | None = None, conversation_id: str | None = None
+    ) -> tuple[History | None, str]:
+        history, response_id = await self._resolved(
+            self.inner.begin_turn(
+                tenant, previous_response_id=previous_response_id, conversation_id=conversation_id
+            )
+        )
+        if history is not None:
+            self._metrics.estimated_input_tokens.observe(estimate_tokens(sum(len(i) for i in history.items)))
+        return history, response_id
+
+    async def resolve_response(self, tenant: str, response_id: str, range_: Range = "full") -> History | None:
+        return await self._resolved(self.inner.resolve_response(tenant, response_id, range_))
+
+    async def resolve_conversation(self, tenant: str, conversation_id: str) -> History | None:
+        return await self._resolved(self.inner.resolve_conversation(tenant, conversation_id))
+
+    async def delete_response(self, tenant: str, response_id: str) -> bool:
+        return await self._counted(self.inner.delete_response(tenant, response_id))
+
+    async def find_idempotent(
+        self, tenant: str, conversation_id: str, key: str
+    ) -> tuple[str, TurnResult] | None:
+        return await self._counted(self.inner.find_idempotent(tenant, conversation_id, key))
+
+    async def set_conversation_metadata(self, tenant: str, conversation_id: str, metadata: bytes) -> bool:
+        return await self._counted(self.inner.set_conversation_metadata(tenant, conversation_id, metadata))
+
+    async def remove_item(self, tenant: str, conversation_id: str, item_id: str) -> int | None:
+        return await self._counted(self.inner.remove_item(tenant, conversation_id, item_id))
+
+    async def delete_conversation(self, tenant: str, conversation_id: str) -> bool:
+        return await self._counted(self.inner.delete_conversation(tenant, conversation_id))
+
+    async def ping(self) -> None:
+        await self._counted(self.inner.ping())
+
+    async def close(self) -> None:
+        await self.inner.close()
