@@ -48,10 +48,6 @@ class InvalidRequest(ConvoStoreError):
     error_type = "invalid_request_error"
 
 
-class ContextLengthExceeded(InvalidRequest):
-    code = "context_length_exceeded"
-
-
 class AuthenticationError(ConvoStoreError):
     status = 401
     error_type = "invalid_request_error"
@@ -79,18 +75,6 @@ class BodyTooLarge(ConvoStoreError):
     status = 413
     error_type = "invalid_request_error"
     code = "request_too_large"
-
-
-class RateLimited(ConvoStoreError):
-    status = 429
-    error_type = "rate_limit_error"
-    code = "rate_limit_exceeded"
-
-
-class QuotaExceeded(ConvoStoreError):
-    status = 429
-    error_type = "insufficient_quota"
-    code = "insufficient_quota"
 
 
 class UpstreamError(ConvoStoreError):

@@ -27,6 +27,7 @@ from ..wire.items import canonical_tools
 from ..wire.resource import build_response_resource
 from ..wire.sse import DONE, SSEDecoder
 from .common import idempotency_key, read_json, request_hash, stateful_headers
+from .engine_answer import read_engine_json, save_quietly
 from .passthrough import passthrough
 from .sse_relay import EventStreamResponse
 
@@ -109,15 +110,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 async def _complete(
     engine: aiohttp.ClientResponse, translator: ChatStreamTranslator, headers: dict[str, str], save: Any
 ) -> web.Response:
-    async with engine:
-        try:
-            raw = await engine.read()
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise UpstreamError(f"The engine failed while answering: {exc.__class__.__name__}.") from None
-        if engine.status >= 400:
-            raise engine_rejected(engine.status, raw)
+    answer = await read_engine_json(engine)
     try:
-        answer = orjson.loads(raw)
         choice = answer["choices"][0]
         # The translator's stream path captures a whole answer as well as deltas: one code path for both.
         translator.feed(
@@ -129,11 +123,11 @@ async def _complete(
             }
         )
         translator.finish()
-    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
+    except (KeyError, IndexError, TypeError):
         raise UpstreamError("The engine answered something that is not a chat completion.") from None
     assert translator.final_response is not None
     await save(translator.final_response)
-    return web.Response(body=raw, content_type="application/json", headers=headers)
+    return web.Response(body=orjson.dumps(answer), content_type="application/json", headers=headers)
 
 
 async def _relay(
@@ -168,7 +162,7 @@ async def _relay(
                     if translator.status is None:
                         translator.finish()
                     if translator.final_response is not None:
-                        await asyncio.shield(_save_quietly(save, translator.final_response))
+                        await asyncio.shield(save_quietly(save, translator.final_response))
                         saved = True
                 await response.write(chunk)
             if translator.status is None:
@@ -189,21 +183,14 @@ async def _relay(
         engine.close()  # the client left: stop the engine generating for nobody
         final = translator.final_response or translator.incomplete("client_disconnected")
         if not saved:
-            await asyncio.shield(_save_quietly(save, final))
+            await asyncio.shield(save_quietly(save, final))
         if isinstance(exc, asyncio.CancelledError):
             raise
         return response
     finally:
         engine.release()
     if translator.final_response is not None and not saved:
-        await asyncio.shield(_save_quietly(save, translator.final_response))
+        await asyncio.shield(save_quietly(save, translator.final_response))
     with contextlib.suppress(ConnectionResetError, RuntimeError):
         await response.write_eof()
     return response
-
-
-async def _save_quietly(save: Any, final: dict[str, Any]) -> None:
-    try:
-        await save(final)
-    except Exception:
-        log.exception("storing the streamed chat turn failed (conversation %s)", final.get("id"))

@@ -10,7 +10,6 @@ import orjson
 from aiohttp import web
 
 from ..appkeys import CONFIG, METRICS, STORE, UPSTREAM
-from ..errors import UpstreamError, engine_rejected
 from ..fingerprint import estimate_tokens, prefix_fingerprint
 from ..middleware import REQUEST_ID, TENANT
 from ..response_record import compact_record
@@ -23,6 +22,7 @@ from ..wire.items import canonical_tools
 from ..wire.resource import build_response_resource
 from ..wire.stream_repair import ResponsesStreamRewriter, rewrite_response
 from .common import idempotency_key, read_json, request_hash, stateful_headers
+from .engine_answer import read_engine_json
 from .replay import replay_if_seen
 from .responses_request import CreateRequest, parse_create, responses_engine_body
 from .sse_relay import relay_stream
@@ -124,19 +124,7 @@ async def _complete(
     engine_response: aiohttp.ClientResponse, api: str, base: dict[str, Any], plan: TurnPlan
 ) -> dict[str, Any]:
     """A non-streamed answer as the sidecar's response object; nothing is stored on failure."""
-    async with engine_response:
-        try:
-            raw = await engine_response.read()
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise UpstreamError(f"The engine failed while answering: {exc.__class__.__name__}.") from None
-        if engine_response.status >= 400:
-            raise engine_rejected(engine_response.status, raw)
-    try:
-        answer = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise UpstreamError("The engine answered something that is not JSON.") from None
-    if not isinstance(answer, dict):
-        raise UpstreamError("The engine answered something that is not a response object.")
+    answer = await read_engine_json(engine_response)
     if api == "responses":
         return rewrite_response(answer, base, plan.mint)
     output, usage, status = chat_completion_to_output(answer, plan.mint)

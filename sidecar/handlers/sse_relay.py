@@ -19,6 +19,7 @@ from aiohttp import web
 
 from ..errors import engine_rejected
 from ..wire.sse import DONE, SSEDecoder, encode_events
+from .engine_answer import save_quietly
 
 log = logging.getLogger("convostore.stream")
 
@@ -83,7 +84,7 @@ async def relay_stream(
                     await response.write(encode_events(events[:-1]))
                     events = events[-1:]
                 saved = True
-                await asyncio.shield(_save_quietly(save, translator.final_response))
+                await asyncio.shield(save_quietly(save, translator.final_response))
             # Nothing can follow a terminal event: it and the end of the body go out in one write.
             await response.write_eof(encode_events(events))
         except (ConnectionResetError, RuntimeError) as exc:
@@ -113,14 +114,14 @@ async def relay_stream(
         engine.close()  # drops the engine connection: the engine stops generating for a client who left
         final = translator.final_response or translator.incomplete("client_disconnected")
         if not saved:
-            await asyncio.shield(_save_quietly(save, final))
+            await asyncio.shield(save_quietly(save, final))
         if isinstance(exc, asyncio.CancelledError):
             raise
         return response
     finally:
         engine.release()
     if final is not None and not saved:
-        await asyncio.shield(_save_quietly(save, final))
+        await asyncio.shield(save_quietly(save, final))
     with contextlib.suppress(ConnectionResetError, RuntimeError):
         await response.write_eof()
     return response
@@ -154,11 +155,3 @@ async def _pump(
             raise
         # One write per engine chunk, not per event: the client gets the chunk's events together, at once.
         await send(events)
-
-
-async def _save_quietly(save: Callable[[dict[str, Any]], Awaitable[Any]], final: dict[str, Any]) -> None:
-    """The client already has its answer; a store failure here is logged, not re-raised into the stream."""
-    try:
-        await save(final)
-    except Exception:
-        log.exception("storing the streamed turn failed")

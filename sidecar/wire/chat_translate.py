@@ -8,7 +8,7 @@ from typing import Any
 
 from . import events as ev
 from .resource import complete_output_item, normalise_usage
-from .stream_state import ResponseStreamState
+from .stream_state import CapturedStream, ResponseStreamState
 
 JSONObject = dict[str, Any]
 MintId = Callable[[str], str]
@@ -102,7 +102,7 @@ def finish_status(finish_reason: str | None) -> tuple[str, JSONObject | None]:
     return "completed", None
 
 
-class ChatStreamTranslator:
+class ChatStreamTranslator(CapturedStream):
     """Chat-completion chunks in, the exact Responses event sequence out."""
 
     def __init__(self, base: JSONObject, mint_id: MintId, *, now: Callable[[], float] = time.time) -> None:
@@ -114,22 +114,6 @@ class ChatStreamTranslator:
         self._call_meta: dict[int, JSONObject] = {}  # output_index -> {id, call_id, name}
         self._ids: dict[int, str] = {}
         self._finish_reason: str | None = None
-
-    @property
-    def output_items(self) -> list[JSONObject]:
-        return self._state.output_items
-
-    @property
-    def status(self) -> str | None:
-        return self._state.status
-
-    @property
-    def usage(self) -> JSONObject:
-        return self._state.usage
-
-    @property
-    def final_response(self) -> JSONObject | None:
-        return self._state.final_response
 
     def feed(self, chunk: JSONObject) -> list[JSONObject]:
         if self._state.terminated:
@@ -170,12 +154,6 @@ class ChatStreamTranslator:
         status, details = finish_status(self._finish_reason)
         out += self._state.terminate(status, incomplete_details=details)
         return out
-
-    def fail(self, message: str, code: str) -> list[JSONObject]:
-        return self._state.fail(message, code)
-
-    def incomplete(self, reason: str) -> JSONObject:
-        return self._state.incomplete(reason)
 
     # -- items -----------------------------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from . import events as ev
 from .resource import complete_output_item, complete_part, item_id_prefix, normalise_usage
-from .stream_state import ResponseStreamState
+from .stream_state import CapturedStream, ResponseStreamState
 
 JSONObject = dict[str, Any]
 MintId = Callable[[str], str]
@@ -50,7 +50,7 @@ _ARGUMENT_EVENTS = frozenset(
 )
 
 
-class ResponsesStreamRewriter:
+class ResponsesStreamRewriter(CapturedStream):
     """Feeds on the engine's events (decoded JSON), returns the events to send to the client now.
 
     Repairs what engines like llama.cpp leave out (sequence_number, output_index, content_index, item_id,
@@ -77,22 +77,6 @@ class ResponsesStreamRewriter:
         self._item_ids: dict[int, str] = {}
         self._parts: dict[int, int] = {}
         self._current: int | None = None
-
-    @property
-    def output_items(self) -> list[JSONObject]:
-        return self._state.output_items
-
-    @property
-    def status(self) -> str | None:
-        return self._state.status
-
-    @property
-    def usage(self) -> JSONObject:
-        return self._state.usage
-
-    @property
-    def final_response(self) -> JSONObject | None:
-        return self._state.final_response
 
     def feed(self, event: JSONObject) -> list[JSONObject]:
         kind = event.get("type")
@@ -135,14 +119,6 @@ class ResponsesStreamRewriter:
                 forwarded["item_id"] = self._ids.get(forwarded["item_id"], forwarded["item_id"])
             out.append(self._state.emit(forwarded))
         return out
-
-    def fail(self, message: str, code: str) -> list[JSONObject]:
-        """The engine died or reported an error: `response.failed` with the partial output."""
-        return self._state.fail(message, code)
-
-    def incomplete(self, reason: str) -> JSONObject:
-        """The response to store when the client went away mid-stream."""
-        return self._state.incomplete(reason)
 
     # -- items -----------------------------------------------------------------------------------------------
 

@@ -277,3 +277,34 @@ def _apply_text(item: JSONObject, field: str, sub: int, text: str) -> None:
         part["refusal"] = text
     else:
         part["text"] = text
+
+
+class CapturedStream:
+    """What a relay reads from any stream translator (Responses repair or chat translation): the turn
+    captured so far, and the two ways a stream can end early. Subclasses set `_state`."""
+
+    _state: ResponseStreamState
+
+    @property
+    def output_items(self) -> list[JSONObject]:
+        return self._state.output_items
+
+    @property
+    def status(self) -> str | None:
+        return self._state.status
+
+    @property
+    def usage(self) -> JSONObject:
+        return self._state.usage
+
+    @property
+    def final_response(self) -> JSONObject | None:
+        return self._state.final_response
+
+    def fail(self, message: str, code: str) -> list[JSONObject]:
+        """The engine died or reported an error: `response.failed` with the partial output."""
+        return self._state.fail(message, code)
+
+    def incomplete(self, reason: str) -> JSONObject:
+        """The response to store when the client went away mid-stream."""
+        return self._state.incomplete(reason)

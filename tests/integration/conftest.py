@@ -10,6 +10,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from sidecar.app import create_app
 from sidecar.config import Config
+from tests.fixtures.fake_engine import create_fake_engine
 
 SidecarFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 
@@ -29,6 +30,15 @@ async def make_sidecar() -> AsyncIterator[SidecarFactory]:
     yield make
     for client in clients:
         await client.close()
+
+
+@pytest.fixture
+async def engine() -> AsyncIterator[TestServer]:
+    """Our fake engine (tests/fixtures/fake_engine.py) in-process, in its default `ok` mode."""
+    server = TestServer(create_fake_engine())
+    await server.start_server()
+    yield server
+    await server.close()
 
 
 @pytest.fixture(params=["memory", "redis"])

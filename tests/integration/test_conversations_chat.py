@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
 from typing import Any
 
 import openai
@@ -11,17 +10,9 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from tests.conformance import assert_response_resource
-from tests.fixtures.fake_engine import create_fake_engine, recorded
+from tests.fixtures.fake_engine import recorded
 
 Client = TestClient[Any, Any]
-
-
-@pytest.fixture
-async def engine() -> AsyncIterator[TestServer]:
-    server = TestServer(create_fake_engine())
-    await server.start_server()
-    yield server
-    await server.close()
 
 
 @pytest.fixture(params=["responses", "chat"])

@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from tests.conformance import assert_event_sequence
-from tests.fixtures.fake_engine import create_fake_engine, recorded
+from tests.fixtures.fake_engine import recorded
 
 Client = TestClient[Any, Any]
-
-
-@pytest.fixture
-async def engine() -> AsyncIterator[TestServer]:
-    server = TestServer(create_fake_engine())
-    await server.start_server()
-    yield server
-    await server.close()
 
 
 @pytest.fixture(params=["memory", "redis"])

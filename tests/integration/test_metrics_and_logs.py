@@ -3,23 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
-import pytest
 from aiohttp.test_utils import TestServer
 
 from sidecar.logs import JsonFormatter
-from tests.fixtures.fake_engine import create_fake_engine
-
-
-@pytest.fixture
-async def engine() -> AsyncIterator[TestServer]:
-    server = TestServer(create_fake_engine())
-    await server.start_server()
-    yield server
-    await server.close()
 
 
 def sample(text: str, name: str, **labels: str) -> float:
