@@ -18,6 +18,7 @@ from .ids import (
     tag_of_minted_id,
 )
 from .normalise import canonical_json_text, encode_item
+from .response_record import compact_record
 from .store import History, Store, Turn, TurnResult
 from .stored_items import with_sidecar_ids
 
@@ -157,4 +158,24 @@ async def record_turn(
             request_hash=request_hash,
             create=plan.create,
         )
+    )
+
+
+async def record_response(
+    store: Store,
+    plan: TurnPlan,
+    final: dict[str, Any],
+    *,
+    idempotency_key: str | None,
+    request_hash: str,
+) -> TurnResult:
+    """Store a finished (or failed, or cut) response: its input and output items and its record."""
+    return await record_turn(
+        store,
+        plan,
+        stored_output(final["output"]),
+        response_body=compact_record(final),
+        status=final["status"],
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
     )

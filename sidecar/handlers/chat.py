@@ -18,16 +18,15 @@ from ..errors import InvalidRequest, UpstreamError, engine_rejected
 from ..fingerprint import estimate_tokens, prefix_fingerprint
 from ..ids import validate_client_id
 from ..middleware import REQUEST_ID, TENANT
-from ..response_record import compact_record
 from ..stored_items import decode_items
-from ..turns import TurnPlan, plan_turn, record_turn, stored_output
+from ..turns import plan_turn, record_response
 from ..wire.chat_messages import items_to_messages, messages_to_items
 from ..wire.chat_translate import ChatStreamTranslator
 from ..wire.items import canonical_tools
 from ..wire.resource import build_response_resource
 from ..wire.sse import DONE, SSEDecoder
 from .common import idempotency_key, read_json, request_hash, stateful_headers
-from .engine_answer import read_engine_json, save_quietly
+from .engine_answer import read_engine_json, save_quietly, settle_departed_client
 from .passthrough import passthrough
 from .sse_relay import EventStreamResponse
 
@@ -92,19 +91,11 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
     async def save(final: dict[str, Any]) -> None:
         request.app[METRICS].observe_usage(final.get("usage"))
-        await record_turn(
-            store,
-            plan,
-            stored_output(final["output"]),
-            response_body=compact_record(final),
-            status=final["status"],
-            idempotency_key=idem,
-            request_hash=hashed,
-        )
+        await record_response(store, plan, final, idempotency_key=idem, request_hash=hashed)
 
     if not stream:
         return await _complete(engine, translator, headers, save)
-    return await _relay(request, engine, translator, headers, save, plan)
+    return await _relay(request, engine, translator, headers, save)
 
 
 async def _complete(
@@ -136,7 +127,6 @@ async def _relay(
     translator: ChatStreamTranslator,
     headers: dict[str, str],
     save: Any,
-    plan: TurnPlan,
 ) -> web.StreamResponse:
     """Chunks go to the client byte for byte, one write each, as they come; a copy is decoded to capture
     the answer."""
@@ -180,10 +170,7 @@ async def _relay(
             with contextlib.suppress(ConnectionResetError, RuntimeError):
                 await response.write(b"data: " + orjson.dumps(error) + b"\n\n")
     except (ConnectionResetError, RuntimeError, asyncio.CancelledError) as exc:
-        engine.close()  # the client left: stop the engine generating for nobody
-        final = translator.final_response or translator.incomplete("client_disconnected")
-        if not saved:
-            await asyncio.shield(save_quietly(save, final))
+        await settle_departed_client(engine, translator, save, saved=saved)
         if isinstance(exc, asyncio.CancelledError):
             raise
         return response

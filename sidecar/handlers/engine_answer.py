@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import orjson
@@ -39,3 +40,25 @@ async def save_quietly(save: Callable[[dict[str, Any]], Awaitable[Any]], final: 
         await save(final)
     except Exception:
         log.exception("storing the streamed turn failed (response %s)", final.get("id"))
+
+
+class _Capture(Protocol):
+    @property
+    def final_response(self) -> dict[str, Any] | None: ...
+
+    def incomplete(self, reason: str) -> dict[str, Any]: ...
+
+
+async def settle_departed_client(
+    engine: aiohttp.ClientResponse,
+    capture: _Capture,
+    save: Callable[[dict[str, Any]], Awaitable[Any]],
+    *,
+    saved: bool,
+) -> None:
+    """The client left mid-stream: drop the engine connection (the engine stops generating for nobody)
+    and store what was captured, `incomplete` unless the answer had already finished."""
+    engine.close()
+    if not saved:
+        final = capture.final_response or capture.incomplete("client_disconnected")
+        await asyncio.shield(save_quietly(save, final))

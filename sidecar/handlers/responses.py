@@ -12,10 +12,9 @@ from aiohttp import web
 from ..appkeys import CONFIG, METRICS, STORE, UPSTREAM
 from ..fingerprint import estimate_tokens, prefix_fingerprint
 from ..middleware import REQUEST_ID, TENANT
-from ..response_record import compact_record
 from ..store import TurnResult
 from ..stored_items import decode_items
-from ..turns import TurnPlan, plan_turn, record_turn, stored_output
+from ..turns import TurnPlan, plan_turn, record_response
 from ..wire.chat_messages import items_to_messages
 from ..wire.chat_translate import ChatStreamTranslator, chat_completion_to_output, responses_to_chat_request
 from ..wire.items import canonical_tools
@@ -81,15 +80,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         request.app[METRICS].observe_usage(final.get("usage"))
         if not create.store:
             return None
-        return await record_turn(
-            store,
-            plan,
-            stored_output(final["output"]),
-            response_body=compact_record(final),
-            status=final["status"],
-            idempotency_key=idem,
-            request_hash=hashed,
-        )
+        return await record_response(store, plan, final, idempotency_key=idem, request_hash=hashed)
 
     if not create.stream:
         final = await _complete(engine_response, api, base, plan)

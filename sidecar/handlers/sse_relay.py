@@ -19,7 +19,7 @@ from aiohttp import web
 
 from ..errors import engine_rejected
 from ..wire.sse import DONE, SSEDecoder, encode_events
-from .engine_answer import save_quietly
+from .engine_answer import save_quietly, settle_departed_client
 
 log = logging.getLogger("convostore.stream")
 
@@ -111,10 +111,7 @@ async def relay_stream(
             )
         final = translator.final_response
     except (_ClientGone, asyncio.CancelledError) as exc:
-        engine.close()  # drops the engine connection: the engine stops generating for a client who left
-        final = translator.final_response or translator.incomplete("client_disconnected")
-        if not saved:
-            await asyncio.shield(save_quietly(save, final))
+        await settle_departed_client(engine, translator, save, saved=saved)
         if isinstance(exc, asyncio.CancelledError):
             raise
         return response
