@@ -106,9 +106,7 @@ class PipelinedRedis:
             if "path" in params:
                 connect = loop.create_unix_connection(_Connection, params["path"])
             else:
-                context = (
-                    ssl.create_default_context() if params.get("connection_class") is SSLConnection else None
-                )
+                context = _tls_context(params) if params.get("connection_class") is SSLConnection else None
                 connect = loop.create_connection(
                     _Connection, params["host"], params.get("port", 6379), ssl=context
                 )
@@ -176,6 +174,23 @@ class PipelinedRedis:
         for conn in self._slots:
             if conn is not None:
                 conn.close()
+
+
+def _tls_context(params: dict[str, Any]) -> ssl.SSLContext:
+    """rediss:// with redis-py's URL options: ssl_ca_certs, ssl_certfile/ssl_keyfile (client certificate),
+    ssl_cert_reqs=none|optional|required, ssl_check_hostname."""
+    context = ssl.create_default_context(cafile=params.get("ssl_ca_certs"))
+    if params.get("ssl_certfile"):
+        context.load_cert_chain(params["ssl_certfile"], params.get("ssl_keyfile"))
+    if params.get("ssl_check_hostname") is False:
+        context.check_hostname = False
+    requirement = str(params.get("ssl_cert_reqs") or "required").lower()
+    if requirement == "none":
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    elif requirement == "optional":
+        context.verify_mode = ssl.CERT_OPTIONAL
+    return context
 
 
 def _pack(*args: Any) -> bytes:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
+import pytest
 from redis.asyncio.cluster import RedisCluster
 
 from sidecar.store import RedisStore, Turn, open_store
+from sidecar.store.base import StoreDown
 from sidecar.store.memory import MemoryStore
 from tests.fixtures.redis_servers import RedisCluster as ClusterProcesses
-from tests.fixtures.redis_servers import RedisServer
+from tests.fixtures.redis_servers import RedisServer, free_port
 from tests.store.test_store import TENANT, conv_id, item, texts
 
 
@@ -53,3 +58,56 @@ def test_store_works_on_uvloop(redis_server: RedisServer) -> None:
             await store.close()
 
     assert uvloop.run(round_trip()) == ["on uvloop"]
+
+
+async def test_rediss_url_with_a_private_ca(tmp_path: Path) -> None:
+    """TLS (rediss://) with the CA given in the URL, as redis-py spells the option."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    tls_port = free_port()
+    server = RedisServer(
+        extra_args=[
+            "--tls-port",
+            str(tls_port),
+            "--tls-cert-file",
+            str(cert),
+            "--tls-key-file",
+            str(key),
+            "--tls-ca-cert-file",
+            str(cert),
+            "--tls-auth-clients",
+            "no",
+        ]
+    )
+    try:
+        store = await open_store(f"rediss://127.0.0.1:{tls_port}/0?ssl_ca_certs={cert}", 60)
+        conv = conv_id()
+        await store.append_turn(Turn(TENANT, conv, [item(conv, "over tls")], n_input=1))
+        history = await store.resolve_conversation(TENANT, conv)
+        assert history is not None and texts(history.items) == ["over tls"]
+        await store.close()
+        with pytest.raises(StoreDown):  # the server's certificate is not trusted without the CA
+            await open_store(f"rediss://127.0.0.1:{tls_port}/0", 60)
+    finally:
+        server.stop()
