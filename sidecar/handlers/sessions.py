@@ -13,11 +13,12 @@ from ..errors import InvalidRequest, NotFound, conversation_not_found, previous_
 from ..fingerprint import estimate_tokens, prefix_fingerprint
 from ..ids import conversation_tag, validate_client_id
 from ..middleware import REQUEST_ID, TENANT
-from ..normalise import canonical_json
+from ..response_record import compact_record
 from ..store.base import History, Turn
 from ..stored_items import decode_items, join_items, with_sidecar_ids
 from ..wire.chat_messages import items_to_messages, message_to_items, messages_to_items
 from ..wire.items import parse_input, parse_item
+from ..wire.resource import build_response_resource, complete_output_item
 from .common import idempotency_key, if_match, json_response, read_json, request_hash, stateful_headers
 
 routes = web.RouteTableDef()
@@ -156,6 +157,25 @@ def _output_of(body: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, An
     raise InvalidRequest("Send 'response', 'output' or 'message'.", param="response")
 
 
+def _record_of(kept: dict[str, Any]) -> bytes:
+    """The stored record of a response a gateway hands over, so GET /v1/responses/{id} serves a complete
+    response object (chat usage becomes Responses usage)."""
+    created = kept.get("created_at") or kept.get("created")
+    created = created if isinstance(created, int) else int(time.time())
+    usage = kept.get("usage")
+    resource = build_response_resource(
+        response_id="",
+        created_at=created,
+        status="completed",
+        model=str(kept.get("model") or ""),
+        output=[],
+        request={},
+        usage=usage if isinstance(usage, dict) else None,
+        completed_at=created,
+    )
+    return compact_record(resource)
+
+
 @routes.post("/v1/sessions/{conversation_id}/store_response")
 async def store_response(request: web.Request) -> web.Response:
     conversation_id = _conversation_id(request)
@@ -172,15 +192,14 @@ async def store_response(request: web.Request) -> web.Response:
             param="response_id",
             code="invalid_id",
         )
-    kept.setdefault("created_at", int(time.time()))
     result = await request.app[STORE].append_turn(
         Turn(
             tenant=tenant,
             conversation_id=conversation_id,
-            items=with_sidecar_ids(items, tag),
+            items=with_sidecar_ids([complete_output_item(item) for item in items], tag),
             n_input=0,
             mint_response=True,
-            response_body=canonical_json(kept),
+            response_body=_record_of(kept),
             if_match=if_match(request),
             idempotency_key=idempotency_key(request),
             request_hash=request_hash(raw, "store_response"),

@@ -274,3 +274,29 @@ async def test_health_and_readiness(sidecar: Client) -> None:
     resp = await sidecar.get("/convostore/readyz")
     body = await resp.json()
     assert resp.status == 503 and any("engine" in r for r in body["reasons"])
+
+
+async def test_a_response_stored_through_the_session_api_is_a_complete_response_object(
+    sidecar: Client,
+) -> None:
+    from tests.conformance import assert_response_resource
+
+    cid = conv()
+    await post(sidecar, f"/v1/sessions/{cid}/append", {"role": "user", "content": "hi"})
+    chat_completion = {
+        "object": "chat.completion",
+        "created": 1_700_000_000,
+        "model": "engine-model",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "hello"}, "finish_reason": "stop"}
+        ],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15},
+    }
+    _, stored = await post(sidecar, f"/v1/sessions/{cid}/store_response", {"response": chat_completion})
+    resp = await sidecar.get(f"/v1/responses/{stored['response_id']}")
+    body = await resp.json()
+    assert resp.status == 200
+    assert_response_resource(body)
+    assert body["model"] == "engine-model" and body["created_at"] == 1_700_000_000
+    assert body["usage"]["input_tokens"] == 12 and body["usage"]["output_tokens"] == 3
+    assert body["output"][0]["content"][0]["text"] == "hello"
