@@ -83,7 +83,7 @@ def chat_completion_to_output(chat: JSONObject, mint_id: MintId) -> tuple[list[J
                 {
                     "type": "function_call",
                     "id": mint_id("fc"),
-                    "call_id": call.get("id") or mint_id("call"),
+                    "call_id": mint_id("call"),  # never the engine's: engines repeat them
                     "name": function.get("name") or "",
                     "arguments": function.get("arguments"),
                 },
@@ -228,7 +228,7 @@ class ChatStreamTranslator(CapturedStream):
         function = call.get("function") or {}
         if chat_index not in self._calls:
             out += self._close_reasoning() + self._close_message()
-            meta = {"call_id": call.get("id") or self._mint("call"), "name": function.get("name") or ""}
+            meta = {"call_id": self._mint("call"), "name": function.get("name") or ""}
             item = {"type": "function_call", "status": "in_progress", "arguments": "", **meta}
             index, _, added = self._add("fc", item)
             self._calls[chat_index] = index

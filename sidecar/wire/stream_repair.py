@@ -126,7 +126,9 @@ class ResponsesStreamRewriter(CapturedStream):
         item = event.get("item") or {}
         index = self._new_item(item, event.get("output_index"))
         fresh = {**item, "id": self._item_ids[index]}
-        if fresh.get("type", "message") == "function_call" and not fresh.get("call_id"):
+        if fresh.get("type", "message") == "function_call":
+            # Call ids are the sidecar's too: an engine that repeats them would pair a later
+            # function_call_output with the wrong call in the stored history.
             fresh["call_id"] = self._mint("call")
         added = complete_output_item(fresh, status="in_progress")
         self._parts[index] = len(added.get("content") or [])
@@ -158,7 +160,7 @@ class ResponsesStreamRewriter(CapturedStream):
         done = complete_output_item({**item, "id": self._item_ids[index]})
         if done["type"] == "function_call":
             # The call id announced in the added event is the one the SDK matches the done item by.
-            done["call_id"] = streamed.get("call_id") or item.get("call_id")
+            done["call_id"] = streamed["call_id"]
         # A terse done item (no text, no arguments) must not erase what the deltas already said.
         for field in ("content", "arguments", "summary"):
             if field in streamed and not item.get(field):
@@ -303,8 +305,8 @@ def rewrite_response(
     output: list[JSONObject] = []
     for item in engine_response.get("output") or []:
         done = complete_output_item({**item, "id": mint_id(item_id_prefix(item.get("type")))})
-        if done["type"] == "function_call" and not done.get("call_id"):
-            done["call_id"] = mint_id("call")
+        if done["type"] == "function_call":
+            done["call_id"] = mint_id("call")  # never the engine's: see _item_added
         output.append(done)
     usage = engine_response.get("usage")
     normalised = normalise_usage(usage) if isinstance(usage, dict) else None

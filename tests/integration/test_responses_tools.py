@@ -182,3 +182,17 @@ async def test_agent_with_conversation_id(stack: Stack) -> None:
 
 def _kind(item: dict[str, Any]) -> str:
     return str(item.get("role") or item.get("type"))
+
+
+async def test_call_ids_are_the_sidecars(stack: Stack) -> None:
+    """Call ids, like item ids, are minted by the sidecar in the conversation's slot, never the engine's:
+    an engine that repeated them would pair a later tool output with the wrong call in the history."""
+    await stack.set_mode("tool_call")
+    first = await stack.client.responses.create(model=MODEL, input="weather?", tools=[WEATHER_TOOL])
+    second = await stack.client.responses.create(
+        model=MODEL, input="and tomorrow?", tools=[WEATHER_TOOL], previous_response_id=first.id
+    )
+    calls = [item for r in (first, second) for item in r.output if item.type == "function_call"]
+    tag = first.id[len("resp_") : len("resp_") + 12]
+    assert len(calls) == 2 and calls[0].call_id != calls[1].call_id
+    assert all(c.call_id.startswith(f"call_{tag}") for c in calls)
