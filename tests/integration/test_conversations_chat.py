@@ -220,3 +220,30 @@ async def test_store_down_is_503_but_pass_through_keeps_working(
         assert ready.status == 503
     finally:
         redis.stop()
+
+
+async def test_item_reference_is_resolved_from_the_stored_history(proxied: tuple[Client, TestServer]) -> None:
+    sidecar, engine = proxied
+    first = await (await sidecar.post("/v1/responses", json={"model": "m", "input": "remember this"})).json()
+    items = await (await sidecar.get(f"/v1/responses/{first['id']}/input_items")).json()
+    referenced = items["data"][0]["id"]
+    resp = await sidecar.post(
+        "/v1/responses",
+        json={
+            "model": "m",
+            "previous_response_id": first["id"],
+            "input": [{"type": "item_reference", "id": referenced}],
+        },
+    )
+    assert resp.status == 200
+    assert texts_of(engine_inputs(engine)) == ["remember this", "echo: remember this", "remember this"]
+    resp = await sidecar.post(
+        "/v1/responses",
+        json={
+            "model": "m",
+            "previous_response_id": first["id"],
+            "input": [{"type": "item_reference", "id": "msg_x"}],
+        },
+    )
+    error = (await resp.json())["error"]
+    assert resp.status == 400 and error["param"] == "input[0].id"
