@@ -6,10 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.sidecar_process import SidecarProcess
 from tests.e2e.wire_tap import TappedOpenAI
 from tests.fixtures.llamacpp import LlamaCppEngine
 from tests.fixtures.redis_servers import RedisServer
+from tests.fixtures.sidecar_process import SidecarProcess
 
 
 @pytest.fixture(scope="session", params=["responses", "chat"])

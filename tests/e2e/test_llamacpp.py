@@ -13,8 +13,8 @@ import pytest
 
 from tests.e2e.conftest import sdk_client
 from tests.e2e.sdk_objects import ask, cached_tokens, checked, input_item_ids, input_texts
-from tests.e2e.sidecar_process import SidecarProcess
 from tests.e2e.wire_tap import TappedOpenAI
+from tests.fixtures.sidecar_process import SidecarProcess
 
 pytestmark = pytest.mark.slow
 

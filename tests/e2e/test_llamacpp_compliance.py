@@ -13,7 +13,7 @@ import httpx2 as httpx
 import pytest
 
 from tests.conformance import assert_event_sequence, assert_response_resource
-from tests.e2e.sidecar_process import SidecarProcess
+from tests.fixtures.sidecar_process import SidecarProcess
 from tests.integration.responses_stack import parse_sse
 
 pytestmark = pytest.mark.slow
