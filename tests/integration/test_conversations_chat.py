@@ -247,3 +247,32 @@ async def test_item_reference_is_resolved_from_the_stored_history(proxied: tuple
     )
     error = (await resp.json())["error"]
     assert resp.status == 400 and error["param"] == "input[0].id"
+
+
+@pytest.mark.parametrize("route", ["/v1/responses", "/v1/chat/completions", "/v1/models"])
+async def test_engine_key_is_ours_when_configured_else_the_clients(
+    engine: TestServer, make_sidecar: Any, route: str
+) -> None:
+    """CONVOSTORE_UPSTREAM_API_KEY replaces the client's key; without it the client's key is passed on,
+    and so is the trace context."""
+    body = (
+        {"model": "m", "input": "hi"}
+        if route == "/v1/responses"
+        else {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    )
+    upstream = str(engine.make_url("")).rstrip("/")
+    headers = {
+        "Authorization": "Bearer sk-client",
+        "Connection": "keep-alive, X-Drop",
+        "Traceparent": "00-abc-def-01",
+    }
+    for key, expected in ((None, "Bearer sk-client"), ("sk-engine", "Bearer sk-engine")):
+        sidecar = await make_sidecar(upstream=upstream, upstream_api_key=key)
+        if route == "/v1/models":
+            resp = await sidecar.get(route, headers=headers)
+        else:
+            resp = await sidecar.post(route, json=body, headers=headers)
+        assert resp.status == 200
+        seen = recorded(engine.app)[-1]["headers"]
+        assert seen.get("Authorization") == expected
+        assert seen.get("traceparent", seen.get("Traceparent")) == "00-abc-def-01"
