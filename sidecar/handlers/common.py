@@ -8,8 +8,11 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from ..appkeys import CONFIG
-from ..errors import BodyTooLarge, InvalidRequest
+from ..appkeys import CONFIG, STORE
+from ..errors import BodyTooLarge, InvalidRequest, conversation_not_found
+from ..ids import validate_client_id
+from ..middleware import TENANT
+from ..store import History
 
 
 async def read_body(request: web.Request) -> bytes:
@@ -92,3 +95,17 @@ def json_response(
 ) -> web.Response:
     data = body if isinstance(body, bytes) else orjson.dumps(body)
     return web.Response(body=data, status=status, content_type="application/json", headers=headers)
+
+
+def path_conversation_id(request: web.Request) -> str:
+    """The `{conversation_id}` of the route, checked: it becomes part of Redis keys."""
+    return validate_client_id(request.match_info["conversation_id"], "conversation_id")
+
+
+async def load_conversation(request: web.Request) -> tuple[str, History]:
+    """The route's conversation and its history, or 404."""
+    conversation_id = path_conversation_id(request)
+    history = await request.app[STORE].resolve_conversation(request[TENANT], conversation_id)
+    if history is None:
+        raise conversation_not_found(conversation_id)
+    return conversation_id, history

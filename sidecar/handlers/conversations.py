@@ -10,12 +10,12 @@ from aiohttp import web
 
 from ..appkeys import STORE
 from ..errors import InvalidRequest, NotFound, conversation_not_found
-from ..ids import conversation_tag, mint_conversation_id, validate_client_id
+from ..ids import conversation_tag, mint_conversation_id
 from ..middleware import TENANT
 from ..store.base import History, Turn
 from ..stored_items import decode_items, with_sidecar_ids
 from ..wire.items import parse_input
-from .common import json_response, read_json
+from .common import json_response, load_conversation, path_conversation_id, read_json
 from .pagination import page_items
 from .responses_request import check_metadata
 
@@ -45,14 +45,6 @@ def _items_param(body: dict[str, Any], *, required: bool) -> list[dict[str, Any]
     return parse_input(raw, "items")
 
 
-async def _load(request: web.Request) -> tuple[str, History]:
-    conversation_id = validate_client_id(request.match_info["conversation_id"], "conversation_id")
-    history = await request.app[STORE].resolve_conversation(request[TENANT], conversation_id)
-    if history is None:
-        raise conversation_not_found(conversation_id)
-    return conversation_id, history
-
-
 @routes.post("/v1/conversations")
 async def create_conversation(request: web.Request) -> web.Response:
     _, body = await read_json(request)
@@ -79,7 +71,7 @@ async def create_conversation(request: web.Request) -> web.Response:
 
 @routes.get("/v1/conversations/{conversation_id}")
 async def get_conversation(request: web.Request) -> web.Response:
-    conversation_id, history = await _load(request)
+    conversation_id, history = await load_conversation(request)
     return json_response(_conversation_object(conversation_id, history))
 
 
@@ -89,19 +81,19 @@ async def update_conversation(request: web.Request) -> web.Response:
     if "metadata" not in body:
         raise InvalidRequest("Missing required parameter: 'metadata'.", param="metadata")
     check_metadata(body["metadata"])
-    conversation_id = validate_client_id(request.match_info["conversation_id"], "conversation_id")
+    conversation_id = path_conversation_id(request)
     store = request.app[STORE]
     if not await store.set_conversation_metadata(
         request[TENANT], conversation_id, orjson.dumps(body["metadata"] or {})
     ):
         raise conversation_not_found(conversation_id)
-    _, history = await _load(request)
+    _, history = await load_conversation(request)
     return json_response(_conversation_object(conversation_id, history))
 
 
 @routes.delete("/v1/conversations/{conversation_id}")
 async def delete_conversation(request: web.Request) -> web.Response:
-    conversation_id = validate_client_id(request.match_info["conversation_id"], "conversation_id")
+    conversation_id = path_conversation_id(request)
     if not await request.app[STORE].delete_conversation(request[TENANT], conversation_id):
         raise conversation_not_found(conversation_id)
     return json_response({"id": conversation_id, "object": "conversation.deleted", "deleted": True})
@@ -109,7 +101,7 @@ async def delete_conversation(request: web.Request) -> web.Response:
 
 @routes.post("/v1/conversations/{conversation_id}/items")
 async def add_items(request: web.Request) -> web.Response:
-    conversation_id = validate_client_id(request.match_info["conversation_id"], "conversation_id")
+    conversation_id = path_conversation_id(request)
     _, body = await read_json(request)
     items = _items_param(body, required=True)
     tenant = request[TENANT]
@@ -131,7 +123,7 @@ async def add_items(request: web.Request) -> web.Response:
 
 @routes.get("/v1/conversations/{conversation_id}/items")
 async def list_items(request: web.Request) -> web.Response:
-    _, history = await _load(request)
+    _, history = await load_conversation(request)
     return json_response(page_items(decode_items(history.items), request.query))
 
 
@@ -144,18 +136,18 @@ def _find(history: History, item_id: str) -> dict[str, Any]:
 
 @routes.get("/v1/conversations/{conversation_id}/items/{item_id}")
 async def get_item(request: web.Request) -> web.Response:
-    _, history = await _load(request)
+    _, history = await load_conversation(request)
     return json_response(_find(history, request.match_info["item_id"]))
 
 
 @routes.delete("/v1/conversations/{conversation_id}/items/{item_id}")
 async def delete_item(request: web.Request) -> web.Response:
-    conversation_id = validate_client_id(request.match_info["conversation_id"], "conversation_id")
+    conversation_id = path_conversation_id(request)
     item_id = request.match_info["item_id"]
     store = request.app[STORE]
     if await store.remove_item(request[TENANT], conversation_id, item_id) is None:
         if await store.resolve_conversation(request[TENANT], conversation_id) is None:
             raise conversation_not_found(conversation_id)
         raise NotFound(f"Item with id '{item_id}' not found.")
-    _, history = await _load(request)
+    _, history = await load_conversation(request)
     return json_response(_conversation_object(conversation_id, history))

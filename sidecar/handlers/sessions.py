@@ -19,13 +19,18 @@ from ..stored_items import decode_items, join_items, with_sidecar_ids
 from ..wire.chat_messages import items_to_messages, message_to_items, messages_to_items
 from ..wire.items import parse_input, parse_item
 from ..wire.resource import build_response_resource, complete_output_item
-from .common import idempotency_key, if_match, json_response, read_json, request_hash, stateful_headers
+from .common import (
+    idempotency_key,
+    if_match,
+    json_response,
+    load_conversation,
+    path_conversation_id,
+    read_json,
+    request_hash,
+    stateful_headers,
+)
 
 routes = web.RouteTableDef()
-
-
-def _conversation_id(request: web.Request) -> str:
-    return validate_client_id(request.match_info["conversation_id"], "conversation_id")
 
 
 def _items_to_append(body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -48,7 +53,7 @@ def _items_to_append(body: dict[str, Any]) -> list[dict[str, Any]]:
 
 @routes.post("/v1/sessions/{conversation_id}/append")
 async def append(request: web.Request) -> web.Response:
-    conversation_id = _conversation_id(request)
+    conversation_id = path_conversation_id(request)
     raw, body = await read_json(request)
     items = _items_to_append(body)
     tenant = request[TENANT]
@@ -178,7 +183,7 @@ def _record_of(kept: dict[str, Any]) -> bytes:
 
 @routes.post("/v1/sessions/{conversation_id}/store_response")
 async def store_response(request: web.Request) -> web.Response:
-    conversation_id = _conversation_id(request)
+    conversation_id = path_conversation_id(request)
     raw, body = await read_json(request)
     items, kept = _output_of(body)
     if not items:
@@ -219,14 +224,6 @@ async def store_response(request: web.Request) -> web.Response:
     return json_response(answer, headers)
 
 
-async def _conversation_or_404(request: web.Request) -> tuple[str, History]:
-    conversation_id = _conversation_id(request)
-    history = await request.app[STORE].resolve_conversation(request[TENANT], conversation_id)
-    if history is None:
-        raise conversation_not_found(conversation_id)
-    return conversation_id, history
-
-
 @routes.post("/v1/sessions/{conversation_id}/trim")
 async def trim(request: web.Request) -> web.Response:
     _, body = await read_json(request)
@@ -234,7 +231,7 @@ async def trim(request: web.Request) -> web.Response:
         value = body.get(name)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
             raise InvalidRequest(f"Invalid '{name}': expected a non-negative integer.", param=name)
-    conversation_id, history = await _conversation_or_404(request)
+    conversation_id, history = await load_conversation(request)
     # Trimming only shapes what is sent to the engine; until trimming policies exist nothing is folded.
     answer = {
         "conversation_id": conversation_id,
@@ -248,7 +245,7 @@ async def trim(request: web.Request) -> web.Response:
 
 @routes.get("/v1/sessions/{conversation_id}")
 async def get_session(request: web.Request) -> web.Response:
-    conversation_id, history = await _conversation_or_404(request)
+    conversation_id, history = await load_conversation(request)
     head = orjson.dumps(
         {
             "conversation_id": conversation_id,
@@ -267,7 +264,7 @@ async def get_session(request: web.Request) -> web.Response:
 
 @routes.delete("/v1/sessions/{conversation_id}")
 async def delete_session(request: web.Request) -> web.Response:
-    conversation_id = _conversation_id(request)
+    conversation_id = path_conversation_id(request)
     if not await request.app[STORE].delete_conversation(request[TENANT], conversation_id):
         raise NotFound(f"Conversation with id '{conversation_id}' not found.")
     return json_response({"conversation_id": conversation_id, "object": "session.deleted", "deleted": True})
