@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import orjson
 from hypothesis import given
@@ -27,9 +24,9 @@ from tests.conformance import (
     sdk_replay,
     sdk_stream,
 )
+from tests.unit.stream_helpers import Event, base, minter
 
 SAMPLES = Path(__file__).parent.parent / "fixtures" / "samples"
-Event = dict[str, Any]
 TOOL = {
     "type": "function",
     "name": "get_weather",
@@ -37,22 +34,6 @@ TOOL = {
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
     "strict": True,
 }
-
-
-def minter() -> Callable[[str], str]:
-    counter = itertools.count()
-    return lambda prefix: f"{prefix}_sc{next(counter):04d}"
-
-
-def base(**request: Any) -> Event:
-    return build_response_resource(
-        response_id="resp_sidecar",
-        created_at=1700000000,
-        status="in_progress",
-        model="gemma",
-        output=[],
-        request={"model": "gemma", **request},
-    )
 
 
 def chunk(delta: Event | None = None, finish: str | None = None, usage: Event | None = None) -> Event:

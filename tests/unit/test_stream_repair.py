@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sidecar.wire.resource import build_response_resource
 from sidecar.wire.sse import SSEDecoder
 from sidecar.wire.stream_repair import ResponsesStreamRewriter, rewrite_response
 from tests.conformance import (
@@ -22,25 +18,9 @@ from tests.conformance import (
     sdk_replay,
     sdk_stream,
 )
+from tests.unit.stream_helpers import Event, base, minter
 
 SAMPLES = Path(__file__).parent.parent / "fixtures" / "samples"
-Event = dict[str, Any]
-
-
-def minter() -> Callable[[str], str]:
-    counter = itertools.count()
-    return lambda prefix: f"{prefix}_sc{next(counter):04d}"
-
-
-def base(**request: Any) -> Event:
-    return build_response_resource(
-        response_id="resp_sidecar",
-        created_at=1700000000,
-        status="in_progress",
-        model="gemma",
-        output=[],
-        request={"model": "gemma", **request},
-    )
 
 
 def sample_events(name: str) -> list[Event]:
