@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from .redact import mask_userinfo
+
 
 class ConfigError(ValueError):
     """A setting is wrong; the message names it in one line."""
@@ -141,14 +143,16 @@ def _positive_int(value: Any, name: str) -> int:
 def _http_url(value: Any, name: str) -> str:
     parts = urlsplit(str(value))
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(f"{name}: not an http(s) URL: {value!r}")
+        raise ConfigError(f"{name}: not an http(s) URL: {mask_userinfo(repr(value))}")
     return str(value)
 
 
 def _redis_url(value: Any) -> str:
     scheme = urlsplit(str(value)).scheme
     if scheme not in ("memory", "redis", "rediss", "unix"):
-        raise ConfigError(f"REDIS_URL: scheme must be memory, redis, rediss or unix: {value!r}")
+        raise ConfigError(
+            f"REDIS_URL: scheme must be memory, redis, rediss or unix: {mask_userinfo(repr(value))}"
+        )
     return str(value)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..appkeys import METRICS, STORE, UPSTREAM
+from ..redact import mask_userinfo
 from ..store.base import StoreDown
 from .common import json_response
 
@@ -27,7 +28,9 @@ async def readyz(request: web.Request) -> web.Response:
     if engine:
         reasons.append(engine)
     if reasons:
-        return json_response({"status": "unavailable", "reasons": reasons}, status=503)
+        # Unauthenticated: the reasons name the engine and the store, never their credentials.
+        shown = [mask_userinfo(reason) for reason in reasons]
+        return json_response({"status": "unavailable", "reasons": shown}, status=503)
     return json_response({"status": "ready", "upstream_api": request.app[UPSTREAM].api})
 
 

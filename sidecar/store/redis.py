@@ -12,6 +12,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..ids import conversation_tag, mint_response_id, parse_response_id, response_random
 from ..keys import ConversationKeys, records_key, tag_prefix
+from ..redact import mask_userinfo
 from .base import (
     IDEMPOTENCY_TTL_SECONDS,
     Conflict,
@@ -55,7 +56,7 @@ class RedisStore:
             info = await lean.info("cluster")
         except _UNREACHABLE as exc:
             await lean.aclose()
-            raise StoreDown(f"cannot reach Redis at {url}: {exc}") from exc
+            raise StoreDown(f"cannot reach Redis at {mask_userinfo(url)}: {exc}") from exc
         if not info.get("cluster_enabled"):
             return cls(lean, ttl_seconds)
         await lean.aclose()
