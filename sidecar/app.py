@@ -12,7 +12,7 @@ from .config import Config
 from .handlers import chat, conversations, ops, response_objects, responses, sessions
 from .handlers.passthrough import passthrough
 from .metrics import Metrics
-from .middleware import request_context
+from .middleware import PUBLIC_RESOURCES, request_context
 from .store import MemoryStore, open_store
 from .store_metrics import MeteredStore
 from .upstream import upstream_context
@@ -26,7 +26,10 @@ def create_app(config: Config) -> web.Application:
     app[METRICS] = Metrics()
     app.cleanup_ctx.append(_store_context)
     app.cleanup_ctx.append(_upstream_context)
-    app.add_routes(ops.routes)
+    # Only the exact routes of ops (liveness, readiness, metrics) are served without authentication.
+    app[PUBLIC_RESOURCES] = frozenset(
+        route.resource for route in app.add_routes(ops.routes) if route.resource is not None
+    )
     app.add_routes(sessions.routes)
     app.add_routes(responses.routes)
     app.add_routes(response_objects.routes)

@@ -7,7 +7,9 @@ import hmac
 from collections.abc import Mapping
 from typing import Any
 
-from .errors import AuthenticationError
+from multidict import MultiMapping
+
+from .errors import AuthenticationError, InvalidRequest
 from .ids import is_client_id
 
 DEFAULT_TENANT = "default"
@@ -24,15 +26,15 @@ class Authenticator:
             for digest in (spec or {}).get("api_key_sha256", []) or []:
                 self._tenant_by_key_hash[str(digest).lower()] = tenant
 
-    def tenant_for(self, headers: Mapping[str, str]) -> str:
+    def tenant_for(self, headers: MultiMapping[str]) -> str:
         if self._mode == "none":
             return DEFAULT_TENANT
         if self._mode == "trusted_header":
-            tenant = headers.get("X-Tenant-Id", "")
+            tenant = _single(headers, "X-Tenant-Id")
             if not tenant or not is_client_id(tenant):
                 raise AuthenticationError("Missing or invalid X-Tenant-Id header.", code="missing_tenant")
             return tenant
-        key = _bearer(headers.get("Authorization", ""))
+        key = _bearer(_single(headers, "Authorization"))
         if key is None:
             raise AuthenticationError("You didn't provide an API key.", code="missing_api_key")
         digest = hashlib.sha256(key.encode()).hexdigest()
@@ -40,6 +42,15 @@ class Authenticator:
             if hmac.compare_digest(known, digest):
                 return tenant
         raise AuthenticationError("Incorrect API key provided.")
+
+
+def _single(headers: MultiMapping[str], name: str) -> str:
+    """The header's one value ('' if absent). Two values are refused: the gateway and whatever sits behind
+    it could each pick a different one, and so act for different tenants."""
+    values = headers.getall(name, [])
+    if len(values) > 1:
+        raise InvalidRequest(f"The {name} header must be sent once.", param=name, code="duplicate_header")
+    return values[0] if values else ""
 
 
 def _bearer(header: str) -> str | None:

@@ -10,6 +10,8 @@ from aiohttp import web
 
 from .config import Config, ConfigError
 from .logs import configure_logging
+from .redact import mask_userinfo
+from .store.base import StoreDown
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,6 +30,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-body-bytes", help="CONVOSTORE_MAX_BODY_BYTES")
     serve.add_argument("--log-format", help="json | text (CONVOSTORE_LOG_FORMAT)")
     serve.add_argument("--log-level", help="CONVOSTORE_LOG_LEVEL")
+    serve.add_argument(
+        "--client-timeout-seconds",
+        help="time a client gets for headers, then body (CONVOSTORE_CLIENT_TIMEOUT_SECONDS)",
+    )
     return parser
 
 
@@ -48,10 +54,18 @@ def main(argv: list[str] | None = None) -> None:
         pass
     from .app import create_app
 
-    web.run_app(
-        create_app(config),
-        host=config.listen_host,
-        port=config.listen_port,
-        access_log=None,  # access logging on the hot path costs more than the proxy itself
-        print=lambda msg: print(f"convostore: listening on {config.listen}", file=sys.stderr),
-    )
+    try:
+        web.run_app(
+            create_app(config),
+            host=config.listen_host,
+            port=config.listen_port,
+            access_log=None,  # access logging on the hot path costs more than the proxy itself
+            # Idle connections, and the headers of each request, get this long (aiohttp closes a connection
+            # whose request has not fully arrived when it runs out); bodies get it again in the handlers.
+            keepalive_timeout=config.client_timeout_seconds,
+            print=lambda msg: print(f"convostore: listening on {config.listen}", file=sys.stderr),
+        )
+    except StoreDown as exc:
+        # One line, credentials masked: a traceback would print the Redis URL, password and all.
+        print(f"convostore: cannot start: {mask_userinfo(str(exc))}", file=sys.stderr)
+        raise SystemExit(1) from None

@@ -38,6 +38,9 @@ class Config:
     log_format: str = "json"
     log_level: str = "info"
     upstream_timeout_seconds: float = 600.0
+    # A client gets this long to send a request's headers (and to send the next one on a kept-alive
+    # connection) and then again its body: slow clients must not hold sockets forever.
+    client_timeout_seconds: float = 60.0
     policy: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -57,6 +60,7 @@ class Config:
             "log_format": env.get("CONVOSTORE_LOG_FORMAT"),
             "log_level": env.get("CONVOSTORE_LOG_LEVEL"),
             "upstream_timeout_seconds": env.get("CONVOSTORE_UPSTREAM_TIMEOUT_SECONDS"),
+            "client_timeout_seconds": env.get("CONVOSTORE_CLIENT_TIMEOUT_SECONDS"),
         }
         raw.update({k: v for k, v in overrides.items() if v is not None})
         return _validated(cls(), {k: v for k, v in raw.items() if v is not None})
@@ -89,11 +93,13 @@ def _validated(config: Config, raw: dict[str, Any]) -> Config:
     if "log_level" in raw:
         changes["log_level"] = _choice(str(raw["log_level"]).lower(), LOG_LEVELS, "CONVOSTORE_LOG_LEVEL")
     if "upstream_timeout_seconds" in raw:
-        value = raw["upstream_timeout_seconds"]
-        try:
-            changes["upstream_timeout_seconds"] = float(value)
-        except ValueError:
-            raise ConfigError(f"CONVOSTORE_UPSTREAM_TIMEOUT_SECONDS: not a number: {value!r}") from None
+        changes["upstream_timeout_seconds"] = _seconds(
+            raw["upstream_timeout_seconds"], "CONVOSTORE_UPSTREAM_TIMEOUT_SECONDS"
+        )
+    if "client_timeout_seconds" in raw:
+        changes["client_timeout_seconds"] = _seconds(
+            raw["client_timeout_seconds"], "CONVOSTORE_CLIENT_TIMEOUT_SECONDS"
+        )
     if "config_path" in raw:
         changes["config_path"] = str(raw["config_path"])
         changes["policy"] = load_policy(Path(changes["config_path"]))
@@ -138,6 +144,16 @@ def _positive_int(value: Any, name: str) -> int:
     if number <= 0:
         raise ConfigError(f"{name}: must be positive, got {number}")
     return number
+
+
+def _seconds(value: Any, name: str) -> float:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: not a number: {value!r}") from None
+    if not seconds > 0:
+        raise ConfigError(f"{name}: must be positive, got {seconds}")
+    return seconds
 
 
 def _http_url(value: Any, name: str) -> str:

@@ -48,6 +48,29 @@ class InvalidRequest(ConvoStoreError):
     error_type = "invalid_request_error"
 
 
+class MalformedRequestTarget(InvalidRequest):
+    """A request target with dot segments, encoded slashes, backslashes or in absolute form: refused before
+    routing, since the sidecar and the engine could read it as different paths."""
+
+    code = "invalid_request_target"
+
+
+class RequestTimeout(InvalidRequest):
+    """The client did not send its request body in time."""
+
+    status = 408
+    code = "request_timeout"
+
+
+class ClientDisconnected(ConvoStoreError):
+    """The client went away before its request was read or answered; nothing can be sent to it. 499 (nginx's
+    "client closed request") keeps it apart from the sidecar's own failures in metrics."""
+
+    status = 499
+    error_type = "invalid_request_error"
+    code = "client_disconnected"
+
+
 class AuthenticationError(ConvoStoreError):
     status = 401
     error_type = "invalid_request_error"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections.abc import Awaitable, Callable
 
@@ -12,6 +13,7 @@ from aiohttp import web
 from . import errors
 from .appkeys import AUTH, METRICS
 from .metrics import upstream_started
+from .request_target import check_request_target
 from .store.base import (
     Conflict,
     ConversationMissing,
@@ -24,6 +26,11 @@ from .store.base import (
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id")
 TENANT: web.RequestKey[str] = web.RequestKey("tenant")
+# The sidecar's own unauthenticated endpoints, by resource: a route is exempt only when the router matched
+# exactly it, never because its path looks like one (a prefix would let `/convostore/../v1/…` through).
+PUBLIC_RESOURCES: web.AppKey[frozenset[web.AbstractResource]] = web.AppKey("public_resources")
+# A client's X-Request-Id is echoed and logged: only a bounded, plain one is kept, else we mint our own.
+_CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 log = logging.getLogger("convostore")
 SLOW_REQUEST_MS = 1000.0  # slower requests are logged at info level even when they succeed
@@ -66,16 +73,24 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     """Request id, tenant, error rendering, metrics and the request log; every route passes through here."""
     started = time.perf_counter()
     upstream_started.set(None)
-    request_id = request.headers.get("X-Request-Id") or f"req_{os.urandom(12).hex()}"
+    request_id = _request_id(request.headers.get("X-Request-Id"))
     request[REQUEST_ID] = request_id
     response = await _handle(request, handler, request_id)
     _record(request, response, request_id, started)
     return response
 
 
+def _request_id(client_value: str | None) -> str:
+    if client_value is not None and _CLIENT_REQUEST_ID.fullmatch(client_value):
+        return client_value
+    return f"req_{os.urandom(12).hex()}"
+
+
 async def _handle(request: web.Request, handler: Handler, request_id: str) -> web.StreamResponse:
     try:
-        if not request.path.startswith("/convostore/"):
+        # Before anything reads the path: the router has matched it already, but nothing acts on that yet.
+        check_request_target(request.raw_path)
+        if request.match_info.route.resource not in request.app[PUBLIC_RESOURCES]:
             request[TENANT] = request.app[AUTH].tenant_for(request.headers)
         response = await handler(request)
     except errors.ConvoStoreError as exc:
@@ -98,12 +113,21 @@ async def _handle(request: web.Request, handler: Handler, request_id: str) -> we
         wrapped = err(exc.reason or "Invalid request.")
         wrapped.status = exc.status
         return error_response(wrapped, request_id)
-    except Exception:
+    except Exception as exc:
+        if isinstance(exc, ConnectionResetError) and _client_gone(request):
+            # Not our failure: counted as 499 and logged at info by _record, not as an error.
+            return error_response(errors.ClientDisconnected("The client closed the connection."), request_id)
         log.exception("unhandled error", extra={"request_id": request_id})
         return error_response(errors.ConvoStoreError("Internal server error."), request_id)
     if not response.prepared:
         response.headers.setdefault("X-Request-Id", request_id)
     return response
+
+
+def _client_gone(request: web.Request) -> bool:
+    """Whether the client's connection is closed (its reads fail with ConnectionResetError)."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 def _record(request: web.Request, response: web.StreamResponse, request_id: str, started: float) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from typing import Any
 
@@ -9,17 +10,26 @@ import orjson
 from aiohttp import web
 
 from ..appkeys import CONFIG, STORE
-from ..errors import BodyTooLarge, InvalidRequest, conversation_not_found
+from ..errors import BodyTooLarge, InvalidRequest, RequestTimeout, conversation_not_found
 from ..ids import validate_client_id
 from ..middleware import TENANT
 from ..store import History
 
+# Deeper JSON than this is refused: stored items are nested a few levels further inside records, and orjson
+# refuses to write more than 254 levels (it reads up to 1024), which would surface later as a 500.
+MAX_JSON_DEPTH = 128
+
 
 async def read_body(request: web.Request) -> bytes:
-    limit = request.app[CONFIG].max_body_bytes
+    config = request.app[CONFIG]
+    limit = config.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise BodyTooLarge(f"Request body of {request.content_length} bytes exceeds the limit of {limit}.")
-    body = await request.read()
+    try:
+        async with asyncio.timeout(config.client_timeout_seconds):
+            body = await request.read()
+    except TimeoutError:
+        raise RequestTimeout("The request body was not received in time.") from None
     if len(body) > limit:
         raise BodyTooLarge(f"Request body exceeds the limit of {limit} bytes.")
     return body
@@ -34,7 +44,24 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
         ) from None
     if not isinstance(data, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    # Counting brackets runs at C speed and clears almost every body without walking it.
+    if body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH and _nesting_exceeds(data, MAX_JSON_DEPTH):
+        raise InvalidRequest(
+            f"The JSON body is nested more than {MAX_JSON_DEPTH} levels deep.", code="invalid_json"
+        )
     return data
+
+
+def _nesting_exceeds(value: Any, limit: int) -> bool:
+    """Whether containers nest deeper than `limit` (iterative: a deep body must not exhaust our stack)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 async def read_json(request: web.Request) -> tuple[bytes, dict[str, Any]]:

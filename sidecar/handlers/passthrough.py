@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+from collections.abc import AsyncIterator, Iterable
 
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict, MultiMapping
+from yarl import URL
 
 from ..appkeys import CONFIG, UPSTREAM
-from ..errors import UpstreamError, UpstreamTimeout
+from ..errors import (
+    BodyTooLarge,
+    ClientDisconnected,
+    ConvoStoreError,
+    RequestTimeout,
+    UpstreamError,
+    UpstreamTimeout,
+)
 
 # RFC 9110 §7.6.1 hop-by-hop headers, plus those aiohttp recomputes for the new connection.
 HOP_BY_HOP = frozenset(
@@ -27,33 +38,46 @@ HOP_BY_HOP = frozenset(
         "content-length",
     }
 )
+# The client's credentials towards us (a gateway's session, a claimed tenant) are not the engine's business
+# once the sidecar authenticates; in `none` mode it is a transparent proxy and passes them on.
+CLIENT_CREDENTIALS = {
+    "none": frozenset(),
+    "api_keys": frozenset({"authorization", "cookie", "x-tenant-id"}),
+    "trusted_header": frozenset({"authorization", "cookie"}),
+}
 
 
 async def passthrough(request: web.Request) -> web.StreamResponse:
     upstream = request.app[UPSTREAM]
-    headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+    config = request.app[CONFIG]
+    if request.content_length is not None and request.content_length > config.max_body_bytes:
+        raise BodyTooLarge(
+            f"Request body of {request.content_length} bytes exceeds the limit of {config.max_body_bytes}."
+        )
+    dropped = HOP_BY_HOP | CLIENT_CREDENTIALS[config.auth]
+    headers = forwarded_headers(request.headers, dropped)
     if upstream.api_key:
         headers["Authorization"] = f"Bearer {upstream.api_key}"
-    elif request.app[CONFIG].auth != "none":
-        headers.pop("Authorization", None)  # the client's key is ours, not the engine's
+    body = ClientBody(request, config.max_body_bytes, config.client_timeout_seconds)
     try:
         engine = await upstream.session.request(
             request.method,
-            upstream.url(request.path_qs),
+            # The raw target, checked by the middleware (no dot segments, no encoded slashes): the engine
+            # gets the bytes the router matched, not a re-encoding of them.
+            URL(upstream.url(request.raw_path), encoded=True),
             headers=headers,
-            data=request.content if request.body_exists else None,
+            data=body.chunks() if request.body_exists else None,
             timeout=upstream.timeout,
             allow_redirects=False,
         )
     except TimeoutError:
-        raise UpstreamTimeout("The engine did not answer in time.") from None
+        raise body.failure or UpstreamTimeout("The engine did not answer in time.") from None
     except aiohttp.ClientError as exc:
-        raise UpstreamError(f"The engine is unreachable: {exc.__class__.__name__}.") from None
+        raise body.failure or UpstreamError(f"The engine is unreachable: {exc.__class__.__name__}.") from None
     async with engine:
         response = web.StreamResponse(status=engine.status, reason=engine.reason)
-        for name, value in engine.headers.items():
-            if name.lower() not in HOP_BY_HOP:
-                response.headers.add(name, value)
+        for name, value in forwarded_headers(engine.headers, HOP_BY_HOP).items():
+            response.headers.add(name, value)
         if engine.content_length is not None:
             response.content_length = engine.content_length
         await response.prepare(request)
@@ -62,3 +86,44 @@ async def passthrough(request: web.Request) -> web.StreamResponse:
                 await response.write(chunk)
             await response.write_eof()
     return response
+
+
+def forwarded_headers(headers: MultiMapping[str], dropped: Iterable[str]) -> CIMultiDict[str]:
+    """`headers` without hop-by-hop ones: those in `dropped` and those the message's own Connection
+    header names (RFC 9110 §7.6.1), which are meant for this hop only."""
+    names = set(dropped)
+    for value in headers.getall("Connection", []):
+        names.update(token.strip().lower() for token in value.split(","))
+    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in names)
+
+
+class ClientBody:
+    """The client's request body streamed to the engine, counted against the body limit and read within the
+    client timeout. A failure ends the engine request (the engine sees an aborted upload, never a whole
+    oversized body); `failure` then says what the client is answered instead of an engine error."""
+
+    def __init__(self, request: web.Request, limit: int, timeout: float) -> None:
+        self._content = request.content
+        self._limit = limit
+        self._deadline = asyncio.get_running_loop().time() + timeout
+        self.failure: ConvoStoreError | None = None
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        received = 0
+        while True:
+            try:
+                async with asyncio.timeout_at(self._deadline):
+                    chunk = await self._content.readany()
+            except TimeoutError:
+                self.failure = RequestTimeout("The request body was not received in time.")
+                raise
+            except ConnectionResetError:
+                self.failure = ClientDisconnected("The client closed the connection.")
+                raise
+            if not chunk:
+                return
+            received += len(chunk)
+            if received > self._limit:
+                self.failure = BodyTooLarge(f"Request body exceeds the limit of {self._limit} bytes.")
+                raise self.failure
+            yield chunk

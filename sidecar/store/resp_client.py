@@ -35,6 +35,16 @@ class RedisReplyError(Exception):
     """Redis answered with an error reply."""
 
 
+class RedisAuthFailed(RedisUnavailable):
+    """Redis refused our credentials (NOAUTH, WRONGPASS): to the sidecar, a store it cannot use, like one
+    that is down, not a failed command."""
+
+
+_AUTH_REPLIES = ("NOAUTH", "WRONGPASS")
+# A large command before AUTH is refused as a protocol error (Redis ≥ 6.2), and the connection closed.
+_UNAUTHENTICATED_PROTOCOL_ERROR = "ERR Protocol error: unauthenticated"
+
+
 class _Connection(asyncio.Protocol):
     def __init__(self) -> None:
         self._reader = hiredis.Reader()
@@ -54,7 +64,11 @@ class _Connection(asyncio.Protocol):
             if future.done():
                 continue
             if isinstance(reply, hiredis.ReplyError):
-                future.set_exception(RedisReplyError(str(reply)))
+                message = str(reply)
+                auth = message.startswith(_AUTH_REPLIES) or message.startswith(
+                    _UNAUTHENTICATED_PROTOCOL_ERROR
+                )
+                future.set_exception(RedisAuthFailed(message) if auth else RedisReplyError(message))
             else:
                 future.set_result(reply)
 
@@ -121,8 +135,18 @@ class PipelinedRedis:
             handshake.append(conn.send(_pack("AUTH", *auth)))
         if params.get("db"):
             handshake.append(conn.send(_pack("SELECT", params["db"])))
-        for reply in handshake:
-            await reply
+        try:
+            # Every reply is collected, so none is left failing unobserved when the first one fails.
+            replies = await asyncio.gather(*handshake, return_exceptions=True)
+        except BaseException:
+            conn.close()
+            raise
+        failure = next((reply for reply in replies if isinstance(reply, BaseException)), None)
+        if failure is not None:  # WRONGPASS, an older Redis's "ERR invalid password", a bad db number
+            conn.close()
+            if isinstance(failure, RedisUnavailable):
+                raise failure
+            raise RedisUnavailable(f"Redis refused the connection: {failure}") from failure
         return conn
 
     async def _connection(self) -> _Connection:
