@@ -12,18 +12,24 @@ Message = dict[str, Any]
 CHAT_ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 
 
-def items_to_messages(items: list[Item], instructions: str | None = None) -> list[Message]:
+def items_to_messages(
+    items: list[Item], instructions: str | None = None, *, first_input: int = 0
+) -> list[Message]:
     """History as chat messages: a lone text part becomes a plain string, function calls become
-    `tool_calls` on an assistant message, their outputs `tool` messages; reasoning is not re-sent."""
+    `tool_calls` on an assistant message, their outputs `tool` messages; reasoning is not re-sent.
+
+    A part chat cannot express is a 400: `items[first_input:]` are the request's `input`, so the error
+    names `input[i]…`; one from the stored history names the earlier turn."""
     messages: list[Message] = []
     if instructions:
         messages.append({"role": "system", "content": instructions})
-    for item in items:
+    for n, item in enumerate(items):
         item_type = item.get("type", "message")
         if item_type == "message":
             # Many chat templates know no "developer" role; it means system to them.
             role = "system" if item["role"] == "developer" else item["role"]
-            messages.append({"role": role, "content": _chat_content(item["content"])})
+            param = f"input[{n - first_input}].content" if n >= first_input else "previous_response_id"
+            messages.append({"role": role, "content": _chat_content(item["content"], param)})
         elif item_type == "function_call":
             call = {
                 "id": item["call_id"],
@@ -37,7 +43,8 @@ def items_to_messages(items: list[Item], instructions: str | None = None) -> lis
                 messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
         elif item_type == "function_call_output":
             output = item["output"]
-            content = output if isinstance(output, str) else _chat_content(output)
+            param = f"input[{n - first_input}].output" if n >= first_input else "previous_response_id"
+            content = output if isinstance(output, str) else _chat_content(output, param)
             messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": content})
     return messages
 
@@ -46,7 +53,7 @@ def _open_for_tool_calls(message: Message) -> bool:
     return True if "tool_calls" in message else message.get("content") is not None
 
 
-def _chat_content(parts: list[Item] | str) -> Any:
+def _chat_content(parts: list[Item] | str, param: str) -> Any:
     if isinstance(parts, str):
         return parts
     texts = [p.get("text") for p in parts if p.get("type") in ("input_text", "output_text")]
@@ -54,18 +61,39 @@ def _chat_content(parts: list[Item] | str) -> Any:
         return texts[0]
     if len(texts) == len(parts):
         return [{"type": "text", "text": t} for t in texts]
-    return [_chat_part(p) for p in parts]
+    return [_chat_part(p, f"{param}[{j}]") for j, p in enumerate(parts)]
 
 
-def _chat_part(part: Item) -> Item:
+def _chat_part(part: Item, param: str) -> Item:
     part_type = part.get("type")
     if part_type in ("input_text", "output_text"):
         return {"type": "text", "text": part["text"]}
     if part_type == "input_image":
-        return {"type": "image_url", "image_url": {"url": part.get("image_url") or part.get("file_id")}}
+        if not part.get("image_url"):
+            raise _inexpressible(
+                "an image given by 'file_id' (chat images are URLs); send its 'image_url' instead",
+                f"{param}.file_id",
+            )
+        image: Item = {"url": part["image_url"]}
+        if part.get("detail"):
+            image["detail"] = part["detail"]
+        return {"type": "image_url", "image_url": image}
+    if part_type == "input_file":
+        if part.get("file_url"):
+            raise _inexpressible(
+                "a file given by 'file_url' (chat files are file_data or file_id)", f"{param}.file_url"
+            )
+        file = {key: part[key] for key in ("file_data", "file_id", "filename") if part.get(key)}
+        return {"type": "file", "file": file}
     if part_type == "refusal":
         return {"type": "text", "text": part.get("refusal", "")}
     return dict(part)
+
+
+def _inexpressible(what: str, param: str) -> InvalidRequest:
+    return InvalidRequest(
+        f"The engine speaks chat completions, which cannot carry {what}.", param=param, code="invalid_value"
+    )
 
 
 def messages_to_items(messages: Any, param: str = "messages") -> list[Item]:
@@ -136,7 +164,14 @@ def _from_chat_part(part: Any) -> Any:
     if isinstance(part, dict) and part.get("type") == "image_url":
         image = part.get("image_url")
         url = image.get("url") if isinstance(image, dict) else image
-        return {"type": "input_image", "image_url": url, "detail": "auto"}
+        detail = image.get("detail") if isinstance(image, dict) else None
+        return {"type": "input_image", "image_url": url, "detail": detail or "auto"}
+    if isinstance(part, dict) and part.get("type") == "file" and isinstance(part.get("file"), dict):
+        file = part["file"]
+        return {
+            "type": "input_file",
+            **{k: file[k] for k in ("file_data", "file_id", "filename") if k in file},
+        }
     return part
 
 

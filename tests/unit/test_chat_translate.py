@@ -5,16 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import orjson
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sidecar.wire.chat_messages import items_to_messages
+from sidecar.errors import InvalidRequest
+from sidecar.wire.chat_messages import items_to_messages, messages_to_items
 from sidecar.wire.chat_translate import (
     ChatStreamTranslator,
     chat_completion_to_output,
     finish_status,
     responses_to_chat_request,
 )
+from sidecar.wire.items import parse_input
 from sidecar.wire.resource import build_response_resource
 from sidecar.wire.sse import SSEDecoder
 from tests.conformance import (
@@ -425,3 +428,53 @@ def test_openai_sdk_streams_translated_tool_calls_end_to_end() -> None:
     assert (call.type, call.name, call.arguments) == ("function_call", "get_weather", '{"city":"Oslo"}')
     assert call.call_id.startswith("call_sc")  # the sidecar's, not the engine's "c1"
     assert response.usage.input_tokens == 9
+
+
+# -- content parts a chat engine can and cannot carry --------------------------------------------------------
+
+
+def user_parts(*parts: Event) -> list[Event]:
+    return parse_input([{"role": "user", "content": [{"type": "input_text", "text": "look"}, *parts]}])
+
+
+def test_an_image_keeps_its_detail_for_chat() -> None:
+    items = user_parts({"type": "input_image", "image_url": "https://x/cat.png", "detail": "low"})
+    assert items_to_messages(items)[0]["content"][1] == {
+        "type": "image_url",
+        "image_url": {"url": "https://x/cat.png", "detail": "low"},
+    }
+
+
+def test_a_file_id_image_cannot_go_to_a_chat_engine() -> None:
+    history = parse_input("earlier")
+    items = history + user_parts({"type": "input_image", "file_id": "file-123", "detail": "auto"})
+    with pytest.raises(InvalidRequest) as refused:
+        items_to_messages(items, first_input=len(history))
+    assert refused.value.param == "input[0].content[1].file_id"
+
+
+def test_an_input_file_becomes_a_chat_file_part() -> None:
+    items = user_parts(
+        {"type": "input_file", "file_data": "data:application/pdf;base64,AA==", "filename": "a.pdf"}
+    )
+    assert items_to_messages(items)[0]["content"][1] == {
+        "type": "file",
+        "file": {"file_data": "data:application/pdf;base64,AA==", "filename": "a.pdf"},
+    }
+    with pytest.raises(InvalidRequest) as refused:
+        items_to_messages(user_parts({"type": "input_file", "file_url": "https://x/a.pdf"}))
+    assert refused.value.param == "input[0].content[1].file_url"
+
+
+def test_chat_image_and_file_parts_come_back_the_same() -> None:
+    messages = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "look"},
+                {"type": "image_url", "image_url": {"url": "https://x/cat.png", "detail": "high"}},
+                {"type": "file", "file": {"file_id": "file-1", "filename": "a.pdf"}},
+            ],
+        }
+    ]
+    assert items_to_messages(messages_to_items(messages)) == messages
