@@ -11,6 +11,21 @@ from ..errors import InvalidRequest
 from ..ids import validate_client_id
 from ..wire.items import parse_input
 
+# The `include` values the Responses API defines (the openai SDK's ResponseIncludable): another is a typo
+# or a feature nobody serves, and accepting it silently would hide that.
+INCLUDABLE = frozenset(
+    {
+        "file_search_call.results",
+        "web_search_call.results",
+        "web_search_call.action.sources",
+        "message.input_image.image_url",
+        "computer_call_output.output.image_url",
+        "code_interpreter_call.outputs",
+        "reasoning.encrypted_content",
+        "message.output_text.logprobs",
+    }
+)
+
 # Fields the sidecar acts on itself; everything else goes to the engine as the client sent it.
 SIDECAR_FIELDS = frozenset(
     {"input", "previous_response_id", "conversation", "background", "metadata", "store", "stream"}
@@ -56,6 +71,7 @@ def parse_create(body: dict[str, Any]) -> CreateRequest:
     items = parse_input(body.get("input", []))
     if body.get("tools") is not None and not isinstance(body["tools"], list):
         raise InvalidRequest("Invalid type for 'tools': expected an array.", param="tools")
+    check_include(body.get("include"))
     store = body.get("store")
     return CreateRequest(
         body=body,
@@ -74,6 +90,22 @@ def _conversation_id(value: Any) -> str | None:
     if isinstance(value, dict):
         value = value.get("id")
     return validate_client_id(value, "conversation")
+
+
+def check_include(include: Any) -> None:
+    if include is None:
+        return
+    if not isinstance(include, list):
+        raise InvalidRequest("Invalid type for 'include': expected an array of strings.", param="include")
+    for i, value in enumerate(include):
+        if not isinstance(value, str) or value not in INCLUDABLE:
+            raise InvalidRequest(
+                f"Invalid value for 'include[{i}]': {value!r}. Supported values are: "
+                + ", ".join(f"'{v}'" for v in sorted(INCLUDABLE))
+                + ".",
+                param=f"include[{i}]",
+                code="invalid_value",
+            )
 
 
 def check_metadata(metadata: Any) -> None:
