@@ -108,6 +108,14 @@ class UpstreamError(ConvoStoreError):
     code = "upstream_error"
 
 
+class RateLimited(ConvoStoreError):
+    """A rate limit (the engine's, passed on): 429 with `Retry-After`, so clients and gateways back off."""
+
+    status = 429
+    error_type = "requests"
+    code = "rate_limit_exceeded"
+
+
 class UpstreamTimeout(ConvoStoreError):
     status = 504
     error_type = "server_error"

@@ -14,21 +14,23 @@ import orjson
 from aiohttp import web
 
 from ..appkeys import CONFIG, METRICS, STORE, UPSTREAM
-from ..errors import InvalidRequest, UpstreamError, engine_rejected
+from ..errors import InvalidRequest, UpstreamError
 from ..fingerprint import estimate_tokens, prefix_fingerprint
 from ..ids import validate_client_id
 from ..middleware import REQUEST_ID, TENANT
 from ..stored_items import decode_items
 from ..turns import plan_turn, record_response
+from ..wire.chat_chunks import ChatClientStream, with_sidecar_call_ids
 from ..wire.chat_messages import items_to_messages, messages_to_items
-from ..wire.chat_translate import ChatStreamTranslator
+from ..wire.chat_translate import ChatStreamTranslator, chat_choice
 from ..wire.items import canonical_tools
 from ..wire.resource import build_response_resource
-from ..wire.sse import DONE, SSEDecoder
+from ..wire.sse import SSEDecoder
+from ..wire.stream_state import MalformedEvent
 from .common import idempotency_key, read_json, request_hash, stateful_headers
-from .engine_answer import read_engine_json, save_quietly, settle_departed_client
+from .engine_answer import read_engine_json, require_event_stream, save_quietly, settle_departed_client
 from .passthrough import passthrough
-from .sse_relay import EventStreamResponse
+from .sse_relay import ClientGone, EventStreamResponse
 
 routes = web.RouteTableDef()
 log = logging.getLogger("convostore.chat")
@@ -62,10 +64,16 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             "X-Previous-Response-Id belongs to another conversation.", param="X-Previous-Response-Id"
         )
     stream = bool(body.get("stream"))
-    messages = items_to_messages(decode_items([*plan.history, *(b for _, b in plan.input_items)]))
+    stream_options = body.get("stream_options") or {}
+    if not isinstance(stream_options, dict):
+        raise InvalidRequest("Invalid type for 'stream_options': expected an object.", param="stream_options")
+    messages = items_to_messages(
+        decode_items([*plan.history, *(b for _, b in plan.input_items)]), first_input=len(plan.history)
+    )
     engine_body: dict[str, Any] = {**body, "messages": messages}
     if stream:
-        engine_body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+        # The stored turn needs usage; the client gets a usage chunk only if it asked (ChatClientStream).
+        engine_body["stream_options"] = {**stream_options, "include_usage": True}
     headers = stateful_headers(
         request_id=request[REQUEST_ID],
         conversation_id=plan.conversation_id,
@@ -95,7 +103,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
     if not stream:
         return await _complete(engine, translator, headers, save)
-    return await _relay(request, engine, translator, headers, save)
+    client = ChatClientStream(translator, include_usage=bool(stream_options.get("include_usage")))
+    return await _relay(request, engine, translator, client, headers, save)
 
 
 async def _complete(
@@ -103,20 +112,18 @@ async def _complete(
 ) -> web.Response:
     answer = await read_engine_json(engine)
     try:
-        choice = answer["choices"][0]
+        choice, message = chat_choice(answer)
         # The translator's stream path captures a whole answer as well as deltas: one code path for both.
-        translator.feed(
-            {
-                **answer,
-                "choices": [
-                    {"index": 0, "delta": choice["message"], "finish_reason": choice.get("finish_reason")}
-                ],
-            }
-        )
+        delta = {"index": 0, "delta": message, "finish_reason": choice.get("finish_reason")}
+        translator.feed({**answer, "choices": [delta]})
         translator.finish()
-    except (KeyError, IndexError, TypeError):
-        raise UpstreamError("The engine answered something that is not a chat completion.") from None
+    except Exception as exc:  # whatever an answer of the wrong shape trips: the engine's fault, a 502
+        reason = str(exc) if isinstance(exc, MalformedEvent) else exc.__class__.__name__
+        raise UpstreamError(
+            f"The engine answered something that is not a chat completion: {reason}."
+        ) from None
     assert translator.final_response is not None
+    with_sidecar_call_ids(message, translator)  # the client answers a call by the id that is stored
     await save(translator.final_response)
     return web.Response(body=orjson.dumps(answer), content_type="application/json", headers=headers)
 
@@ -125,59 +132,55 @@ async def _relay(
     request: web.Request,
     engine: aiohttp.ClientResponse,
     translator: ChatStreamTranslator,
+    client: ChatClientStream,
     headers: dict[str, str],
     save: Any,
 ) -> web.StreamResponse:
-    """Chunks go to the client byte for byte, one write each, as they come; a copy is decoded to capture
-    the answer."""
-    if engine.status >= 400:
-        async with engine:
-            raise engine_rejected(engine.status, await engine.read())
+    """Chunks go to the client as they come, one write per engine chunk; the translator captures the
+    answer. However the engine's stream ends (whole, cut, an error chunk, a chunk of the wrong shape), the
+    client's ends with `[DONE]` or an error chunk, and the stored turn says the same."""
+    await require_event_stream(engine)
     response = EventStreamResponse(headers)
     await response.prepare(request)
     decoder = SSEDecoder()
     saved = False
+
+    async def send(frames: bytes) -> None:
+        nonlocal saved
+        if translator.final_response is not None and not saved:
+            # Store before `[DONE]` reaches the client: SDKs stop reading there and may chain at once.
+            saved = True
+            await asyncio.shield(save_quietly(save, translator.final_response))
+        if frames:
+            try:
+                await response.write(frames)
+            except (ConnectionResetError, RuntimeError) as exc:
+                raise ClientGone from exc
+
     try:
         try:
             async for chunk in engine.content.iter_any():
-                done = False
-                for message in decoder.feed(chunk):
-                    if message.data == DONE:
-                        done = True
-                    elif message.data.strip():
-                        translator.feed(orjson.loads(message.data))
-                if done and not saved:
-                    # Store before `[DONE]` reaches the client: SDKs stop reading there and may chain at
-                    # once. The chunk still goes out whole, in one write, right after.
-                    if translator.status is None:
-                        translator.finish()
-                    if translator.final_response is not None:
-                        await asyncio.shield(save_quietly(save, translator.final_response))
-                        saved = True
-                await response.write(chunk)
-            if translator.status is None:
-                translator.finish()
-        except (TimeoutError, aiohttp.ClientError, orjson.JSONDecodeError) as exc:
-            translator.fail(f"The engine failed mid-stream: {exc.__class__.__name__}.", "server_error")
-            error = {
-                "error": {
-                    "message": "The engine failed mid-stream.",
-                    "type": "server_error",
-                    "param": None,
-                    "code": "server_error",
-                }
-            }
-            with contextlib.suppress(ConnectionResetError, RuntimeError):
-                await response.write(b"data: " + orjson.dumps(error) + b"\n\n")
-    except (ConnectionResetError, RuntimeError, asyncio.CancelledError) as exc:
+                await send(client.feed(decoder.feed(chunk)))
+                if client.ended:
+                    break
+            else:
+                await send(client.feed(decoder.flush()) + client.end())
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            log.warning("engine stream failed: %s", exc.__class__.__name__)
+            await send(client.fail(f"The engine failed mid-stream: {exc.__class__.__name__}."))
+        except ClientGone:
+            raise
+        except Exception:
+            # The headers are out: the client still gets a well-formed end, never a 500 inside the body.
+            log.exception("relaying the engine's chat stream failed")
+            await send(client.fail("The sidecar could not relay the engine's stream."))
+    except (ClientGone, asyncio.CancelledError) as exc:
         await settle_departed_client(engine, translator, save, saved=saved)
         if isinstance(exc, asyncio.CancelledError):
             raise
         return response
     finally:
         engine.release()
-    if translator.final_response is not None and not saved:
-        await asyncio.shield(save_quietly(save, translator.final_response))
     with contextlib.suppress(ConnectionResetError, RuntimeError):
         await response.write_eof()
     return response

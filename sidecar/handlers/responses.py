@@ -10,6 +10,7 @@ import orjson
 from aiohttp import web
 
 from ..appkeys import CONFIG, METRICS, STORE, UPSTREAM
+from ..errors import UpstreamError
 from ..fingerprint import estimate_tokens, prefix_fingerprint
 from ..middleware import REQUEST_ID, TENANT
 from ..store import TurnResult
@@ -20,6 +21,7 @@ from ..wire.chat_translate import ChatStreamTranslator, chat_completion_to_outpu
 from ..wire.items import canonical_tools
 from ..wire.resource import build_response_resource
 from ..wire.stream_repair import ResponsesStreamRewriter, rewrite_response
+from ..wire.stream_state import MalformedEvent
 from .common import idempotency_key, read_json, request_hash, stateful_headers
 from .engine_answer import read_engine_json
 from .replay import replay_if_seen
@@ -99,14 +101,16 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         if api == "responses"
         else ChatStreamTranslator(base, plan.mint)
     )
-    return await relay_stream(request, engine_response, translator, headers, save, chat=api != "responses")
+    return await relay_stream(request, engine_response, translator, headers, save)
 
 
 def _engine_request(api: str, create: CreateRequest, plan: TurnPlan) -> tuple[str, bytes]:
     items = [*plan.history, *(b for _, b in plan.input_items)]
     if api == "responses":
         return "/v1/responses", responses_engine_body(create.body, items, stream=create.stream)
-    messages = items_to_messages(decode_items(items), create.body.get("instructions"))
+    messages = items_to_messages(
+        decode_items(items), create.body.get("instructions"), first_input=len(plan.history)
+    )
     chat = responses_to_chat_request({**create.body, "stream": create.stream}, messages)
     return "/v1/chat/completions", orjson.dumps(chat)
 
@@ -116,12 +120,19 @@ async def _complete(
 ) -> dict[str, Any]:
     """A non-streamed answer as the sidecar's response object; nothing is stored on failure."""
     answer = await read_engine_json(engine_response)
-    if api == "responses":
-        return rewrite_response(answer, base, plan.mint)
-    output, usage, status = chat_completion_to_output(answer, plan.mint)
+    try:
+        if api == "responses":
+            return rewrite_response(answer, base, plan.mint)
+        output, usage, status = chat_completion_to_output(answer, plan.mint)
+    except Exception as exc:  # whatever an answer of the wrong shape trips: the engine's fault, a 502
+        raise UpstreamError(f"The engine's answer is not a valid {api} answer: {_reason(exc)}.") from None
     now = int(time.time())
     final = {**base, "status": status, "output": output, "usage": usage}
     final["completed_at"] = now if status == "completed" else None
     if status == "incomplete":
         final["incomplete_details"] = {"reason": "max_output_tokens"}
     return final
+
+
+def _reason(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, MalformedEvent) else exc.__class__.__name__

@@ -1,8 +1,9 @@
 """Relays an engine's event stream to the client as repaired Responses events, capturing the turn.
 
 Each engine chunk's events are translated and written, in one write, as soon as the chunk arrives. The
-turn is stored when the terminal event passes; if the engine fails first it is stored `failed`, if the
-client leaves first the engine request is cancelled and it is stored `incomplete`.
+turn is stored when the terminal event passes; if the engine fails first (an error event, a cut stream,
+an event of the wrong shape, anything that raises) it ends with `response.failed` and is stored `failed`;
+if the client leaves first the engine request is cancelled and it is stored `incomplete`.
 """
 
 from __future__ import annotations
@@ -17,9 +18,8 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from ..errors import engine_rejected
-from ..wire.sse import DONE, SSEDecoder, encode_events
-from .engine_answer import save_quietly, settle_departed_client
+from ..wire.sse import DONE, SSEDecoder, SSEMessage, encode_events
+from .engine_answer import require_event_stream, save_quietly, settle_departed_client
 
 log = logging.getLogger("convostore.stream")
 
@@ -31,15 +31,17 @@ class StreamTranslator(Protocol):
     @property
     def final_response(self) -> dict[str, Any] | None: ...
 
-    def feed(self, event: dict[str, Any]) -> list[dict[str, Any]]: ...
+    def translate(self, event: Any) -> list[dict[str, Any]]: ...
+
+    def end(self, *, done: bool) -> list[dict[str, Any]]: ...
 
     def fail(self, message: str, code: str) -> list[dict[str, Any]]: ...
 
     def incomplete(self, reason: str) -> dict[str, Any]: ...
 
 
-class _ClientGone(Exception):
-    pass
+class ClientGone(Exception):
+    """The client's connection broke while the relay wrote to it."""
 
 
 class EventStreamResponse(web.StreamResponse):
@@ -58,12 +60,8 @@ async def relay_stream(
     translator: StreamTranslator,
     headers: dict[str, str],
     save: Callable[[dict[str, Any]], Awaitable[Any]],
-    *,
-    chat: bool,
 ) -> web.StreamResponse:
-    if engine.status >= 400:
-        async with engine:
-            raise engine_rejected(engine.status, await engine.read())
+    await require_event_stream(engine)
     response = EventStreamResponse(headers)
     await response.prepare(request)
 
@@ -88,29 +86,26 @@ async def relay_stream(
             # Nothing can follow a terminal event: it and the end of the body go out in one write.
             await response.write_eof(encode_events(events))
         except (ConnectionResetError, RuntimeError) as exc:
-            raise _ClientGone from exc
+            raise ClientGone from exc
 
     final: dict[str, Any] | None = None
     try:
         try:
-            await _pump(engine, translator, send, chat=chat)
-            if translator.status is None:
-                finish = getattr(translator, "finish", None)
-                if chat and finish is not None:
-                    await send(finish())
-                else:
-                    await send(
-                        translator.fail(
-                            "The engine's stream ended before the response finished.", "server_error"
-                        )
-                    )
-        except (TimeoutError, aiohttp.ClientError, orjson.JSONDecodeError) as exc:
+            await _pump(engine, translator, send)
+        except (TimeoutError, aiohttp.ClientError) as exc:
             log.warning("engine stream failed: %s", exc.__class__.__name__)
             await send(
                 translator.fail(f"The engine failed mid-stream: {exc.__class__.__name__}.", "server_error")
             )
+        except ClientGone:
+            raise
+        except Exception:
+            # The headers are out: whatever went wrong, the client gets a well-formed end, and the turn is
+            # stored failed, never a 500 written into the middle of the body.
+            log.exception("relaying the engine's stream failed")
+            await send(translator.fail("The sidecar could not relay the engine's stream.", "server_error"))
         final = translator.final_response
-    except (_ClientGone, asyncio.CancelledError) as exc:
+    except (ClientGone, asyncio.CancelledError) as exc:
         await settle_departed_client(engine, translator, save, saved=saved)
         if isinstance(exc, asyncio.CancelledError):
             raise
@@ -128,27 +123,30 @@ async def _pump(
     engine: aiohttp.ClientResponse,
     translator: StreamTranslator,
     send: Callable[[list[dict[str, Any]]], Awaitable[None]],
-    *,
-    chat: bool,
 ) -> None:
+    """Engine events in, repaired events out, until the stream ends (then `end` closes it) or a terminal
+    event has gone out."""
     decoder = SSEDecoder()
-    finish = getattr(translator, "finish", None)
     async for chunk in engine.content.iter_any():
-        events: list[dict[str, Any]] = []
-        try:
-            for message in decoder.feed(chunk):
-                data = message.data
-                if data == DONE:
-                    if finish is not None and translator.status is None:
-                        events += finish()
-                    continue
-                if not data.strip():
-                    continue
-                event = orjson.loads(data)
-                if isinstance(event, dict):
-                    events += translator.feed(event)
-        except orjson.JSONDecodeError:
-            await send(events)  # what the chunk said before the bad event still reaches the client
-            raise
         # One write per engine chunk, not per event: the client gets the chunk's events together, at once.
-        await send(events)
+        await send(_translate(decoder.feed(chunk), translator))
+        if translator.status is not None:
+            return
+    events = _translate(decoder.flush(), translator)  # a last event the engine left unterminated
+    await send(events + translator.end(done=False))
+
+
+def _translate(messages: list[SSEMessage], translator: StreamTranslator) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    for message in messages:
+        data = message.data
+        if data == DONE:
+            events += translator.end(done=True)
+        elif data.strip():
+            try:
+                event = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                events += translator.fail("The engine sent an event that is not JSON.", "server_error")
+            else:
+                events += translator.translate(event)
+    return events

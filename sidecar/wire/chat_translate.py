@@ -8,7 +8,7 @@ from typing import Any
 
 from . import events as ev
 from .resource import complete_output_item, normalise_usage
-from .stream_state import CapturedStream, ResponseStreamState
+from .stream_state import CapturedStream, MalformedEvent, ResponseStreamState
 
 JSONObject = dict[str, Any]
 MintId = Callable[[str], str]
@@ -58,10 +58,9 @@ def responses_to_chat_request(body: JSONObject, messages: list[JSONObject]) -> J
 
 
 def chat_completion_to_output(chat: JSONObject, mint_id: MintId) -> tuple[list[JSONObject], JSONObject, str]:
-    """Output items, Responses usage and status of a non-streamed chat completion."""
-    choices = chat.get("choices") or [{}]
-    choice = choices[0]
-    message = choice.get("message") or {}
+    """Output items, Responses usage and status of a non-streamed chat completion; `MalformedEvent` if it
+    is not one (the caller answers 502 and stores nothing)."""
+    choice, message = chat_choice(chat)
     status, _ = finish_status(choice.get("finish_reason"))
     item_status = "completed" if status == "completed" else "incomplete"
     items: list[JSONObject] = []
@@ -77,7 +76,7 @@ def chat_completion_to_output(chat: JSONObject, mint_id: MintId) -> tuple[list[J
             parts.append({"type": "refusal", "refusal": refusal})
         items.append(_message_item(mint_id("msg"), parts, item_status))
     for call in tool_calls:
-        function = call.get("function") or {}
+        function = call["function"]
         items.append(
             complete_output_item(
                 {
@@ -91,6 +90,29 @@ def chat_completion_to_output(chat: JSONObject, mint_id: MintId) -> tuple[list[J
             )
         )
     return items, normalise_usage(chat.get("usage")), status
+
+
+def chat_choice(chat: JSONObject) -> tuple[JSONObject, JSONObject]:
+    """The first choice of a chat completion and its message, checked for the shapes the sidecar reads."""
+    choices = chat.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise MalformedEvent("a chat completion without choices")
+    choice = choices[0]
+    message = choice.get("message")
+    if not isinstance(message, dict):
+        raise MalformedEvent("a chat completion choice without a message")
+    for field in ("content", "refusal", "reasoning_content", "reasoning"):
+        if not isinstance(message.get(field) or "", str):
+            raise MalformedEvent(f"a chat completion message whose {field} is not a string")
+    tool_calls = message.get("tool_calls") or []
+    if not isinstance(tool_calls, list) or not all(
+        isinstance(call, dict)
+        and isinstance(call.get("function"), dict)
+        and isinstance(call["function"].get("name") or "", str)
+        for call in tool_calls
+    ):
+        raise MalformedEvent("a chat completion message whose tool_calls are not function calls")
+    return choice, message
 
 
 def finish_status(finish_reason: str | None) -> tuple[str, JSONObject | None]:
@@ -113,35 +135,61 @@ class ChatStreamTranslator(CapturedStream):
         self._calls: dict[int, int] = {}  # chat tool_calls index -> output_index, while open
         self._call_meta: dict[int, JSONObject] = {}  # output_index -> {id, call_id, name}
         self._ids: dict[int, str] = {}
+        self._call_ids: dict[int, str] = {}  # chat tool_calls index -> the call id the sidecar minted
         self._finish_reason: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        """The engine said why it stopped (a `finish_reason`): the answer is whole."""
+        return self._finish_reason is not None
+
+    def call_id(self, chat_index: int) -> str | None:
+        """The sidecar's call id for the engine's tool call at `chat_index` (what a chat client must see)."""
+        return self._call_ids.get(chat_index)
 
     def feed(self, chunk: JSONObject) -> list[JSONObject]:
         if self._state.terminated:
             return []
         error = chunk.get("error")
-        if isinstance(error, dict) and not chunk.get("choices"):
+        if error is not None and not chunk.get("choices"):
+            if not isinstance(error, dict):
+                return self.fail(str(error) or "engine error", "server_error")
             code = error.get("code") if isinstance(error.get("code"), str) else error.get("type")
             return self.fail(str(error.get("message") or "engine error"), str(code or "server_error"))
+        choices = chunk.get("choices") or []
+        if not isinstance(choices, list):
+            raise MalformedEvent("chat chunk choices is not a list")
         out = [] if self._state.streaming else self._state.start()
         usage = chunk.get("usage")
         self._state.set_usage(usage if isinstance(usage, dict) else None)
-        for choice in chunk.get("choices") or []:
+        for choice in choices:
             # n > 1 has no Responses equivalent: the first choice is the answer.
+            if not isinstance(choice, dict):
+                raise MalformedEvent("chat chunk choice is not an object")
             if choice.get("index", 0) != 0:
                 continue
             delta = choice.get("delta") or {}
+            if not isinstance(delta, dict):
+                raise MalformedEvent("chat chunk delta is not an object")
             reasoning = delta.get("reasoning_content") or delta.get("reasoning")
             if isinstance(reasoning, str) and reasoning:
                 out += self._reasoning_delta(reasoning)
             content = delta.get("content")
             if isinstance(content, str) and content:
                 out += self._text_delta(content)
-            for call in delta.get("tool_calls") or []:
-                out += self._tool_call_delta(call)
+            tool_calls = delta.get("tool_calls") or []
+            if not isinstance(tool_calls, list):
+                raise MalformedEvent("chat chunk tool_calls is not a list")
+            for position, call in enumerate(tool_calls):
+                out += self._tool_call_delta(call, position)
             if choice.get("finish_reason"):
                 self._finish_reason = choice["finish_reason"]
                 out += self._close_all()
         return out
+
+    def _end(self, done: bool) -> list[JSONObject]:
+        # `[DONE]` or a finish_reason says the answer is whole; a stream cut before either is not.
+        return self.finish() if done or self.finished else super()._end(done)
 
     def finish(self) -> list[JSONObject]:
         """At `[DONE]` or the end of the engine stream: close what is open, send the terminal event."""
@@ -221,14 +269,18 @@ class ChatStreamTranslator(CapturedStream):
             self._state.emit(ev.output_item_done(index, _reasoning_item(item_id, text))),
         ]
 
-    def _tool_call_delta(self, call: JSONObject) -> list[JSONObject]:
+    def _tool_call_delta(self, call: JSONObject, position: int) -> list[JSONObject]:
         out: list[JSONObject] = []
-        chat_index = call.get("index")
-        chat_index = chat_index if isinstance(chat_index, int) else len(self._calls)
+        if not isinstance(call, dict):
+            raise MalformedEvent("chat tool call is not an object")
+        chat_index = tool_call_index(call, position)
         function = call.get("function") or {}
+        if not isinstance(function, dict) or not isinstance(function.get("name") or "", str):
+            raise MalformedEvent("chat tool call function is not an object with a string name")
         if chat_index not in self._calls:
             out += self._close_reasoning() + self._close_message()
             meta = {"call_id": self._mint("call"), "name": function.get("name") or ""}
+            self._call_ids[chat_index] = meta["call_id"]
             item = {"type": "function_call", "status": "in_progress", "arguments": "", **meta}
             index, _, added = self._add("fc", item)
             self._calls[chat_index] = index
@@ -256,6 +308,13 @@ class ChatStreamTranslator(CapturedStream):
 
     def _close_all(self) -> list[JSONObject]:
         return self._close_reasoning() + self._close_message() + self._close_calls()
+
+
+def tool_call_index(call: JSONObject, position: int) -> int:
+    """Which call a chat tool-call delta continues: its `index`, else (a non-stream message, a sloppy
+    engine) its place in the list."""
+    index = call.get("index")
+    return index if isinstance(index, int) and not isinstance(index, bool) else position
 
 
 def _message_item(item_id: str, parts: list[JSONObject], status: str) -> JSONObject:

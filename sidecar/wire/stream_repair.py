@@ -8,7 +8,7 @@ from typing import Any
 
 from . import events as ev
 from .resource import complete_output_item, complete_part, item_id_prefix, normalise_usage
-from .stream_state import CapturedStream, ResponseStreamState
+from .stream_state import CapturedStream, MalformedEvent, ResponseStreamState
 
 JSONObject = dict[str, Any]
 MintId = Callable[[str], str]
@@ -301,16 +301,22 @@ def rewrite_response(
     now: Callable[[], float] = time.time,
     infer_length_limit: bool = True,
 ) -> JSONObject:
-    """A non-streamed engine answer as the sidecar's complete response object."""
+    """A non-streamed engine answer as the sidecar's complete response object; `MalformedEvent` if it is
+    not a response (the caller answers 502 and stores nothing)."""
+    engine_output = engine_response.get("output")
+    if not isinstance(engine_output, list) or not all(isinstance(item, dict) for item in engine_output):
+        raise MalformedEvent("a response whose output is not a list of items")
+    status = engine_response.get("status") or "completed"
+    if status not in _TERMINAL_STATUS.values():
+        raise MalformedEvent(f"a response with status {status!r}, not a finished one")
     output: list[JSONObject] = []
-    for item in engine_response.get("output") or []:
+    for item in engine_output:
         done = complete_output_item({**item, "id": mint_id(item_id_prefix(item.get("type")))})
         if done["type"] == "function_call":
             done["call_id"] = mint_id("call")  # never the engine's: see _item_added
         output.append(done)
     usage = engine_response.get("usage")
     normalised = normalise_usage(usage) if isinstance(usage, dict) else None
-    status = engine_response.get("status") or "completed"
     limit = base.get("max_output_tokens") if infer_length_limit else None
     status, details = _length_limited(status, engine_response, limit, normalised)
     completed_at = engine_response.get("completed_at")

@@ -50,6 +50,9 @@ class ResponseStreamState:
         self._status: str | None = None
         self._usage: JSONObject | None = None
         self._final: JSONObject | None = None
+        # The events stamped since `begin_batch()`: what a translator that raised mid-event had emitted
+        # but never returned, so the relay can still send them (sequence numbers stay gapless).
+        self._batch: list[JSONObject] = []
 
     # -- reading ---------------------------------------------------------------------------------------------
 
@@ -113,11 +116,20 @@ class ResponseStreamState:
 
     # -- emitting --------------------------------------------------------------------------------------------
 
+    def begin_batch(self) -> None:
+        self._batch.clear()
+
+    def batch(self) -> list[JSONObject]:
+        """The events stamped since `begin_batch()`, in order."""
+        return list(self._batch)
+
     def emit(self, event: JSONObject) -> JSONObject:
-        """Stamp the next sequence number on `event`, record what it says, and return it."""
+        """Record what `event` says, stamp the next sequence number on it, and return it. An event of the
+        wrong shape raises `MalformedEvent` before anything is recorded or stamped."""
+        self._observe(event)
         event["sequence_number"] = self._seq
         self._seq += 1
-        self._observe(event)
+        self._batch.append(event)
         return event
 
     def emit_delta(
@@ -126,6 +138,7 @@ class ResponseStreamState:
         """`emit` for a content delta (most of a stream) to open item `output_index`, content part `sub`."""
         event["sequence_number"] = self._seq
         self._seq += 1
+        self._batch.append(event)
         pieces = self._buffers.get((output_index, "content", sub))
         if pieces is None:
             self._buffers[(output_index, "content", sub)] = [delta]
@@ -167,14 +180,20 @@ class ResponseStreamState:
         """Close the stream: the final response object and its one terminal event."""
         if self._status is not None:
             return []
-        out = self.start()
         final = self._final_response(status, incomplete_details, error, completed_at, output)
+        out = self.start()
         out.append(self.emit(ev.lifecycle(ev.TERMINAL_BY_STATUS.get(status, "response.completed"), final)))
         return out
 
     def fail(self, message: str, code: str) -> list[JSONObject]:
         """The engine died mid-stream: `response.failed` carrying the partial output and the error."""
-        return self.terminate("failed", error={"code": code, "message": message})
+        error = {"code": code, "message": message}
+        try:
+            return self.terminate("failed", error=error)
+        except Exception:
+            # What the engine streamed cannot even be read back: fail with no output rather than not at all.
+            self._usage = None
+            return self.terminate("failed", error=error, output=[])
 
     def incomplete(self, reason: str) -> JSONObject:
         """The client went away: the response to store, with what was streamed so far. Emits nothing."""
@@ -190,10 +209,10 @@ class ResponseStreamState:
         completed_at: int | None,
         output: list[JSONObject] | None,
     ) -> JSONObject:
-        self._status = status
         if status == "completed" and completed_at is None:
             completed_at = int(self._now())
-        self._final = self.snapshot(
+        # Built before anything is recorded: if reading the output back raises, the stream is still open.
+        final = self.snapshot(
             status,
             output=self.output_items if output is None else output,
             usage=normalise_usage(self._usage) if self._usage is not None else None,
@@ -201,51 +220,60 @@ class ResponseStreamState:
             incomplete_details=incomplete_details if status == "incomplete" else None,
             error=error,
         )
-        return self._final
+        self._status, self._final = status, final
+        return final
 
     # -- observing -------------------------------------------------------------------------------------------
 
     def _observe(self, event: JSONObject) -> None:
+        """Record what `event` says about the output. Each field is checked before anything changes: an
+        engine's event of the wrong shape raises `MalformedEvent` and leaves the state as it was."""
         kind = event["type"]
         index = event.get("output_index")
         if not isinstance(index, int):
             return
         if kind == "response.output_item.added":
-            self._items[index] = _copy_item(event["item"])
+            self._items[index] = _copy_item(_item(event))
             self._done.discard(index)
         elif kind == "response.output_item.done":
             # Kept by reference: nothing mutates an item after its done event.
-            self._items[index] = event["item"]
+            self._items[index] = _item(event)
             self._done.add(index)
             for key in [key for key in self._buffers if key[0] == index]:
                 del self._buffers[key]
         elif index in self._done or index not in self._items:
             return
         elif kind == "response.content_part.added" or kind == "response.content_part.done":
+            sub = _sub_index(event, "content_index")
+            part = event.get("part")
+            if not isinstance(part, dict):
+                raise MalformedEvent(f"{kind} without a part object")
             content = self._items[index].setdefault("content", [])
-            sub = event.get("content_index", 0)
             while len(content) <= sub:
                 content.append({})
-            content[sub] = dict(event["part"])
+            content[sub] = dict(part)
             if kind == "response.content_part.done":
                 self._buffers.pop((index, "content", sub), None)
         elif kind in _CONTENT_DELTAS or kind == "response.refusal.delta":
-            key = (index, "content", event.get("content_index", 0))
-            self._buffers.setdefault(key, []).append(event["delta"])
+            key = (index, "content", _sub_index(event, "content_index"))
+            self._buffers.setdefault(key, []).append(_text_field(event, "delta"))
             self._ensure_part(index, key[2], _PART_TYPE_BY_EVENT[kind])
         elif kind in _CONTENT_DONES:
-            self._buffers[(index, "content", event.get("content_index", 0))] = [event["text"]]
+            key = (index, "content", _sub_index(event, "content_index"))
+            self._buffers[key] = [_text_field(event, "text")]
         elif kind == "response.refusal.done":
-            self._buffers[(index, "content", event.get("content_index", 0))] = [event["refusal"]]
+            key = (index, "content", _sub_index(event, "content_index"))
+            self._buffers[key] = [_text_field(event, "refusal")]
         elif kind == "response.function_call_arguments.delta":
-            self._buffers.setdefault((index, "arguments", 0), []).append(event["delta"])
+            self._buffers.setdefault((index, "arguments", 0), []).append(_text_field(event, "delta"))
         elif kind == "response.function_call_arguments.done":
-            self._buffers[(index, "arguments", 0)] = [event["arguments"]]
+            self._buffers[(index, "arguments", 0)] = [_text_field(event, "arguments")]
         elif kind == "response.reasoning_summary_text.delta":
-            key = (index, "summary", event.get("summary_index", 0))
-            self._buffers.setdefault(key, []).append(event["delta"])
+            key = (index, "summary", _sub_index(event, "summary_index"))
+            self._buffers.setdefault(key, []).append(_text_field(event, "delta"))
         elif kind == "response.reasoning_summary_text.done":
-            self._buffers[(index, "summary", event.get("summary_index", 0))] = [event["text"]]
+            key = (index, "summary", _sub_index(event, "summary_index"))
+            self._buffers[key] = [_text_field(event, "text")]
 
     def _ensure_part(self, index: int, sub: int, part_type: str) -> None:
         content = self._items[index].setdefault("content", [])
@@ -255,6 +283,40 @@ class ResponseStreamState:
             content.append({})
         if not content[sub]:
             content[sub] = {"type": part_type, "text": ""} if part_type != "refusal" else {"type": "refusal"}
+
+
+class MalformedEvent(ValueError):
+    """An engine event of the right type but the wrong shape (a delta that is no string, an item that is
+    no object): the stream cannot go on truthfully, so the relay ends it failed."""
+
+
+def _item(event: JSONObject) -> JSONObject:
+    item = event.get("item")
+    if not isinstance(item, dict):
+        raise MalformedEvent(f"{event['type']} without an item object")
+    for field in ("content", "summary"):
+        parts = item.get(field)
+        if parts is not None and not (isinstance(parts, list) and all(isinstance(p, dict) for p in parts)):
+            raise MalformedEvent(f"{event['type']}: item {field} is not a list of objects")
+    return item
+
+
+def _sub_index(event: JSONObject, field: str) -> int:
+    sub = event.get(field, 0)
+    if not isinstance(sub, int) or isinstance(sub, bool) or not 0 <= sub < 1024:
+        raise MalformedEvent(f"{event['type']}: {field} {sub!r} is not a small index")
+    return sub
+
+
+def _text_field(event: JSONObject, field: str) -> str:
+    text = event.get(field)
+    if not isinstance(text, str):
+        raise MalformedEvent(f"{event['type']}: {field} is not a string")
+    return text
+
+
+def _not_an_object() -> list[JSONObject]:
+    raise MalformedEvent("an event that is not a JSON object")
 
 
 def _copy_item(item: JSONObject) -> JSONObject:
@@ -300,6 +362,36 @@ class CapturedStream:
     @property
     def final_response(self) -> JSONObject | None:
         return self._state.final_response
+
+    def feed(self, event: JSONObject) -> list[JSONObject]:
+        """One decoded engine event in, the events to send the client now out."""
+        raise NotImplementedError
+
+    def translate(self, event: Any) -> list[JSONObject]:
+        """`feed` that never raises. An event the translator cannot follow (valid JSON of the wrong shape,
+        whatever it trips) ends the stream: the events already stamped for it, then `response.failed`."""
+        if not isinstance(event, dict):
+            return self._guarded(_not_an_object)
+        return self._guarded(lambda: self.feed(event))
+
+    def end(self, *, done: bool) -> list[JSONObject]:
+        """The engine's stream ended (`done`: with chat's `[DONE]`); never raises. An unfinished stream
+        ends failed unless the translator knows the answer was whole."""
+        if self._state.terminated:
+            return []
+        return self._guarded(lambda: self._end(done))
+
+    def _end(self, done: bool) -> list[JSONObject]:
+        return self.fail("The engine's stream ended before the response finished.", "server_error")
+
+    def _guarded(self, step: Callable[[], list[JSONObject]]) -> list[JSONObject]:
+        self._state.begin_batch()
+        try:
+            return step()
+        except Exception as exc:
+            reason = str(exc) if isinstance(exc, MalformedEvent) else exc.__class__.__name__
+            message = f"The engine sent an event the sidecar cannot follow: {reason}."
+            return self._state.batch() + self.fail(message, "server_error")
 
     def fail(self, message: str, code: str) -> list[JSONObject]:
         """The engine died or reported an error: `response.failed` with the partial output."""
