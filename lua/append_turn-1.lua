@@ -1,14 +1,14 @@
 -- Append one turn (items, and optionally the response that produced them) atomically.
--- KEYS[1]  the tag prefix  cs:{t}:  (meta, segment, idempotency keys derive from it; same slot)
--- KEYS[2]  the slot's record list  cs:{t}:rec  (where the response's record is written)
+-- KEYS[1]  the slot's record list  cs:{t}:rec  (where the response's record is written; every other key
+--          derives from its tag prefix)
 -- ARGV[1]  tenant
 -- ARGV[2]  conversation id ("" = the parent response's conversation)
 -- ARGV[3]  idempotency key ("" = none)
 -- ARGV[4]  request hash (compared on idempotent replay)
 -- ARGV[5]  If-Match version ("" = none)
 -- ARGV[6]  now, unix ms
--- ARGV[7]  TTL seconds for the conversation's keys
--- ARGV[8]  idempotency record TTL seconds
+-- ARGV[7]  TTL ms for the conversation's keys
+-- ARGV[8]  idempotency record TTL ms
 -- ARGV[9]  the response: "" = none, a response id whose record index was reserved, or "+<random>" to
 --          take the next index now (the id is then returned)
 -- ARGV[10] the response's stored body; ARGV[11] its status
@@ -16,41 +16,42 @@
 -- ARGV[13] conversation metadata to set on creation ("" = none)
 -- ARGV[14] how many of the items are the turn's input (the rest are its output)
 -- ARGV[15] the parent response id ("" = append at the conversation head)
--- ARGV[16..] item bytes, one argument per item (each item's JSON carries its own id)
+-- ARGV[16] the incarnation to give the conversation if this turn creates it (random)
+-- ARGV[17..] item bytes, one argument per item (each item's JSON carries its own id)
 -- Returns  {"ok", conv, version, appended, bytes, turns, response_id or "-"}
 --          {"replay", ...the first call's same fields}   (idempotent replay: nothing written)
---          {"conflict", version} | {"idem_conflict"} | {"parent_missing"} | {"conv_missing"}
+--          {"conflict", version} | {"idem_conflict"} | {"in_flight"} | {"parent_missing"} | {"conv_missing"}
 --          | {"parent_other_conversation"} | {"reservation_missing"}
 --@include includes/history.lua
 
 local tenant, conv, idem, req_hash, if_match = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local now, ttl, idem_ttl = ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8])
+local now, ttl, idem_ttl = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local response_id, response_body, response_status = ARGV[9], ARGV[10], ARGV[11]
 local create, conv_md, n_input, parent_id = ARGV[12], ARGV[13], tonumber(ARGV[14]), ARGV[15]
-local FIRST_ITEM = 16
-local records_key = KEYS[2]
+local incarnation = ARGV[16]
+local FIRST_ITEM = 17
+local records_key = KEYS[1]
+local tag_prefix = tag_prefix_of(records_key)
 
 -- Every check comes before the first write: a script that returns midway keeps what it wrote.
-local seg, stop
+local seg, stop, prefix
 local has_parent = parent_id ~= ''
 if has_parent then
-  local p = load_record(records_key, parent_id, tenant)
+  local p, _
+  p, _, prefix = load_record(tag_prefix, records_key, parent_id, tenant)
   if not p then return {'parent_missing'} end
   if conv ~= '' and conv ~= p[2] then return {'parent_other_conversation'} end
   conv, seg, stop = p[2], p[3], tonumber(p[4])
+else
+  prefix = tag_prefix .. tenant .. ':' .. conv .. ':'
 end
-
-local prefix = KEYS[1] .. tenant .. ':' .. conv .. ':'
 local meta = prefix .. 'meta'
 local idem_key = prefix .. 'idem:' .. idem
 if idem ~= '' then
   local first = redis.call('GET', idem_key)
   if first then
-    local sep = string.find(first, '\n', 1, true)
-    if string.sub(first, 1, sep - 1) ~= req_hash then return {'idem_conflict'} end
-    local r = {'replay'}
-    for field in string.gmatch(string.sub(first, sep + 1), '[^\n]+') do r[#r + 1] = field end
-    return r
+    local verdict = idempotency_verdict(first, req_hash, string.sub(response_id, 1, 1) == '+' and '' or response_id)
+    if verdict then return verdict end
   end
 end
 
@@ -62,8 +63,8 @@ if response_id ~= '' then
     index, random = response_index(response_id)
     if not index then return {'reservation_missing'} end
     local slot = redis.call('LINDEX', records_key, index)
-    -- Reserved ("") by resolve, or, for a conversation's first turn, still the next free index.
-    if slot ~= '' and not (slot == false and redis.call('LLEN', records_key) == index) then
+    -- Reserved by resolve, or, for a new conversation's first turn, still the next free index.
+    if slot ~= RESERVED and not (slot == false and redis.call('LLEN', records_key) == index) then
       return {'reservation_missing'}
     end
   end
@@ -71,11 +72,9 @@ end
 
 local exists = redis.call('EXISTS', meta) == 1
 if not exists then
-  -- A parent whose conversation is gone is as good as deleted.
-  if has_parent then return {'parent_missing'} end
   if create ~= '1' then return {'conv_missing'} end
 end
-local m = exists and redis.call('HMGET', meta, 'v', 'hs', 'he', 'nseg') or {'0', '0', '0', '1'}
+local m = exists and redis.call('HMGET', meta, 'v', 'hs', 'he', 'nseg', 'inc') or {'0', '0', '0', '1', incarnation}
 local version = tonumber(m[1])
 if if_match ~= '' and tonumber(if_match) ~= version then return {'conflict', version} end
 if not has_parent then seg, stop = m[2], tonumber(m[3]) end
@@ -83,7 +82,7 @@ if not has_parent then seg, stop = m[2], tonumber(m[3]) end
 -- Writes from here on.
 if not exists then
   redis.call('HSET', meta, 'v', 0, 'nseg', 1, 'hs', '0', 'he', 0, 'created', now, 'updated', now,
-    'bytes', 0, 'turns', 0)
+    'bytes', 0, 'turns', 0, 'inc', incarnation)
   if conv_md ~= '' then redis.call('HSET', meta, 'md', conv_md) end
 end
 
@@ -104,7 +103,6 @@ if n > 0 then
   for first = FIRST_ITEM, #ARGV, 1000 do
     redis.call('RPUSH', seg_key, unpack(ARGV, first, math.min(first + 999, #ARGV)))
   end
-  redis.call('EXPIRE', seg_key, ttl)
 end
 local new_end = stop + n
 
@@ -114,23 +112,30 @@ local turns = tonumber(redis.call('HGET', meta, 'turns'))
 if response_id ~= '' then
   if not index then
     index = reserve_record(records_key, ttl)
-    response_id = 'resp_' .. string.sub(KEYS[1], 5, 16) .. string.format('%08x', index) .. random
+    response_id = 'resp_' .. string.sub(tag_prefix, 5, 16) .. string.format('%08x', index) .. random
   elseif redis.call('LLEN', records_key) == index then
     reserve_record(records_key, ttl)
   end
   turns = redis.call('HINCRBY', meta, 'turns', 1)
-  local header = table.concat({tenant, conv, seg, new_end, stop + n_input, response_status, random}, '\n')
+  local header = table.concat({tenant, conv, seg, new_end, stop + n_input, response_status, random, m[5] or ''}, '\n')
   redis.call('LSET', records_key, index, header .. '\n' .. response_body)
-  redis.call('EXPIRE', records_key, ttl)
   redis.call('RPUSH', prefix .. 'resps', index)
-  redis.call('EXPIRE', prefix .. 'resps', ttl)
 end
 redis.call('HSET', meta, 'v', version, 'hs', seg, 'he', new_end, 'updated', now)
-redis.call('EXPIRE', meta, ttl)
 
 local result_id = response_id == '' and '-' or response_id
 if idem ~= '' then
   local result = table.concat({conv, version, n, total, turns, result_id}, '\n')
-  redis.call('SET', idem_key, req_hash .. '\n' .. result, 'EX', idem_ttl)
+  if not exists then
+    -- The key that created the conversation replays its first turn for as long as the conversation lives
+    -- (a conversation named after the key could otherwise be continued by a reused key).
+    redis.call('SET', idem_key, req_hash .. '\n' .. result)
+    redis.call('HSET', meta, 'ik', idem)
+    index_idempotency_key(prefix, idem, '+inf', now)
+  else
+    redis.call('SET', idem_key, req_hash .. '\n' .. result, 'PX', idem_ttl)
+    index_idempotency_key(prefix, idem, now + idem_ttl, now)
+  end
 end
+touch_conversation(prefix, meta, records_key, ttl)
 return {'ok', conv, version, n, total, turns, result_id}

@@ -1,20 +1,31 @@
--- Delete a conversation with every segment (and so every item) and response record in it.
+-- Delete a conversation with every key it owns: segments (and so every item), response records,
+-- idempotency records; and the slot's record list once no record or reservation is left in it.
 -- KEYS[1]  the conversation's meta hash  cs:{t}:<tenant>:<conv>:meta
--- KEYS[2]  the tag prefix  cs:{t}:
 -- ARGV[1]  tenant
 -- ARGV[2]  conversation id
 -- Returns  1 when deleted, 0 when unknown
+--@include includes/history.lua
 
 local nseg = redis.call('HGET', KEYS[1], 'nseg')
 if not nseg then return 0 end
-local prefix = KEYS[2] .. ARGV[1] .. ':' .. ARGV[2] .. ':'
+local tag_prefix = tag_prefix_of(KEYS[1])
+local prefix = tag_prefix .. ARGV[1] .. ':' .. ARGV[2] .. ':'
 for s = 0, tonumber(nseg) - 1 do redis.call('DEL', prefix .. 'seg:' .. s) end
-local records_key = KEYS[2] .. 'rec'
+local records_key = tag_prefix .. 'rec'
 local indexes = redis.call('LRANGE', prefix .. 'resps', 0, -1)
 local length = redis.call('LLEN', records_key)
 for i = 1, #indexes do
   local index = tonumber(indexes[i])
   if index < length then redis.call('LSET', records_key, index, '') end
 end
-redis.call('DEL', prefix .. 'resps', KEYS[1])
+for _, key in ipairs(redis.call('ZRANGE', prefix .. 'idems', 0, -1)) do
+  redis.call('DEL', prefix .. 'idem:' .. key)
+end
+redis.call('DEL', prefix .. 'resps', prefix .. 'idems', KEYS[1])
+-- Another conversation may share the slot (a tag collision): keep the list while anything lives in it.
+local left = redis.call('LRANGE', records_key, 0, -1)
+for i = 1, #left do
+  if left[i] ~= '' then return 1 end
+end
+redis.call('DEL', records_key)
 return 1

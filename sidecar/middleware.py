@@ -17,6 +17,7 @@ from .request_target import check_request_target
 from .store.base import (
     Conflict,
     ConversationMissing,
+    IdempotencyInFlight,
     IdempotencyKeyReused,
     ParentInOtherConversation,
     ParentNotFound,
@@ -46,6 +47,13 @@ def store_error(exc: Exception) -> errors.ConvoStoreError:
     if isinstance(exc, IdempotencyKeyReused):
         return errors.IdempotencyConflict(
             "This Idempotency-Key was already used with a different request body.", param="Idempotency-Key"
+        )
+    if isinstance(exc, IdempotencyInFlight):
+        return errors.IdempotencyConflict(
+            "A request with this Idempotency-Key is still in progress; retry after it has finished.",
+            param="Idempotency-Key",
+            code="idempotency_key_in_use",
+            headers={"Retry-After": "1"},
         )
     if isinstance(exc, ParentNotFound):
         return errors.previous_response_not_found(str(exc.args[0]))
@@ -97,6 +105,7 @@ async def _handle(request: web.Request, handler: Handler, request_id: str) -> we
         return error_response(exc, request_id)
     except (
         Conflict,
+        IdempotencyInFlight,
         IdempotencyKeyReused,
         ParentNotFound,
         ParentInOtherConversation,

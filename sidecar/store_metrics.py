@@ -9,7 +9,7 @@ from typing import TypeVar
 from .fingerprint import estimate_tokens
 from .metrics import Metrics
 from .store import History, Store, Turn, TurnResult
-from .store.base import Conflict, Range, StoreDown
+from .store.base import Begun, Claim, Conflict, Range, StoreDown
 
 T = TypeVar("T")
 
@@ -44,16 +44,31 @@ class MeteredStore:
         return result
 
     async def begin_turn(
-        self, tenant: str, *, previous_response_id: str | None = None, conversation_id: str | None = None
-    ) -> tuple[History | None, str]:
-        history, response_id = await self._resolved(
+        self,
+        tenant: str,
+        *,
+        previous_response_id: str | None = None,
+        conversation_id: str | None = None,
+        claim: Claim | None = None,
+    ) -> Begun:
+        begun = await self._resolved(
             self.inner.begin_turn(
-                tenant, previous_response_id=previous_response_id, conversation_id=conversation_id
+                tenant,
+                previous_response_id=previous_response_id,
+                conversation_id=conversation_id,
+                claim=claim,
             )
         )
-        if history is not None:
-            self._metrics.estimated_input_tokens.observe(estimate_tokens(sum(len(i) for i in history.items)))
-        return history, response_id
+        if begun.history is not None:
+            self._metrics.estimated_input_tokens.observe(
+                estimate_tokens(sum(len(i) for i in begun.history.items))
+            )
+        return begun
+
+    async def abandon_turn(
+        self, tenant: str, conversation_id: str, response_id: str, claim: Claim | None = None
+    ) -> None:
+        await self._counted(self.inner.abandon_turn(tenant, conversation_id, response_id, claim))
 
     async def resolve_response(self, tenant: str, response_id: str, range_: Range = "full") -> History | None:
         return await self._resolved(self.inner.resolve_response(tenant, response_id, range_))
@@ -63,11 +78,6 @@ class MeteredStore:
 
     async def delete_response(self, tenant: str, response_id: str) -> bool:
         return await self._counted(self.inner.delete_response(tenant, response_id))
-
-    async def find_idempotent(
-        self, tenant: str, conversation_id: str, key: str
-    ) -> tuple[str, TurnResult] | None:
-        return await self._counted(self.inner.find_idempotent(tenant, conversation_id, key))
 
     async def set_conversation_metadata(self, tenant: str, conversation_id: str, metadata: bytes) -> bool:
         return await self._counted(self.inner.set_conversation_metadata(tenant, conversation_id, metadata))

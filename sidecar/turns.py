@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +25,11 @@ from .ids import (
 from .normalise import canonical_json_text, encode_item
 from .response_record import compact_record
 from .store import History, Store, Turn, TurnResult
+from .store.base import Begun, Claim, IdempotencyInFlight
 from .stored_items import with_sidecar_ids
+
+# How long a retry waits for the request holding its idempotency key before it is answered 409.
+CLAIM_WAIT_SECONDS = 30.0
 
 
 @dataclass(slots=True)
@@ -35,6 +44,10 @@ class TurnPlan:
     response_id: str
     input_items: list[tuple[str, bytes]] = field(default_factory=list)
     create: bool = True  # a write may create the conversation (never one the client named and must exist)
+    claim: Claim | None = None  # the idempotency key this turn holds until it is stored or given back
+    reserved: bool = False  # begin_turn reserved the response's record index
+    replay: TurnResult | None = None  # the key was used before with this body: its first result
+    recorded: bool = False
 
     def mint(self, prefix: str) -> str:
         return mint_in_conversation(prefix, self.tag)
@@ -52,14 +65,19 @@ async def plan_turn(
     conversation_id: str | None,
     idempotency_key: str | None,
     new_items: list[dict[str, Any]],
+    request_hash: str = "",
     create_conversation: bool = False,
     will_store: bool = True,
 ) -> TurnPlan:
-    """Resolve the history and reserve the new response's id (one store round trip), mint the input's
-    item ids. A named conversation must exist unless `create_conversation` (stateful chat names its own
-    ids). A turn that will not be stored reserves nothing: its id can never be fetched or chained."""
+    """Resolve the history, reserve the new response's id and claim the idempotency key (one store round
+    trip), mint the input's item ids. A named conversation must exist unless `create_conversation`
+    (stateful chat names its own ids). A turn that will not be stored reserves nothing: its id can never
+    be fetched or chained. When the key was used before, `plan.replay` holds the first result."""
     in_conversation = previous_response_id is None and conversation_id is not None
     minted_conversation = previous_response_id is None and conversation_id is None
+    claim = None
+    if idempotency_key and will_store:
+        claim = Claim(idempotency_key, request_hash, fresh=minted_conversation)
     if minted_conversation:
         conversation_id = (
             conversation_id_for_idempotency_key(tenant, idempotency_key)
@@ -67,10 +85,19 @@ async def plan_turn(
             else mint_conversation_id()
         )
     history: History | None = None
-    if will_store and not minted_conversation:
-        history, response_id = await store.begin_turn(
-            tenant, previous_response_id=previous_response_id, conversation_id=conversation_id
+    reserved = False
+    if will_store and (claim is not None or not minted_conversation):
+        begun = await _begin_turn(
+            store,
+            tenant,
+            previous_response_id=previous_response_id,
+            conversation_id=conversation_id,
+            claim=claim,
         )
+        if begun.replay is not None:
+            assert conversation_id is not None or previous_response_id is not None
+            return _replay_plan(tenant, begun.replay, previous_response_id, in_conversation)
+        history, response_id, reserved = begun.history, begun.response_id, bool(begun.response_id)
     elif previous_response_id is not None:
         history = await store.resolve_response(tenant, previous_response_id)
     elif in_conversation:
@@ -89,7 +116,7 @@ async def plan_turn(
         tag = conversation_tag(tenant, conversation_id)
     if not will_store:
         response_id = mint_response_id(tag, UNSTORED_INDEX)
-    elif minted_conversation:
+    elif minted_conversation and claim is None:
         # A new conversation's slot is its own (48-bit tag), so its first record index is 0: no round trip.
         response_id = mint_response_id(tag, 0)
     plan = TurnPlan(
@@ -103,8 +130,65 @@ async def plan_turn(
         response_id,
     )
     plan.create = create_conversation or not in_conversation
+    plan.claim = claim
+    plan.reserved = reserved
     plan.input_items = with_sidecar_ids(_dereference(new_items, plan.history), plan.tag)
     return plan
+
+
+async def _begin_turn(
+    store: Store,
+    tenant: str,
+    *,
+    previous_response_id: str | None,
+    conversation_id: str | None,
+    claim: Claim | None,
+) -> Begun:
+    """begin_turn; a retry racing the request that holds its key waits for that one to finish (and then
+    replays its answer), so one key makes one engine call and every caller gets the same response."""
+    delay, deadline = 0.02, time.monotonic() + CLAIM_WAIT_SECONDS
+    while True:
+        try:
+            return await store.begin_turn(
+                tenant,
+                previous_response_id=previous_response_id,
+                conversation_id=conversation_id,
+                claim=claim,
+            )
+        except IdempotencyInFlight:
+            if time.monotonic() + delay > deadline:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+
+def _replay_plan(
+    tenant: str, replay: TurnResult, previous_response_id: str | None, in_conversation: bool
+) -> TurnPlan:
+    conversation_id = replay.conversation_id
+    tag = conversation_tag(tenant, conversation_id)
+    plan = TurnPlan(
+        tenant, conversation_id, tag, previous_response_id, in_conversation, [], 0, replay.response_id or ""
+    )
+    plan.replay = replay
+    return plan
+
+
+@contextlib.asynccontextmanager
+async def turn_settled(store: Store, plan: TurnPlan) -> AsyncIterator[None]:
+    """Around everything after planning: a turn that ends without being stored (the engine refused or
+    failed before answering) gives back its record index and its idempotency key, so a retry can run."""
+    try:
+        yield
+    finally:
+        if plan.reserved and not plan.recorded and plan.replay is None:
+            abandon = store.abandon_turn(plan.tenant, plan.conversation_id, plan.response_id, plan.claim)
+            try:
+                await asyncio.shield(abandon)
+            except Exception:  # both lapse by themselves; the request's own outcome matters more
+                logging.getLogger("convostore").warning(
+                    "could not give back an unused turn", extra={"conversation_id": plan.conversation_id}
+                )
 
 
 def _dereference(items: list[dict[str, Any]], history: list[bytes]) -> list[dict[str, Any]]:
@@ -144,7 +228,7 @@ async def record_turn(
     idempotency_key: str | None = None,
     request_hash: str = "",
 ) -> TurnResult:
-    return await store.append_turn(
+    result = await store.append_turn(
         Turn(
             tenant=plan.tenant,
             conversation_id=plan.conversation_id if plan.previous_response_id is None else "",
@@ -159,6 +243,8 @@ async def record_turn(
             create=plan.create,
         )
     )
+    plan.recorded = True
+    return result
 
 
 async def record_response(

@@ -1,49 +1,39 @@
-"""Idempotent replays of `POST /v1/responses`: a retried call gets the first call's stored answer."""
+"""Idempotent replays: a retried call gets the first call's stored answer, never a second engine call."""
 
 from __future__ import annotations
 
 import orjson
 from aiohttp import web
 
-from ..errors import IdempotencyConflict, response_not_found
+from ..errors import response_not_found
 from ..response_record import resource_from_record
-from ..store import Store
+from ..store import Store, TurnResult
 from ..stored_items import decode_items
-from ..turns import TurnPlan
 from ..wire.replay import replay_events
 from ..wire.sse import encode_sse
 
 
-async def replay_if_seen(
+async def replay_stored(
     request: web.Request,
     store: Store,
-    plan: TurnPlan,
-    key: str,
-    request_hash: str,
+    tenant: str,
+    first: TurnResult,
     *,
     stream: bool,
     headers: dict[str, str],
-) -> web.StreamResponse | None:
-    """The first answer when this key was used before (never calling the engine again), else None.
-    A concurrent first call still in flight is settled by the store: only one of them is written."""
-    found = await store.find_idempotent(plan.tenant, plan.conversation_id, key)
-    if found is None:
-        return None
-    first_hash, result = found
-    if first_hash != request_hash:
-        raise IdempotencyConflict(
-            "This Idempotency-Key was already used with a different request body.", param="Idempotency-Key"
-        )
-    if result.response_id is None:
-        return None
-    history = await store.resolve_response(plan.tenant, result.response_id, "output")
-    if history is None:
-        raise response_not_found(result.response_id)
-    resource = resource_from_record(result.response_id, history.body, decode_items(history.items))
+) -> web.StreamResponse:
+    """The stored response of the first call with this idempotency key, as JSON or as a finished stream."""
+    if first.response_id is None:
+        raise response_not_found("")
+    history = await store.resolve_response(tenant, first.response_id, "output")
+    if history is None:  # deleted since, or expired
+        raise response_not_found(first.response_id)
+    resource = resource_from_record(first.response_id, history.body, decode_items(history.items))
     headers = {
         **headers,
-        "X-Response-Id": result.response_id,
-        "X-Conversation-Version": str(result.version),
+        "X-Response-Id": first.response_id,
+        "X-Conversation-Id": first.conversation_id,
+        "X-Conversation-Version": str(first.version),
         "Idempotent-Replayed": "true",
     }
     if not stream:

@@ -15,7 +15,7 @@ from ..fingerprint import estimate_tokens, prefix_fingerprint
 from ..middleware import REQUEST_ID, TENANT
 from ..store import TurnResult
 from ..stored_items import decode_items
-from ..turns import TurnPlan, plan_turn, record_response
+from ..turns import TurnPlan, plan_turn, record_response, turn_settled
 from ..wire.chat_messages import items_to_messages
 from ..wire.chat_translate import ChatStreamTranslator, chat_completion_to_output, responses_to_chat_request
 from ..wire.items import canonical_tools
@@ -24,7 +24,7 @@ from ..wire.stream_repair import ResponsesStreamRewriter, rewrite_response
 from ..wire.stream_state import MalformedEvent
 from .common import idempotency_key, read_json, request_hash, stateful_headers
 from .engine_answer import read_engine_json
-from .replay import replay_if_seen
+from .replay import replay_stored
 from .responses_request import CreateRequest, parse_create, responses_engine_body
 from .sse_relay import relay_stream
 
@@ -37,28 +37,17 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     create = parse_create(body)
     store = request.app[STORE]
     idem = idempotency_key(request)
+    hashed = request_hash(raw, "responses")
     plan = await plan_turn(
         store,
         request[TENANT],
         previous_response_id=create.previous_response_id,
         conversation_id=create.conversation_id,
         idempotency_key=idem,
+        request_hash=hashed,
         new_items=create.items,
         will_store=create.store,
     )
-    base = build_response_resource(
-        response_id=plan.response_id,
-        created_at=int(time.time()),
-        status="in_progress",
-        model=create.model,
-        output=[],
-        request=body,
-        previous_response_id=create.previous_response_id,
-        conversation_id=plan.conversation_id if plan.in_conversation else None,
-    )
-    upstream = request.app[UPSTREAM]
-    api = await upstream.ensure_api()
-    path, engine_body = _engine_request(api, create, plan)
     headers = stateful_headers(
         request_id=request[REQUEST_ID],
         conversation_id=plan.conversation_id,
@@ -68,13 +57,36 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         estimated_tokens=estimate_tokens(plan.history_bytes),
         response_id=plan.response_id,
     )
-    hashed = request_hash(raw, "responses")
-    if idem is not None and create.store:
-        replayed = await replay_if_seen(
-            request, store, plan, idem, hashed, stream=create.stream, headers=headers
+    if plan.replay is not None:  # the key was used before with this body: its first answer, no engine call
+        return await replay_stored(
+            request, store, plan.tenant, plan.replay, stream=create.stream, headers=headers
         )
-        if replayed is not None:
-            return replayed
+    # From here a refusal (of the request or by the engine) gives back the reserved id and the key.
+    async with turn_settled(store, plan):
+        return await _answer(request, create, plan, headers, idem, hashed)
+
+
+async def _answer(
+    request: web.Request,
+    create: CreateRequest,
+    plan: TurnPlan,
+    headers: dict[str, str],
+    idem: str | None,
+    hashed: str,
+) -> web.StreamResponse:
+    base = build_response_resource(
+        response_id=plan.response_id,
+        created_at=int(time.time()),
+        status="in_progress",
+        model=create.model,
+        output=[],
+        request=create.body,
+        previous_response_id=create.previous_response_id,
+        conversation_id=plan.conversation_id if plan.in_conversation else None,
+    )
+    store, upstream = request.app[STORE], request.app[UPSTREAM]
+    api = await upstream.ensure_api()
+    path, engine_body = _engine_request(api, create, plan)
     engine_headers = upstream.headers(request.headers, forward_client_key=request.app[CONFIG].auth == "none")
     engine_response = await upstream.post(path, engine_body, engine_headers)
 
@@ -87,11 +99,9 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     if not create.stream:
         final = await _complete(engine_response, api, base, plan)
         result = await save(final)
-        if result is not None and result.replayed and idem is not None:
-            # A concurrent call with the same key was stored first: answer with its response.
-            replayed = await replay_if_seen(request, store, plan, idem, hashed, stream=False, headers=headers)
-            if replayed is not None:
-                return replayed
+        if result is not None and result.replayed:
+            # A call with the same key was stored first (its claim had lapsed): answer with its response.
+            return await replay_stored(request, store, plan.tenant, result, stream=False, headers=headers)
         if result is not None:
             headers["X-Conversation-Version"] = str(result.version)  # non-stream: the version after the write
         return web.Response(body=orjson.dumps(final), content_type="application/json", headers=headers)

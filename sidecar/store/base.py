@@ -8,6 +8,9 @@ from typing import Literal, Protocol
 Range = Literal["full", "input", "output"]
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
+# How long an idempotency key stays claimed by a request still running, and a record index reserved in a
+# conversation that does not exist yet: past it, a sidecar that died mid-request no longer blocks retries.
+CLAIM_SECONDS = 900
 
 
 class ParentNotFound(Exception):
@@ -32,6 +35,10 @@ class Conflict(Exception):
 
 class IdempotencyKeyReused(Exception):
     """The same idempotency key came with another request body."""
+
+
+class IdempotencyInFlight(Exception):
+    """A request with the same idempotency key is still running."""
 
 
 class StoreDown(Exception):
@@ -69,6 +76,15 @@ class TurnResult:
     replayed: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """An idempotency key a turn claims before the engine is called, so one key makes one engine call."""
+
+    key: str
+    request_hash: str
+    fresh: bool = False  # the turn must start its conversation (whose id derives from the key)
+
+
 @dataclass(slots=True)
 class History:
     """Resolved history: item bytes exactly as stored, oldest first, with conversation counters."""
@@ -85,6 +101,16 @@ class History:
     items: list[bytes] = field(default_factory=list)
 
 
+@dataclass(slots=True)
+class Begun:
+    """What a new turn continues (None when unknown or new), the id its response will have (reserved),
+    and, when its idempotency key was used before, the stored result of that first request."""
+
+    history: History | None
+    response_id: str
+    replay: TurnResult | None = None
+
+
 class Store(Protocol):
     async def append_turn(self, turn: Turn) -> TurnResult: ...
 
@@ -95,19 +121,26 @@ class Store(Protocol):
     async def resolve_conversation(self, tenant: str, conversation_id: str) -> History | None: ...
 
     async def begin_turn(
-        self, tenant: str, *, previous_response_id: str | None = None, conversation_id: str | None = None
-    ) -> tuple[History | None, str]:
-        """What a new turn continues (the response's history, or the conversation's head; None when
-        unknown or new) and the id its response will have, reserved in the same round trip."""
+        self,
+        tenant: str,
+        *,
+        previous_response_id: str | None = None,
+        conversation_id: str | None = None,
+        claim: Claim | None = None,
+    ) -> Begun:
+        """Resolve what a new turn continues, reserve its response id and claim its idempotency key, in
+        one round trip. A key used before with another body raises IdempotencyKeyReused, one still
+        claimed by a running request IdempotencyInFlight; one used with this body gives `replay`."""
+        ...
+
+    async def abandon_turn(
+        self, tenant: str, conversation_id: str, response_id: str, claim: Claim | None = None
+    ) -> None:
+        """Give back what begin_turn took for a turn that stores nothing: its record index, and its
+        idempotency claim so a retry can run."""
         ...
 
     async def delete_response(self, tenant: str, response_id: str) -> bool: ...
-
-    async def find_idempotent(
-        self, tenant: str, conversation_id: str, key: str
-    ) -> tuple[str, TurnResult] | None:
-        """The request hash and result recorded under an idempotency key, if any (a read, no write)."""
-        ...
 
     async def set_conversation_metadata(self, tenant: str, conversation_id: str, metadata: bytes) -> bool: ...
 

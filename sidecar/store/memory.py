@@ -1,7 +1,8 @@
 """In-process backend (`memory://`) with the Redis backend's semantics, for one process.
 
 Every operation below runs without awaiting, so on one event loop each is atomic by construction:
-that is the per-conversation lock the Redis scripts get from Lua's atomicity.
+that is the per-conversation lock the Redis scripts get from Lua's atomicity. As on Redis, a
+conversation and everything in it (responses, idempotency records) share one expiry, refreshed by use.
 """
 
 from __future__ import annotations
@@ -12,12 +13,16 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from ..ids import conversation_tag, mint_response_id, parse_response_id
+from ..ids import conversation_tag, mint_response_id, parse_response_id, response_random
 from .base import (
+    CLAIM_SECONDS,
     IDEMPOTENCY_TTL_SECONDS,
+    Begun,
+    Claim,
     Conflict,
     ConversationMissing,
     History,
+    IdempotencyInFlight,
     IdempotencyKeyReused,
     ParentInOtherConversation,
     ParentNotFound,
@@ -27,10 +32,22 @@ from .base import (
 )
 
 SWEEP_INTERVAL_SECONDS = 60.0
+_FOREVER = float("inf")
+
+
+@dataclass(slots=True)
+class _Idempotency:
+    """A claimed key (`result` None, `response_id` the claimant's) or a stored result."""
+
+    request_hash: str
+    expires_at: float
+    response_id: str = ""
+    result: TurnResult | None = None
 
 
 @dataclass(slots=True)
 class _Conversation:
+    tag: str
     created_ms: int
     metadata: bytes
     expires_at: float
@@ -47,25 +64,32 @@ class _Conversation:
 @dataclass(slots=True)
 class _Response:
     tenant: str
+    conversation: _Conversation  # the very object: a conversation made again under the same id is another
     conversation_id: str
     segment: int
     end: int
     input_end: int
     status: str
     body: bytes
-    expires_at: float
+
+
+@dataclass(slots=True)
+class _Slot:
+    """Record indexes of one slot tag, as the Redis record list hands them out."""
+
+    next_index: int = 0
+    reserved: dict[int, float] = field(default_factory=dict)  # index -> when the reservation lapses
+    records: int = 0
 
 
 class MemoryStore:
-    def __init__(self, ttl_seconds: int) -> None:
+    def __init__(self, ttl_seconds: float) -> None:
         self._ttl = ttl_seconds
         self._conversations: dict[tuple[str, str], _Conversation] = {}
         self._responses: dict[str, _Response] = {}
-        # Response ids handed out by begin_turn and not stored yet (-> when the reservation lapses), and
-        # the next record index per slot tag: the same id scheme as the Redis backend.
-        self._reserved: dict[str, float] = {}
-        self._next_index: dict[str, int] = {}
-        self._idempotency: dict[tuple[str, str, str], tuple[str, TurnResult, float]] = {}
+        self._slots: dict[str, _Slot] = {}
+        # Claims exist before their conversation does, so they are kept beside it, by conversation.
+        self._idempotency: dict[tuple[str, str], dict[str, _Idempotency]] = {}
 
     # -- reads ---------------------------------------------------------------------------------
     def _live_conversation(self, tenant: str, conversation_id: str) -> _Conversation | None:
@@ -81,75 +105,119 @@ class MemoryStore:
         resp = self._responses.get(response_id)
         if resp is None or resp.tenant != tenant:
             return None
-        if resp.expires_at <= time.monotonic():
-            del self._responses[response_id]
-            return None
-        if self._live_conversation(tenant, resp.conversation_id) is None:
+        if self._live_conversation(tenant, resp.conversation_id) is not resp.conversation:
             return None
         return resp
 
-    def _collect(self, conv: _Conversation, segment: int, stop: int) -> list[bytes]:
-        return [item for _, item in self._collect_entries(conv, segment, stop)]
-
     @staticmethod
     def _collect_entries(conv: _Conversation, segment: int, stop: int) -> list[tuple[str, bytes]]:
-        slices: list[list[tuple[str, bytes]]] = []
-        while True:
-            if stop > 0:
-                slices.append(conv.segments[segment][:stop])
-            parent = conv.parents.get(segment)
-            if parent is None:
-                break
-            segment, stop = parent
-        return [entry for entries in reversed(slices) for entry in entries]
+        return [entry for _, _, entry in _walk(conv, segment, stop)]
 
     async def resolve_response(self, tenant: str, response_id: str, range_: Range = "full") -> History | None:
         resp = self._live_response(tenant, response_id)
         if resp is None:
             return None
-        conv = self._conversations[(tenant, resp.conversation_id)]
-        self._touch(conv, resp)
+        conv = resp.conversation
+        self._touch(conv)
         if range_ == "output":
             items = [item for _, item in conv.segments[resp.segment][resp.input_end : resp.end]]
         else:
-            items = self._collect(conv, resp.segment, resp.input_end if range_ == "input" else resp.end)
+            stop = resp.input_end if range_ == "input" else resp.end
+            items = [item for _, item in self._collect_entries(conv, resp.segment, stop)]
         return self._history(resp.conversation_id, response_id, conv, resp.status, resp.body, items)
 
-    def _reserve(self, tag: str) -> str:
-        index = self._next_index.get(tag, 0)
-        self._next_index[tag] = index + 1
-        response_id = mint_response_id(tag, index)
-        self._reserved[response_id] = time.monotonic() + self._ttl
-        return response_id
-
-    def _is_reserved(self, response_id: str) -> bool:
-        parsed = parse_response_id(response_id)
-        if parsed is None:
-            return False
-        return response_id in self._reserved or self._next_index.get(parsed[0], 0) == parsed[1]
+    def _reserve(self, tag: str, lapses_at: float) -> str:
+        slot = self._slots.setdefault(tag, _Slot())
+        index = slot.next_index
+        slot.next_index += 1
+        slot.reserved[index] = lapses_at
+        return mint_response_id(tag, index, response_random())
 
     async def begin_turn(
-        self, tenant: str, *, previous_response_id: str | None = None, conversation_id: str | None = None
-    ) -> tuple[History | None, str]:
+        self,
+        tenant: str,
+        *,
+        previous_response_id: str | None = None,
+        conversation_id: str | None = None,
+        claim: Claim | None = None,
+    ) -> Begun:
+        now = time.monotonic()
         if previous_response_id is not None:
             parsed = parse_response_id(previous_response_id)
-            if parsed is None:
-                return None, ""
-            reserved = self._reserve(parsed[0])
-            return await self.resolve_response(tenant, previous_response_id), reserved
-        assert conversation_id is not None
-        tag = conversation_tag(tenant, conversation_id)
-        history = await self.resolve_conversation(tenant, conversation_id)
-        if history is None:  # a first turn takes the next free index when stored: nothing is kept now
-            return None, mint_response_id(tag, self._next_index.get(tag, 0))
-        return history, self._reserve(tag)
+            resp = self._live_response(tenant, previous_response_id) if parsed is not None else None
+            if parsed is None or resp is None:
+                return Begun(None, "")
+            tag, conversation_id = parsed[0], resp.conversation_id
+        else:
+            assert conversation_id is not None
+            tag = conversation_tag(tenant, conversation_id)
+        conv = self._live_conversation(tenant, conversation_id)
+        if claim is not None:
+            verdict = self._idempotency_verdict(tenant, conversation_id, claim.key, claim.request_hash, "")
+            if verdict is not None:
+                if conv is not None:
+                    self._touch(conv)
+                return Begun(None, verdict.response_id or "", replay=verdict)
+            if claim.fresh and conv is not None:
+                raise IdempotencyKeyReused(claim.key)
+        lapses_at = now + (self._ttl if conv is not None else CLAIM_SECONDS)
+        response_id = self._reserve(tag, lapses_at)
+        if claim is not None:
+            records = self._idempotency.setdefault((tenant, conversation_id), {})
+            records[claim.key] = _Idempotency(claim.request_hash, now + CLAIM_SECONDS, response_id)
+        if conv is None:
+            return Begun(None, response_id)
+        if previous_response_id is not None:
+            history = await self.resolve_response(tenant, previous_response_id)
+        else:
+            history = await self.resolve_conversation(tenant, conversation_id)
+        return Begun(history, response_id)
+
+    def _idempotency_verdict(
+        self, tenant: str, conversation_id: str, key: str, request_hash: str, response_id: str
+    ) -> TurnResult | None:
+        """None = go ahead (no record, or the caller's own claim); the first result to replay; or raises."""
+        record = self._idempotency.get((tenant, conversation_id), {}).get(key)
+        if record is None or record.expires_at <= time.monotonic():
+            return None
+        if record.request_hash != request_hash:
+            raise IdempotencyKeyReused(key)
+        if record.result is None:
+            if record.response_id == response_id:
+                return None
+            raise IdempotencyInFlight(key)
+        r = record.result
+        return TurnResult(
+            r.conversation_id, r.version, r.appended, r.session_bytes, r.turns, r.response_id, replayed=True
+        )
+
+    async def abandon_turn(
+        self, tenant: str, conversation_id: str, response_id: str, claim: Claim | None = None
+    ) -> None:
+        parsed = parse_response_id(response_id)
+        slot = self._slots.get(parsed[0]) if parsed is not None else None
+        if parsed is not None and slot is not None:
+            slot.reserved.pop(parsed[1], None)
+            if slot.records <= 0 and not slot.reserved:
+                del self._slots[parsed[0]]
+        records = self._idempotency.get((tenant, conversation_id), {})
+        record = records.get(claim.key) if claim is not None else None
+        if (
+            claim is not None
+            and record is not None
+            and record.result is None
+            and record.response_id == response_id
+        ):
+            del records[claim.key]
+            if not records:
+                del self._idempotency[(tenant, conversation_id)]
 
     async def resolve_conversation(self, tenant: str, conversation_id: str) -> History | None:
         conv = self._live_conversation(tenant, conversation_id)
         if conv is None:
             return None
-        self._touch(conv, None)
-        items = self._collect(conv, *conv.head)
+        self._touch(conv)
+        items = [item for _, item in self._collect_entries(conv, *conv.head)]
         return self._history(conversation_id, None, conv, "", conv.metadata, items)
 
     @staticmethod
@@ -174,11 +242,8 @@ class MemoryStore:
             items=items,
         )
 
-    def _touch(self, conv: _Conversation, resp: _Response | None) -> None:
-        expires_at = time.monotonic() + self._ttl
-        conv.expires_at = expires_at
-        if resp is not None:
-            resp.expires_at = expires_at
+    def _touch(self, conv: _Conversation) -> None:
+        conv.expires_at = time.monotonic() + self._ttl
 
     # -- writes --------------------------------------------------------------------------------
     async def append_turn(self, turn: Turn) -> TurnResult:
@@ -194,47 +259,35 @@ class MemoryStore:
             attach = (parent.segment, parent.end)
 
         now = time.monotonic()
-        idem_key = (tenant, conversation_id, turn.idempotency_key) if turn.idempotency_key else None
-        if idem_key is not None:
-            first = self._idempotency.get(idem_key)
-            if first is not None and first[2] > now:
-                if first[0] != turn.request_hash:
-                    raise IdempotencyKeyReused(turn.idempotency_key)
-                r = first[1]
-                return TurnResult(
-                    r.conversation_id,
-                    r.version,
-                    r.appended,
-                    r.session_bytes,
-                    r.turns,
-                    r.response_id,
-                    replayed=True,
-                )
+        if turn.idempotency_key:
+            replay = self._idempotency_verdict(
+                tenant, conversation_id, turn.idempotency_key, turn.request_hash, turn.response_id or ""
+            )
+            if replay is not None:
+                return replay
 
-        if turn.response_id is not None and not self._is_reserved(turn.response_id):
+        reserved = turn.response_id is not None and self._is_reservable(turn.response_id)
+        if turn.response_id is not None and not reserved:
             raise RuntimeError(f"response {turn.response_id} was not reserved before it was stored")
         now_ms = int(time.time() * 1000)
         conv = self._live_conversation(tenant, conversation_id)
-        if conv is None:
-            if turn.parent_response_id is not None:
-                raise ParentNotFound(turn.parent_response_id)
-            if not turn.create:
-                raise ConversationMissing(conversation_id)
+        created = conv is None
+        if conv is None and not turn.create:
+            raise ConversationMissing(conversation_id)
         current_version = conv.version if conv is not None else 0
         if turn.if_match is not None and turn.if_match != current_version:
             raise Conflict(current_version)
         # Writes from here on: every check above left the store untouched.
+        tag = conversation_tag(tenant, conversation_id)
         if conv is None:
-            conv = _Conversation(created_ms=now_ms, metadata=turn.conversation_metadata, expires_at=0.0)
+            conv = _Conversation(tag, created_ms=now_ms, metadata=turn.conversation_metadata, expires_at=0.0)
             conv.updated_ms = now_ms
             self._conversations[(tenant, conversation_id)] = conv
         response_id = turn.response_id
         if turn.mint_response:
-            response_id = self._reserve(conversation_tag(tenant, conversation_id))
-        if response_id is not None and self._reserved.pop(response_id, None) is None:
-            parsed = parse_response_id(response_id)
-            assert parsed is not None
-            self._next_index[parsed[0]] = parsed[1] + 1  # a first turn's id: its index is taken now
+            response_id = self._reserve(tag, _FOREVER)
+        if response_id is not None:
+            self._take(response_id)
 
         segment, stop = attach if attach is not None else conv.head
         n = len(turn.items)
@@ -249,46 +302,56 @@ class MemoryStore:
         conv.version += 1
         conv.head = (segment, end)
         conv.updated_ms = now_ms
-        conv.expires_at = now + self._ttl
+        self._touch(conv)
         if response_id is not None:
             conv.turns += 1
             conv.responses.add(response_id)
             self._responses[response_id] = _Response(
                 tenant,
+                conv,
                 conversation_id,
                 segment,
                 end,
                 stop + turn.n_input,
                 turn.response_status,
                 turn.response_body,
-                now + self._ttl,
             )
         result = TurnResult(conversation_id, conv.version, n, conv.session_bytes, conv.turns, response_id)
-        if idem_key is not None:
-            ttl = min(IDEMPOTENCY_TTL_SECONDS, self._ttl)
-            self._idempotency[idem_key] = (turn.request_hash, result, now + ttl)
+        if turn.idempotency_key:
+            # The key that created the conversation replays its first turn as long as the conversation lives.
+            idem_ttl = _FOREVER if created else min(IDEMPOTENCY_TTL_SECONDS, self._ttl)
+            records = self._idempotency.setdefault((tenant, conversation_id), {})
+            records[turn.idempotency_key] = _Idempotency(turn.request_hash, now + idem_ttl, result=result)
         return result
+
+    def _is_reservable(self, response_id: str) -> bool:
+        """Reserved by begin_turn and not lapsed, or (a new conversation's first turn) the next free index."""
+        parsed = parse_response_id(response_id)
+        if parsed is None:
+            return False
+        slot = self._slots.get(parsed[0], _Slot())
+        lapses_at = slot.reserved.get(parsed[1])
+        if lapses_at is not None:
+            return lapses_at > time.monotonic()
+        return slot.next_index == parsed[1]
+
+    def _take(self, response_id: str) -> None:
+        parsed = parse_response_id(response_id)
+        assert parsed is not None
+        tag, index = parsed[0], parsed[1]
+        slot = self._slots.setdefault(tag, _Slot())
+        if slot.reserved.pop(index, None) is None:
+            slot.next_index = index + 1  # a first turn's id: its index is taken now
+        slot.records += 1
 
     async def delete_response(self, tenant: str, response_id: str) -> bool:
         resp = self._live_response(tenant, response_id)
         if resp is None:
             return False
         del self._responses[response_id]
-        conv = self._conversations.get((tenant, resp.conversation_id))
-        if conv is not None:
-            conv.responses.discard(response_id)
+        resp.conversation.responses.discard(response_id)
+        self._slots[resp.conversation.tag].records -= 1
         return True
-
-    async def find_idempotent(
-        self, tenant: str, conversation_id: str, key: str
-    ) -> tuple[str, TurnResult] | None:
-        first = self._idempotency.get((tenant, conversation_id, key))
-        if first is None or first[2] <= time.monotonic():
-            return None
-        r = first[1]
-        return first[0], TurnResult(
-            r.conversation_id, r.version, r.appended, r.session_bytes, r.turns, r.response_id, replayed=True
-        )
 
     async def set_conversation_metadata(self, tenant: str, conversation_id: str, metadata: bytes) -> bool:
         conv = self._live_conversation(tenant, conversation_id)
@@ -296,23 +359,45 @@ class MemoryStore:
             return False
         conv.metadata = metadata
         conv.updated_ms = int(time.time() * 1000)
-        self._touch(conv, None)
+        self._touch(conv)
         return True
 
     async def remove_item(self, tenant: str, conversation_id: str, item_id: str) -> int | None:
         conv = self._live_conversation(tenant, conversation_id)
         if conv is None:
             return None
-        entries = self._collect_entries(conv, *conv.head)
-        kept = [entry for entry in entries if entry[0] != item_id]
-        if len(kept) == len(entries):
+        walked = list(_walk(conv, *conv.head))
+        found = next((n for n, (_, _, entry) in enumerate(walked) if entry[0] == item_id), None)
+        if found is None:
             return None
-        conv.segments.append(kept)  # a new root segment: no parent, so stored responses are untouched
-        conv.head = (len(conv.segments) - 1, len(kept))
+        # The head branches off just before the item and holds copies of the items after it.
+        segment, position, _ = walked[found]
+        conv.segments.append([entry for _, _, entry in walked[found + 1 :]])
+        head = len(conv.segments) - 1
+        conv.parents[head] = (segment, position)
+        conv.head = (head, len(conv.segments[head]))
         conv.version += 1
         conv.updated_ms = int(time.time() * 1000)
-        self._touch(conv, None)
+        self._collect_garbage(conv)
+        self._touch(conv)
         return conv.version
+
+    def _collect_garbage(self, conv: _Conversation) -> None:
+        """Drop segments, and tails of segments, that neither the head nor a live response reaches."""
+        need: dict[int, int] = {}
+        reached = [conv.head, *((self._responses[r].segment, self._responses[r].end) for r in conv.responses)]
+        for segment, stop in reached:
+            while True:
+                need[segment] = max(need.get(segment, 0), stop)
+                parent = conv.parents.get(segment)
+                if parent is None:
+                    break
+                segment, stop = parent
+        for segment in range(len(conv.segments)):
+            if segment not in need:
+                conv.parents.pop(segment, None)
+            del conv.segments[segment][need.get(segment, 0) :]
+        conv.session_bytes = sum(len(item) for items in conv.segments for _, item in items)
 
     async def delete_conversation(self, tenant: str, conversation_id: str) -> bool:
         if self._live_conversation(tenant, conversation_id) is None:
@@ -324,23 +409,31 @@ class MemoryStore:
         conv = self._conversations.pop((tenant, conversation_id))
         for response_id in conv.responses:
             self._responses.pop(response_id, None)
+        self._idempotency.pop((tenant, conversation_id), None)
+        slot = self._slots.get(conv.tag)
+        if slot is not None:
+            slot.records -= len(conv.responses)
+            if slot.records <= 0 and not slot.reserved:
+                del self._slots[conv.tag]
 
     # -- lifecycle -----------------------------------------------------------------------------
     def sweep(self) -> int:
-        """Drop everything expired; returns how many conversations and responses went."""
+        """Drop everything expired; returns how many conversations went."""
         now = time.monotonic()
-        dropped = 0
-        for key in [k for k, c in self._conversations.items() if c.expires_at <= now]:
+        expired = [key for key, conv in self._conversations.items() if conv.expires_at <= now]
+        for key in expired:
             self._drop_conversation(*key)
-            dropped += 1
-        for rid in [r for r, resp in self._responses.items() if resp.expires_at <= now]:
-            del self._responses[rid]
-            dropped += 1
-        for idem in [k for k, v in self._idempotency.items() if v[2] <= now]:
-            del self._idempotency[idem]
-        for rid in [r for r, expires_at in self._reserved.items() if expires_at <= now]:
-            del self._reserved[rid]
-        return dropped
+        for key, records in list(self._idempotency.items()):
+            for name in [k for k, record in records.items() if record.expires_at <= now]:
+                del records[name]
+            if not records:
+                del self._idempotency[key]
+        for tag, slot in list(self._slots.items()):
+            for index in [i for i, lapses_at in slot.reserved.items() if lapses_at <= now]:
+                del slot.reserved[index]
+            if slot.records <= 0 and not slot.reserved:
+                del self._slots[tag]
+        return len(expired)
 
     @contextlib.asynccontextmanager
     async def sweeping(self, interval: float = SWEEP_INTERVAL_SECONDS) -> AsyncIterator[None]:
@@ -362,3 +455,16 @@ class MemoryStore:
 
     async def close(self) -> None:
         return None
+
+
+def _walk(conv: _Conversation, segment: int, stop: int) -> list[tuple[int, int, tuple[str, bytes]]]:
+    """(segment, position, entry) of every item reaching `stop` of `segment`, oldest first."""
+    slices: list[list[tuple[int, int, tuple[str, bytes]]]] = []
+    while True:
+        if stop > 0:
+            slices.append([(segment, n, entry) for n, entry in enumerate(conv.segments[segment][:stop])])
+        parent = conv.parents.get(segment)
+        if parent is None:
+            break
+        segment, stop = parent
+    return [entry for entries in reversed(slices) for entry in entries]

@@ -2,22 +2,38 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import (
+    AuthenticationError,
+    BusyLoadingError,
+    ClusterDownError,
+    ClusterError,
+    MasterDownError,
+    RedisClusterException,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..ids import conversation_tag, mint_response_id, parse_response_id, response_random
-from ..keys import ConversationKeys, records_key, tag_prefix
+from ..keys import ConversationKeys, records_key
 from ..redact import mask_userinfo
 from .base import (
+    CLAIM_SECONDS,
     IDEMPOTENCY_TTL_SECONDS,
+    Begun,
+    Claim,
     Conflict,
     ConversationMissing,
     History,
+    IdempotencyInFlight,
     IdempotencyKeyReused,
     ParentInOtherConversation,
     ParentNotFound,
@@ -27,29 +43,48 @@ from .base import (
     TurnResult,
 )
 from .lua import load_script
-from .resp_client import PipelinedRedis
+from .resp_client import PipelinedRedis, RedisReplyError
 
 MAX_CONNECTIONS = 1024
 Script = Callable[..., Awaitable[Any]]
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+# What a Redis Cluster answers while it reshards or fails over: the store is briefly unusable, not broken.
+# A script declares only keys that exist whenever its data does, so a slot being migrated answers TRYAGAIN
+# only once keys have started to move; that, and the other passing states, are retried for a moment.
+_PASSING = (
+    TryAgainError,
+    ClusterDownError,
+    MasterDownError,
+    BusyLoadingError,
+    ClusterError,
+    RedisClusterException,
+    AuthenticationError,
+    # redis-py's cluster client on a connection that a failover closed under it
+    RuntimeError,
+    AttributeError,
+)
+_RETRY_DELAYS_S = (0.05, 0.1, 0.2, 0.4, 0.8)
 
 
 class RedisStore:
     """`client` is the lean PipelinedRedis on a standalone server, redis-py's RedisCluster on a cluster:
     both offer register_script, get, ping and aclose."""
 
-    def __init__(self, client: Any, ttl_seconds: int) -> None:
+    def __init__(self, client: Any, ttl_seconds: float) -> None:
         self._client = client
-        self._ttl = ttl_seconds
-        self._append: Script = client.register_script(load_script("append_turn-2"))
-        self._resolve: Script = client.register_script(load_script("resolve_history-2"))
-        self._delete_response: Script = client.register_script(load_script("delete_response-2"))
-        self._delete_conversation: Script = client.register_script(load_script("delete_conversation-2"))
+        self._ttl = max(1, int(ttl_seconds * 1000))  # ms: scripts use PEXPIRE, so tests can use tiny TTLs
+        self._idempotency_ttl = min(IDEMPOTENCY_TTL_SECONDS * 1000, self._ttl)
+        self._claim_ttl = CLAIM_SECONDS * 1000
+        self._append: Script = client.register_script(load_script("append_turn-1"))
+        self._resolve: Script = client.register_script(load_script("resolve_history-1"))
+        self._delete_response: Script = client.register_script(load_script("delete_response-1"))
+        self._delete_conversation: Script = client.register_script(load_script("delete_conversation-1"))
         self._set_metadata: Script = client.register_script(load_script("set_metadata-1"))
-        self._remove_item: Script = client.register_script(load_script("remove_item-2"))
+        self._remove_item: Script = client.register_script(load_script("remove_item-1"))
+        self._abandon_turn: Script = client.register_script(load_script("abandon_turn-1"))
 
     @classmethod
-    async def connect(cls, url: str, ttl_seconds: int) -> RedisStore:
+    async def connect(cls, url: str, ttl_seconds: float) -> RedisStore:
         """Connect, detecting a Redis Cluster by itself."""
         lean = PipelinedRedis(url)
         try:
@@ -71,10 +106,24 @@ class RedisStore:
         return self._client
 
     async def _run(self, script: Script, keys: list[str], args: list[Any]) -> Any:
-        try:
-            return await script(keys=keys, args=args)
-        except _UNREACHABLE as exc:
-            raise StoreDown(str(exc)) from exc
+        return await self._call(lambda: script(keys=keys, args=args))
+
+    async def _call(self, command: Callable[[], Awaitable[Any]]) -> Any:
+        """Run a command, retried through a cluster's passing states; an unusable store is StoreDown."""
+        for delay in (*_RETRY_DELAYS_S, None):
+            try:
+                return await command()
+            except _UNREACHABLE as exc:
+                raise StoreDown(str(exc)) from exc
+            except (*_PASSING, ResponseError, RedisReplyError) as exc:
+                # A script reaching a key that a reshard already moved is refused before it writes; a
+                # restarted server answers LOADING while it reads its data back.
+                if isinstance(exc, (ResponseError, RedisReplyError)) and not _is_passing_reply(exc):
+                    raise
+                if delay is None:
+                    raise StoreDown(f"Redis Cluster is resharding or failing over: {exc}") from exc
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
 
     async def append_turn(self, turn: Turn) -> TurnResult:
         if turn.parent_response_id is not None:
@@ -94,7 +143,7 @@ class RedisStore:
             "" if turn.if_match is None else turn.if_match,
             int(time.time() * 1000),
             self._ttl,
-            min(IDEMPOTENCY_TTL_SECONDS, self._ttl),
+            self._idempotency_ttl,
             response,
             turn.response_body,
             turn.response_status,
@@ -102,9 +151,10 @@ class RedisStore:
             turn.conversation_metadata,
             turn.n_input,
             turn.parent_response_id or "",
+            os.urandom(4).hex(),  # the conversation's incarnation, if this turn creates it
         ]
         args.extend(item for _, item in turn.items)
-        reply = await self._run(self._append, [tag_prefix(tag), records_key(tag)], args)
+        reply = await self._run(self._append, [records_key(tag)], args)
         return _turn_result(reply, turn)
 
     async def resolve_response(self, tenant: str, response_id: str, range_: Range = "full") -> History | None:
@@ -112,77 +162,93 @@ class RedisStore:
         if parsed is None:
             return None
         tag = parsed[0]
-        args = ["resp", tenant, response_id, range_, self._ttl, "0"]
-        return _history(await self._run(self._resolve, [records_key(tag), tag_prefix(tag)], args))
+        args = ["resp", tenant, response_id, range_, self._ttl, "0", "", "", self._claim_ttl, "", "0"]
+        return _history(await self._run(self._resolve, [records_key(tag)], args))
 
     async def resolve_conversation(self, tenant: str, conversation_id: str) -> History | None:
         conv = ConversationKeys(conversation_tag(tenant, conversation_id), tenant, conversation_id)
-        args = ["conv", tenant, conversation_id, "full", self._ttl, "0"]
-        return _history(await self._run(self._resolve, [conv.meta, conv.tag_prefix], args))
+        args = ["conv", tenant, conversation_id, "full", self._ttl, "0", "", "", self._claim_ttl, "", "0"]
+        return _history(await self._run(self._resolve, [conv.meta], args))
 
     async def begin_turn(
-        self, tenant: str, *, previous_response_id: str | None = None, conversation_id: str | None = None
-    ) -> tuple[History | None, str]:
+        self,
+        tenant: str,
+        *,
+        previous_response_id: str | None = None,
+        conversation_id: str | None = None,
+        claim: Claim | None = None,
+    ) -> Begun:
         if previous_response_id is not None:
             parsed = parse_response_id(previous_response_id)
             if parsed is None:
-                return None, ""
+                return Begun(None, "")
             tag = parsed[0]
-            keys = [records_key(tag), tag_prefix(tag)]
-            args = ["resp", tenant, previous_response_id, "full", self._ttl, "1"]
+            keys = [records_key(tag)]
+            args: list[Any] = ["resp", tenant, previous_response_id]
         else:
             assert conversation_id is not None
             tag = conversation_tag(tenant, conversation_id)
             conv = ConversationKeys(tag, tenant, conversation_id)
-            keys = [conv.meta, conv.tag_prefix]
-            args = ["conv", tenant, conversation_id, "full", self._ttl, "1"]
+            keys = [conv.meta]
+            args = ["conv", tenant, conversation_id]
+        random_part = response_random()
+        args += ["full", self._ttl, "1", claim.key if claim else "", claim.request_hash if claim else ""]
+        args += [self._claim_ttl, random_part, "1" if claim and claim.fresh else "0"]
         reply = await self._run(self._resolve, keys, args)
-        return _history(reply), mint_response_id(tag, int(reply[0]))
+        if isinstance(reply[0], bytes):  # the idempotency key was used before
+            result = _turn_result(reply, Turn(tenant, conversation_id or "", [], 0))
+            return Begun(None, result.response_id or "", replay=result)
+        index = int(reply[0])
+        return Begun(_history(reply), mint_response_id(tag, index, random_part) if index >= 0 else "")
+
+    async def abandon_turn(
+        self, tenant: str, conversation_id: str, response_id: str, claim: Claim | None = None
+    ) -> None:
+        parsed = parse_response_id(response_id)
+        if parsed is None:
+            return
+        args = [
+            response_id,
+            claim.key if claim else "",
+            claim.request_hash if claim else "",
+            tenant,
+            conversation_id,
+        ]
+        await self._run(self._abandon_turn, [records_key(parsed[0])], args)
 
     async def delete_response(self, tenant: str, response_id: str) -> bool:
         parsed = parse_response_id(response_id)
         if parsed is None:
             return False
-        keys = [records_key(parsed[0]), tag_prefix(parsed[0])]
-        return bool(await self._run(self._delete_response, keys, [tenant, response_id]))
+        return bool(await self._run(self._delete_response, [records_key(parsed[0])], [tenant, response_id]))
 
     async def delete_conversation(self, tenant: str, conversation_id: str) -> bool:
         conv = ConversationKeys(conversation_tag(tenant, conversation_id), tenant, conversation_id)
-        keys = [conv.meta, conv.tag_prefix]
-        return bool(await self._run(self._delete_conversation, keys, [tenant, conversation_id]))
-
-    async def find_idempotent(
-        self, tenant: str, conversation_id: str, key: str
-    ) -> tuple[str, TurnResult] | None:
-        conv = ConversationKeys(conversation_tag(tenant, conversation_id), tenant, conversation_id)
-        try:
-            raw = await self._client.get(conv.idempotency(key))
-        except _UNREACHABLE as exc:
-            raise StoreDown(str(exc)) from exc
-        if raw is None:
-            return None
-        request_hash, *fields = raw.split(b"\n")
-        return request_hash.decode(), _turn_result([b"replay", *fields], Turn(tenant, conversation_id, [], 0))
+        return bool(await self._run(self._delete_conversation, [conv.meta], [tenant, conversation_id]))
 
     async def set_conversation_metadata(self, tenant: str, conversation_id: str, metadata: bytes) -> bool:
         conv = ConversationKeys(conversation_tag(tenant, conversation_id), tenant, conversation_id)
-        args = [metadata, int(time.time() * 1000), self._ttl]
+        args = [metadata, int(time.time() * 1000), self._ttl, tenant, conversation_id]
         return bool(await self._run(self._set_metadata, [conv.meta], args))
 
     async def remove_item(self, tenant: str, conversation_id: str, item_id: str) -> int | None:
         conv = ConversationKeys(conversation_tag(tenant, conversation_id), tenant, conversation_id)
         args = [tenant, conversation_id, item_id, int(time.time() * 1000), self._ttl]
-        version = int(await self._run(self._remove_item, [conv.meta, conv.tag_prefix], args))
+        version = int(await self._run(self._remove_item, [conv.meta], args))
         return version if version > 0 else None
 
     async def ping(self) -> None:
-        try:
-            await self._client.ping()
-        except _UNREACHABLE as exc:
-            raise StoreDown(str(exc)) from exc
+        await self._call(self._client.ping)
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+def _is_passing_reply(exc: Exception) -> bool:
+    message = str(exc)
+    return any(
+        marker in message for marker in ("TRYAGAIN", "non local key", "CLUSTERDOWN", "MASTERDOWN", "LOADING")
+    )
 
 
 def _turn_result(reply: list[Any], turn: Turn) -> TurnResult:
@@ -202,6 +268,8 @@ def _turn_result(reply: list[Any], turn: Turn) -> TurnResult:
         raise Conflict(int(reply[1]))
     if status == "idem_conflict":
         raise IdempotencyKeyReused(turn.idempotency_key)
+    if status == "in_flight":
+        raise IdempotencyInFlight(turn.idempotency_key)
     if status == "parent_missing":
         raise ParentNotFound(turn.parent_response_id)
     if status == "parent_other_conversation":

@@ -114,7 +114,7 @@ async def test_fifty_turn_chain_resolves_in_one_round_trip_and_branches_stay_apa
     if monitor is not None:
         assert monitor.commands() == ["evalsha"]
 
-    _, branch = await backend.store.begin_turn(TENANT, previous_response_id=ids[9])
+    branch = (await backend.store.begin_turn(TENANT, previous_response_id=ids[9])).response_id
     await backend.store.append_turn(
         Turn(
             TENANT,
@@ -125,7 +125,7 @@ async def test_fifty_turn_chain_resolves_in_one_round_trip_and_branches_stay_apa
             response_id=branch,
         )
     )
-    _, branch2 = await backend.store.begin_turn(TENANT, previous_response_id=branch)
+    branch2 = (await backend.store.begin_turn(TENANT, previous_response_id=branch)).response_id
     await backend.store.append_turn(
         Turn(TENANT, "", [item(conv, "bin2")], n_input=1, parent_response_id=branch, response_id=branch2)
     )
@@ -303,33 +303,12 @@ async def test_removing_an_item_changes_the_head_but_not_stored_responses(backen
     assert await backend.store.delete_conversation(TENANT, conv)
 
 
-async def test_find_idempotent_reads_the_first_result(backend: Backend) -> None:
-    conv = conv_id()
-    assert await backend.store.find_idempotent(TENANT, conv, "k") is None
-    first = await backend.store.append_turn(
-        Turn(
-            TENANT,
-            conv,
-            [item(conv, "x")],
-            n_input=1,
-            mint_response=True,
-            idempotency_key="k",
-            request_hash="h",
-        )
-    )
-    rid = first.response_id
-    found = await backend.store.find_idempotent(TENANT, conv, "k")
-    assert found is not None
-    request_hash, result = found
-    assert request_hash == "h" and result.replayed and result.response_id == rid
-    assert result.version == first.version and result.conversation_id == conv
-
-
 async def test_begin_turn_resolves_and_reserves_in_one_round_trip(backend: Backend) -> None:
     conv = conv_id()
     ids = await chain(backend, conv, 3)
     monitor = backend.monitor() if backend.server is not None else None
-    history, reserved = await backend.store.begin_turn(TENANT, previous_response_id=ids[-1])
+    begun = await backend.store.begin_turn(TENANT, previous_response_id=ids[-1])
+    history, reserved = begun.history, begun.response_id
     if monitor is not None:
         assert monitor.commands() == ["evalsha"]
     assert history is not None and len(history.items) == 6
@@ -341,8 +320,8 @@ async def test_begin_turn_resolves_and_reserves_in_one_round_trip(backend: Backe
     assert result.response_id == reserved
     stored = await backend.store.resolve_response(TENANT, reserved)
     assert stored is not None and texts(stored.items)[-1] == "next"
-    new_history, first_id = await backend.store.begin_turn(TENANT, conversation_id=conv_id())
-    assert new_history is None and first_id.startswith("resp_")
+    new = await backend.store.begin_turn(TENANT, conversation_id=conv_id())
+    assert new.history is None and new.response_id.startswith("resp_")
 
 
 async def test_a_response_id_that_was_not_reserved_writes_nothing(backend: Backend) -> None:
