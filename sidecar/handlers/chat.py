@@ -19,7 +19,7 @@ from ..fingerprint import estimate_tokens, prefix_fingerprint
 from ..ids import validate_client_id
 from ..middleware import REQUEST_ID, TENANT
 from ..stored_items import decode_items
-from ..turns import plan_turn, record_response
+from ..turns import TurnPlan, plan_turn, record_response, turn_settled
 from ..wire.chat_chunks import ChatClientStream, with_sidecar_call_ids
 from ..wire.chat_messages import items_to_messages, messages_to_items
 from ..wire.chat_translate import ChatStreamTranslator, chat_choice
@@ -30,6 +30,7 @@ from ..wire.stream_state import MalformedEvent
 from .common import idempotency_key, read_json, request_hash, stateful_headers
 from .engine_answer import read_engine_json, require_event_stream, save_quietly, settle_departed_client
 from .passthrough import passthrough
+from .replay import replay_chat
 from .sse_relay import ClientGone, EventStreamResponse
 
 routes = web.RouteTableDef()
@@ -48,32 +49,23 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     new_items = messages_to_items(body.get("messages"))
     if not new_items:
         raise InvalidRequest("'messages' must hold at least one message.", param="messages")
+    stream = bool(body.get("stream"))
+    stream_options = body.get("stream_options") or {}
+    if not isinstance(stream_options, dict):
+        raise InvalidRequest("Invalid type for 'stream_options': expected an object.", param="stream_options")
     store = request.app[STORE]
     idem = idempotency_key(request)
+    hashed = request_hash(raw, "chat")
     plan = await plan_turn(
         store,
         request[TENANT],
         previous_response_id=previous or None,
         conversation_id=None if previous else conversation_id,
         idempotency_key=idem,
+        request_hash=hashed,
         new_items=new_items,
         create_conversation=True,
     )
-    if conversation_id and previous and plan.conversation_id != conversation_id:
-        raise InvalidRequest(
-            "X-Previous-Response-Id belongs to another conversation.", param="X-Previous-Response-Id"
-        )
-    stream = bool(body.get("stream"))
-    stream_options = body.get("stream_options") or {}
-    if not isinstance(stream_options, dict):
-        raise InvalidRequest("Invalid type for 'stream_options': expected an object.", param="stream_options")
-    messages = items_to_messages(
-        decode_items([*plan.history, *(b for _, b in plan.input_items)]), first_input=len(plan.history)
-    )
-    engine_body: dict[str, Any] = {**body, "messages": messages}
-    if stream:
-        # The stored turn needs usage; the client gets a usage chunk only if it asked (ChatClientStream).
-        engine_body["stream_options"] = {**stream_options, "include_usage": True}
     headers = stateful_headers(
         request_id=request[REQUEST_ID],
         conversation_id=plan.conversation_id,
@@ -82,6 +74,44 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         estimated_tokens=estimate_tokens(plan.history_bytes),
         response_id=plan.response_id,
     )
+    if plan.replay is not None:  # the key was used before with this body: its first answer, no engine call
+        include_usage = bool(stream_options.get("include_usage"))
+        return await replay_chat(
+            request,
+            store,
+            plan.tenant,
+            plan.replay,
+            stream=stream,
+            include_usage=include_usage,
+            headers=headers,
+        )
+    # From here a refusal (of the request or by the engine) gives back the reserved id and the key.
+    async with turn_settled(store, plan):
+        if conversation_id and previous and plan.conversation_id != conversation_id:
+            raise InvalidRequest(
+                "X-Previous-Response-Id belongs to another conversation.", param="X-Previous-Response-Id"
+            )
+        return await _answer(request, body, plan, headers, stream_options, idem, hashed)
+
+
+async def _answer(
+    request: web.Request,
+    body: dict[str, Any],
+    plan: TurnPlan,
+    headers: dict[str, str],
+    stream_options: dict[str, Any],
+    idem: str | None,
+    hashed: str,
+) -> web.StreamResponse:
+    store = request.app[STORE]
+    stream = bool(body.get("stream"))
+    messages = items_to_messages(
+        decode_items([*plan.history, *(b for _, b in plan.input_items)]), first_input=len(plan.history)
+    )
+    engine_body: dict[str, Any] = {**body, "messages": messages}
+    if stream:
+        # The stored turn needs usage; the client gets a usage chunk only if it asked (ChatClientStream).
+        engine_body["stream_options"] = {**stream_options, "include_usage": True}
     upstream = request.app[UPSTREAM]
     engine_headers = upstream.headers(request.headers, forward_client_key=request.app[CONFIG].auth == "none")
     engine = await upstream.post("/v1/chat/completions", orjson.dumps(engine_body), engine_headers)
@@ -92,10 +122,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         model=str(body.get("model") or ""),
         output=[],
         request={},
-        previous_response_id=previous or None,
+        previous_response_id=plan.previous_response_id,
     )
     translator = ChatStreamTranslator(base, plan.mint)
-    hashed = request_hash(raw, "chat")
 
     async def save(final: dict[str, Any]) -> None:
         request.app[METRICS].observe_usage(final.get("usage"))

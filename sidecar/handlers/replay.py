@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 from aiohttp import web
 
@@ -9,6 +11,8 @@ from ..errors import response_not_found
 from ..response_record import resource_from_record
 from ..store import Store, TurnResult
 from ..stored_items import decode_items
+from ..wire.chat_chunks import DONE_FRAME
+from ..wire.chat_replay import chat_chunks, chat_completion
 from ..wire.replay import replay_events
 from ..wire.sse import encode_sse
 
@@ -23,25 +27,60 @@ async def replay_stored(
     headers: dict[str, str],
 ) -> web.StreamResponse:
     """The stored response of the first call with this idempotency key, as JSON or as a finished stream."""
+    resource = await _stored_resource(store, tenant, first)
+    headers = _replay_headers(headers, first)
+    if not stream:
+        return web.Response(body=orjson.dumps(resource), content_type="application/json", headers=headers)
+    frames = b"".join(encode_sse(e["type"], orjson.dumps(e)) for e in replay_events(resource))
+    return await _stream(request, headers, frames)
+
+
+async def replay_chat(
+    request: web.Request,
+    store: Store,
+    tenant: str,
+    first: TurnResult,
+    *,
+    stream: bool,
+    include_usage: bool,
+    headers: dict[str, str],
+) -> web.StreamResponse:
+    """The same for stateful chat: the stored answer as a chat completion, or its chunks and `[DONE]`."""
+    resource = await _stored_resource(store, tenant, first)
+    headers = _replay_headers(headers, first)
+    if not stream:
+        body = orjson.dumps(chat_completion(resource))
+        return web.Response(body=body, content_type="application/json", headers=headers)
+    chunks = chat_chunks(resource, include_usage=include_usage)
+    return await _stream(
+        request, headers, b"".join(encode_sse(None, orjson.dumps(c)) for c in chunks) + DONE_FRAME
+    )
+
+
+async def _stored_resource(store: Store, tenant: str, first: TurnResult) -> dict[str, Any]:
     if first.response_id is None:
         raise response_not_found("")
     history = await store.resolve_response(tenant, first.response_id, "output")
     if history is None:  # deleted since, or expired
         raise response_not_found(first.response_id)
-    resource = resource_from_record(first.response_id, history.body, decode_items(history.items))
-    headers = {
+    return resource_from_record(first.response_id, history.body, decode_items(history.items))
+
+
+def _replay_headers(headers: dict[str, str], first: TurnResult) -> dict[str, str]:
+    return {
         **headers,
-        "X-Response-Id": first.response_id,
+        "X-Response-Id": first.response_id or "",
         "X-Conversation-Id": first.conversation_id,
         "X-Conversation-Version": str(first.version),
         "Idempotent-Replayed": "true",
     }
-    if not stream:
-        return web.Response(body=orjson.dumps(resource), content_type="application/json", headers=headers)
+
+
+async def _stream(request: web.Request, headers: dict[str, str], frames: bytes) -> web.StreamResponse:
     response = web.StreamResponse(
         headers={**headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     )
     await response.prepare(request)
-    await response.write(b"".join(encode_sse(e["type"], orjson.dumps(e)) for e in replay_events(resource)))
+    await response.write(frames)
     await response.write_eof()
     return response
