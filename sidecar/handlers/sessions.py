@@ -17,7 +17,7 @@ from ..response_record import compact_record
 from ..store.base import History, Turn
 from ..stored_items import decode_items, join_items, with_sidecar_ids
 from ..wire.chat_messages import items_to_messages, message_to_items, messages_to_items
-from ..wire.items import parse_input, parse_item
+from ..wire.items import check_item_count, parse_input, parse_item
 from ..wire.resource import build_response_resource, complete_output_item
 from .common import (
     idempotency_key,
@@ -150,12 +150,14 @@ def _output_of(body: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, An
                 raise InvalidRequest(
                     "Invalid type for 'response.output': expected an array.", param="response.output"
                 )
+            check_item_count(output, "response.output")
             items = [parse_item(o, f"response.output[{i}]") for i, o in enumerate(output)]
         kept = {k: response[k] for k in ("model", "usage", "created_at", "created") if k in response}
         return items, kept
     if "output" in body:
         if not isinstance(body["output"], list):
             raise InvalidRequest("Invalid type for 'output': expected an array.", param="output")
+        check_item_count(body["output"], "output")
         return [parse_item(o, f"output[{i}]") for i, o in enumerate(body["output"])], {}
     if "message" in body:
         return message_to_items(body["message"], "message"), {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import InvalidRequest
-from .items import Item, parse_item
+from .items import Item, check_item_count, parse_item
 
 Message = dict[str, Any]
 
@@ -100,6 +100,7 @@ def messages_to_items(messages: Any, param: str = "messages") -> list[Item]:
     """Chat messages (session API, stateful chat) as canonical Responses items."""
     if not isinstance(messages, list):
         raise InvalidRequest(f"Invalid type for '{param}': expected an array.", param=param)
+    check_item_count(messages, param)
     items: list[Item] = []
     for i, message in enumerate(messages):
         items.extend(message_to_items(message, f"{param}[{i}]"))

@@ -19,12 +19,27 @@ ITEM_TYPES = frozenset(
 )
 
 
+# Items one request may carry: a turn is written in one script, which a huge list would hold up (and the
+# event loop with it) for every other conversation.
+MAX_ITEMS_PER_REQUEST = 10_000
+
+
+def check_item_count(value: list[Any], param: str) -> None:
+    if len(value) > MAX_ITEMS_PER_REQUEST:
+        raise InvalidRequest(
+            f"Invalid '{param}': at most {MAX_ITEMS_PER_REQUEST} items per request, got {len(value)}.",
+            param=param,
+            code="array_above_max_length",
+        )
+
+
 def parse_input(value: Any, param: str = "input") -> list[Item]:
     """A create body's `input`: a string is one user message; a list holds items."""
     if isinstance(value, str):
         return [_message("user", value, param)]
     if not isinstance(value, list):
         raise InvalidRequest(f"Invalid type for '{param}': expected a string or an array.", param=param)
+    check_item_count(value, param)
     return [parse_item(item, f"{param}[{i}]") for i, item in enumerate(value)]
 
 

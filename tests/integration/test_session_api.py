@@ -6,6 +6,7 @@ import asyncio
 import os
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 Client = TestClient[Any, Any]
@@ -300,3 +301,24 @@ async def test_a_response_stored_through_the_session_api_is_a_complete_response_
     assert body["model"] == "engine-model" and body["created_at"] == 1_700_000_000
     assert body["usage"]["input_tokens"] == 12 and body["usage"]["output_tokens"] == 3
     assert body["output"][0]["content"][0]["text"] == "hello"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "param"),
+    [
+        ("/v1/sessions/big/append", {"items": [{"role": "user", "content": "x"}] * 10_001}, "items"),
+        ("/v1/sessions/big/append", {"messages": [{"role": "user", "content": "x"}] * 10_001}, "messages"),
+        (
+            "/v1/sessions/big/store_response",
+            {"output": [{"role": "assistant", "content": "x"}] * 10_001},
+            "output",
+        ),
+    ],
+)
+async def test_a_request_with_too_many_items_is_refused_and_writes_nothing(
+    sidecar: Any, path: str, body: dict[str, Any], param: str
+) -> None:
+    resp = await sidecar.post(path, json=body)
+    assert resp.status == 400
+    assert (await resp.json())["error"]["param"] == param
+    assert (await sidecar.get("/v1/sessions/big")).status == 404
