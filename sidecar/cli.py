@@ -34,12 +34,29 @@ def _parser() -> argparse.ArgumentParser:
         "--client-timeout-seconds",
         help="time a client gets for headers, then body (CONVOSTORE_CLIENT_TIMEOUT_SECONDS)",
     )
+    webhook = commands.add_parser("webhook", help="run the Kubernetes sidecar injection webhook (HTTPS)")
+    webhook.add_argument("--listen", help="host:port (CONVOSTORE_WEBHOOK_LISTEN, default 0.0.0.0:8443)")
+    webhook.add_argument("--tls-cert", help="PEM certificate chain (CONVOSTORE_WEBHOOK_TLS_CERT)")
+    webhook.add_argument("--tls-key", help="PEM private key (CONVOSTORE_WEBHOOK_TLS_KEY)")
+    webhook.add_argument(
+        "--tls-reload-seconds", help="how often the key pair is checked for rotation (default 60)"
+    )
+    webhook.add_argument(
+        "--config", dest="config_path", help="injected container, YAML/JSON (CONVOSTORE_WEBHOOK_CONFIG)"
+    )
+    webhook.add_argument("--sidecar-image", help="image of the injected container")
+    webhook.add_argument("--redis-secret-name", help="Secret holding REDIS_URL, in the pod's namespace")
+    webhook.add_argument("--redis-secret-key", help="its key (default redis-url)")
+    webhook.add_argument("--log-format", help="json | text (CONVOSTORE_LOG_FORMAT)")
+    webhook.add_argument("--log-level", help="CONVOSTORE_LOG_LEVEL")
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     args = vars(_parser().parse_args(argv))
-    args.pop("command")
+    if args.pop("command") == "webhook":
+        _webhook(args)
+        return
     try:
         config = Config.from_env(**args)
     except ConfigError as exc:
@@ -69,3 +86,16 @@ def main(argv: list[str] | None = None) -> None:
         # One line, credentials masked: a traceback would print the Redis URL, password and all.
         print(f"convostore: cannot start: {mask_userinfo(str(exc))}", file=sys.stderr)
         raise SystemExit(1) from None
+
+
+def _webhook(args: dict[str, str | None]) -> None:
+    from .webhook.config import WebhookConfig
+    from .webhook.server import run_webhook
+
+    try:
+        config = WebhookConfig.from_env(args)
+    except ConfigError as exc:
+        print(f"convostore webhook: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    configure_logging(config.log_format, config.log_level)
+    run_webhook(config)

@@ -1,0 +1,1 @@
+"""`convostore webhook`: the Kubernetes injection webhook (AdmissionReview in, JSONPatch out)."""
