@@ -17,7 +17,8 @@
 -- Returns  {index or -1} when the response/conversation is unknown, deleted, expired or another
 --          tenant's; {"replay", conv, version, appended, bytes, turns, response id} | {"idem_conflict"}
 --          | {"in_flight"} for a claimed key (nothing written); else {index or -1, conv, response_id,
---          version, bytes, turns, created_ms, updated_ms, status, body, item1, item2, ...} (body: the
+--          version, bytes, turns, created_ms, updated_ms, status, body, item1, item2, ...} (response_id: for
+--          "conv" the newest stored one, "" if none; body: the
 --          response's stored body for "resp", the conversation metadata for "conv").
 --@include includes/history.lua
 
@@ -71,7 +72,16 @@ if idem ~= '' then
 end
 if not exists then return {reserved} end
 
-if mode == 'conv' then seg, stop, body = m[2], tonumber(m[3]), m[8] or '' end
+if mode == 'conv' then
+  seg, stop, body = m[2], tonumber(m[3]), m[8] or ''
+  -- The conversation's newest stored response, so a gateway can chain from what it resolved.
+  local newest = redis.call('LINDEX', prefix .. 'resps', -1)
+  local raw = newest and redis.call('LINDEX', records_key, tonumber(newest))
+  if raw and raw ~= '' and raw ~= RESERVED then
+    response_id = 'resp_' .. string.sub(tag_prefix, 5, 16) .. string.format('%08x', tonumber(newest))
+      .. parse_record(raw)[7]
+  end
+end
 local items
 if range == 'output' then
   items = {}

@@ -9,7 +9,7 @@ import orjson
 from aiohttp import web
 
 from ..appkeys import STORE
-from ..errors import InvalidRequest, NotFound, conversation_not_found, previous_response_not_found
+from ..errors import InvalidRequest, NotFound, conversation_not_found, response_not_found
 from ..fingerprint import estimate_tokens, prefix_fingerprint
 from ..ids import conversation_tag, validate_client_id
 from ..middleware import REQUEST_ID, TENANT
@@ -103,7 +103,7 @@ async def resolve(request: web.Request) -> web.Response:
     if previous:
         history = await store.resolve_response(tenant, previous)
         if history is None:
-            raise previous_response_not_found(previous)
+            raise response_not_found(previous)
     else:
         assert conversation is not None
         history = await store.resolve_conversation(

@@ -55,7 +55,7 @@ class _Conversation:
     head: tuple[int, int] = (0, 0)
     segments: list[list[tuple[str, bytes]]] = field(default_factory=lambda: [[]])  # (item id, item bytes)
     parents: dict[int, tuple[int, int]] = field(default_factory=dict)
-    responses: set[str] = field(default_factory=set)
+    responses: dict[str, None] = field(default_factory=dict)  # stored response ids, oldest first
     session_bytes: int = 0
     turns: int = 0
     updated_ms: int = 0
@@ -218,7 +218,8 @@ class MemoryStore:
             return None
         self._touch(conv)
         items = [item for _, item in self._collect_entries(conv, *conv.head)]
-        return self._history(conversation_id, None, conv, "", conv.metadata, items)
+        newest = next(reversed(conv.responses), None)
+        return self._history(conversation_id, newest, conv, "", conv.metadata, items)
 
     @staticmethod
     def _history(
@@ -305,7 +306,7 @@ class MemoryStore:
         self._touch(conv)
         if response_id is not None:
             conv.turns += 1
-            conv.responses.add(response_id)
+            conv.responses[response_id] = None
             self._responses[response_id] = _Response(
                 tenant,
                 conv,
@@ -349,7 +350,7 @@ class MemoryStore:
         if resp is None:
             return False
         del self._responses[response_id]
-        resp.conversation.responses.discard(response_id)
+        resp.conversation.responses.pop(response_id, None)
         self._slots[resp.conversation.tag].records -= 1
         return True
 

@@ -227,8 +227,8 @@ async def test_malformed_and_unknown_ids(sidecar: Client) -> None:
     assert resp.status == 400 and (await resp.json())["error"]["param"] == "conversation_id"
     resp = await sidecar.get("/v1/sessions/resolve", params={"previous_response_id": "resp_unknown"})
     error = (await resp.json())["error"]
-    assert resp.status == 400 and error["code"] == "previous_response_not_found"
-    assert error["message"] == "Previous response with id 'resp_unknown' not found."
+    assert resp.status == 404  # CONTRACT §2: an unknown id is 404
+    assert error["message"] == "Response with id 'resp_unknown' not found."
     resp = await sidecar.get("/v1/sessions/resolve", params={"conversation_id": "nope"})
     assert resp.status == 404
     resp = await sidecar.get("/v1/sessions/resolve")
@@ -266,7 +266,7 @@ async def test_delete_session_removes_responses(sidecar: Client) -> None:
     assert resp.status == 200 and (await resp.json())["deleted"] is True
     assert (await session(sidecar, cid))[0] == 404
     resp = await sidecar.get("/v1/sessions/resolve", params={"previous_response_id": stored["response_id"]})
-    assert resp.status == 400
+    assert resp.status == 404
 
 
 async def test_health_and_readiness(sidecar: Client) -> None:
@@ -322,3 +322,27 @@ async def test_a_request_with_too_many_items_is_refused_and_writes_nothing(
     assert resp.status == 400
     assert (await resp.json())["error"]["param"] == param
     assert (await sidecar.get("/v1/sessions/big")).status == 404
+
+
+async def test_resolve_by_conversation_names_its_newest_stored_response(sidecar: Client) -> None:
+    cid = conv()
+    await sidecar.post(f"/v1/sessions/{cid}/append", json={"role": "user", "content": "one"})
+    resolved = await (await sidecar.get("/v1/sessions/resolve", params={"conversation_id": cid})).json()
+    assert resolved["response_id"] is None  # nothing stored as a response yet
+    ids = []
+    for text in ("first", "second"):
+        stored = await sidecar.post(
+            f"/v1/sessions/{cid}/store_response", json={"message": {"role": "assistant", "content": text}}
+        )
+        ids.append((await stored.json())["response_id"])
+    await sidecar.post(f"/v1/sessions/{cid}/append", json={"role": "user", "content": "after"})
+    resp = await sidecar.get("/v1/sessions/resolve", params={"conversation_id": cid})
+    resolved = await resp.json()
+    assert resolved["response_id"] == ids[1] and resp.headers["X-Response-Id"] == ids[1]
+    chained = await sidecar.get(
+        "/v1/sessions/resolve", params={"previous_response_id": resolved["response_id"]}
+    )
+    assert (await chained.json())["messages"][-1] == {"role": "assistant", "content": "second"}
+    assert (await sidecar.delete(f"/v1/responses/{ids[1]}")).status == 200
+    resolved = await (await sidecar.get("/v1/sessions/resolve", params={"conversation_id": cid})).json()
+    assert resolved["response_id"] == ids[0]
