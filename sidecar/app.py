@@ -14,6 +14,7 @@ from .handlers.passthrough import passthrough
 from .metrics import Metrics
 from .middleware import PUBLIC_RESOURCES, request_context
 from .store import MemoryStore, open_store
+from .store.redis import Replication
 from .store_metrics import MeteredStore
 from .upstream import upstream_context
 
@@ -41,7 +42,8 @@ def create_app(config: Config) -> web.Application:
 
 async def _store_context(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    store = await open_store(config.redis_url, config.ttl_seconds)
+    wait = Replication(config.redis_wait_replicas, config.redis_wait_timeout_ms)
+    store = await open_store(config.redis_url, config.ttl_seconds, wait=wait if wait.replicas else None)
     app[STORE] = MeteredStore(store, app[METRICS])
     try:
         if isinstance(store, MemoryStore):

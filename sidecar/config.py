@@ -41,6 +41,9 @@ class Config:
     # A client gets this long to send a request's headers (and to send the next one on a kept-alive
     # connection) and then again its body: slow clients must not hold sockets forever.
     client_timeout_seconds: float = 60.0
+    # A stored turn is acknowledged once this many replicas have it (Redis WAIT), or after the timeout.
+    redis_wait_replicas: int = 0
+    redis_wait_timeout_ms: int = 100
     policy: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -61,6 +64,8 @@ class Config:
             "log_level": env.get("CONVOSTORE_LOG_LEVEL"),
             "upstream_timeout_seconds": env.get("CONVOSTORE_UPSTREAM_TIMEOUT_SECONDS"),
             "client_timeout_seconds": env.get("CONVOSTORE_CLIENT_TIMEOUT_SECONDS"),
+            "redis_wait_replicas": env.get("CONVOSTORE_REDIS_WAIT_REPLICAS"),
+            "redis_wait_timeout_ms": env.get("CONVOSTORE_REDIS_WAIT_TIMEOUT_MS"),
         }
         raw.update({k: v for k, v in overrides.items() if v is not None})
         return _validated(cls(), {k: v for k, v in raw.items() if v is not None})
@@ -99,6 +104,12 @@ def _validated(config: Config, raw: dict[str, Any]) -> Config:
     if "client_timeout_seconds" in raw:
         changes["client_timeout_seconds"] = _seconds(
             raw["client_timeout_seconds"], "CONVOSTORE_CLIENT_TIMEOUT_SECONDS"
+        )
+    if "redis_wait_replicas" in raw:
+        changes["redis_wait_replicas"] = _count(raw["redis_wait_replicas"], "CONVOSTORE_REDIS_WAIT_REPLICAS")
+    if "redis_wait_timeout_ms" in raw:
+        changes["redis_wait_timeout_ms"] = _positive_int(
+            raw["redis_wait_timeout_ms"], "CONVOSTORE_REDIS_WAIT_TIMEOUT_MS"
         )
     if "config_path" in raw:
         changes["config_path"] = str(raw["config_path"])
@@ -143,6 +154,16 @@ def _positive_int(value: Any, name: str) -> int:
         raise ConfigError(f"{name}: not an integer: {value!r}") from None
     if number <= 0:
         raise ConfigError(f"{name}: must be positive, got {number}")
+    return number
+
+
+def _count(value: Any, name: str) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: not an integer: {value!r}") from None
+    if number < 0:
+        raise ConfigError(f"{name}: must be 0 or more, got {number}")
     return number
 
 

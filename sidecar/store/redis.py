@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import PipelineCommand, RedisCluster
 from redis.exceptions import (
     AuthenticationError,
     BusyLoadingError,
     ClusterDownError,
     ClusterError,
     MasterDownError,
+    NoScriptError,
     RedisClusterException,
     ResponseError,
     TryAgainError,
@@ -64,14 +67,25 @@ _PASSING = (
     AttributeError,
 )
 _RETRY_DELAYS_S = (0.05, 0.1, 0.2, 0.4, 0.8)
+log = logging.getLogger("convostore.store")
+
+
+@dataclass(frozen=True, slots=True)
+class Replication:
+    """Acknowledge a stored turn only once `replicas` replicas have it (Redis WAIT), or after the timeout:
+    without it, a failover can lose the turns the old primary had not yet passed on."""
+
+    replicas: int
+    timeout_ms: int
 
 
 class RedisStore:
     """`client` is the lean PipelinedRedis on a standalone server, redis-py's RedisCluster on a cluster:
     both offer register_script, get, ping and aclose."""
 
-    def __init__(self, client: Any, ttl_seconds: float) -> None:
+    def __init__(self, client: Any, ttl_seconds: float, wait: Replication | None = None) -> None:
         self._client = client
+        self._wait = wait
         self._ttl = max(1, int(ttl_seconds * 1000))  # ms: scripts use PEXPIRE, so tests can use tiny TTLs
         self._idempotency_ttl = min(IDEMPOTENCY_TTL_SECONDS * 1000, self._ttl)
         self._claim_ttl = CLAIM_SECONDS * 1000
@@ -84,7 +98,7 @@ class RedisStore:
         self._abandon_turn: Script = client.register_script(load_script("abandon_turn-1"))
 
     @classmethod
-    async def connect(cls, url: str, ttl_seconds: float) -> RedisStore:
+    async def connect(cls, url: str, ttl_seconds: float, *, wait: Replication | None = None) -> RedisStore:
         """Connect, detecting a Redis Cluster by itself."""
         lean = PipelinedRedis(url)
         try:
@@ -93,13 +107,13 @@ class RedisStore:
             await lean.aclose()
             raise StoreDown(f"cannot reach Redis at {mask_userinfo(url)}: {exc}") from exc
         if not info.get("cluster_enabled"):
-            return cls(lean, ttl_seconds)
+            return cls(lean, ttl_seconds, wait)
         await lean.aclose()
         # redis-py's cluster client owns slot routing; it fails rather than waits when its pool is
         # exhausted, so size it for bursts.
         cluster = RedisCluster.from_url(url, max_connections=MAX_CONNECTIONS)
         await cluster.initialize()
-        return cls(cluster, ttl_seconds)
+        return cls(cluster, ttl_seconds, wait)
 
     @property
     def client(self) -> Any:
@@ -154,8 +168,22 @@ class RedisStore:
             os.urandom(4).hex(),  # the conversation's incarnation, if this turn creates it
         ]
         args.extend(item for _, item in turn.items)
-        reply = await self._run(self._append, [records_key(tag)], args)
+        if self._wait is None:
+            reply = await self._run(self._append, [records_key(tag)], args)
+        else:
+            reply = await self._call(lambda: self._append_and_wait([records_key(tag)], args))
         return _turn_result(reply, turn)
+
+    async def _append_and_wait(self, keys: list[str], args: list[Any]) -> Any:
+        assert self._wait is not None
+        replicas, timeout_ms = self._wait.replicas, self._wait.timeout_ms
+        if isinstance(self._client, RedisCluster):
+            reply, acked = await _cluster_call_and_wait(self._client, self._append, keys, args, self._wait)
+        else:
+            reply, acked = await self._append.call_and_wait(keys, args, replicas, timeout_ms)  # type: ignore[attr-defined]
+        if acked < replicas:
+            log.warning("a stored turn reached %d of %d replicas within %d ms", acked, replicas, timeout_ms)
+        return reply
 
     async def resolve_response(self, tenant: str, response_id: str, range_: Range = "full") -> History | None:
         parsed = parse_response_id(response_id)
@@ -242,6 +270,32 @@ class RedisStore:
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+async def _cluster_call_and_wait(
+    cluster: RedisCluster, script: Any, keys: list[str], args: list[Any], wait: Replication
+) -> tuple[Any, int]:
+    """The script and WAIT on one connection to the key's primary (redis-py routes a keyless WAIT anywhere
+    else); a slot that moved meanwhile goes through the client's own routing, unacknowledged."""
+    node = cluster.get_node_from_key(keys[0])
+    if node is None:
+        return await script(keys=keys, args=args), 0
+    for attempt in range(2):
+        commands = [
+            PipelineCommand(0, "EVALSHA", script.sha, len(keys), *keys, *args),
+            PipelineCommand(1, "WAIT", wait.replicas, wait.timeout_ms),
+        ]
+        await node.execute_pipeline(commands)
+        reply, acked = commands[0].result, commands[1].result
+        if isinstance(reply, NoScriptError) and attempt == 0:
+            await node.execute_command("SCRIPT", "LOAD", script.script)
+            continue
+        if isinstance(reply, ResponseError) and str(reply).startswith(("MOVED", "ASK")):
+            return await script(keys=keys, args=args), 0
+        if isinstance(reply, BaseException):
+            raise reply
+        return reply, acked if isinstance(acked, int) else 0
+    raise AssertionError("unreachable")
 
 
 def _is_passing_reply(exc: Exception) -> bool:

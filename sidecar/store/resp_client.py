@@ -166,6 +166,22 @@ class PipelinedRedis:
         conn = await self._connection()
         return await conn.send(_pack(*args))
 
+    async def execute_and_wait(
+        self, args: tuple[Any, ...], replicas: int, timeout_ms: int
+    ) -> tuple[Any, int]:
+        """A command, then WAIT on the same connection (WAIT covers that connection's earlier writes):
+        its reply and how many replicas acknowledged it."""
+        conn = await self._connection()
+        replies: tuple[Any, Any] = await asyncio.gather(
+            conn.send(_pack(*args)), conn.send(_pack("WAIT", replicas, timeout_ms)), return_exceptions=True
+        )
+        reply, acked = replies
+        if isinstance(reply, BaseException):
+            raise reply
+        if isinstance(acked, BaseException):
+            raise acked
+        return reply, int(acked)
+
     # The surface RedisStore uses, shared with redis-py's clients (RedisCluster keeps redis-py).
     def register_script(self, source: str) -> PipelinedScript:
         return PipelinedScript(self, source)
@@ -238,3 +254,16 @@ class PipelinedScript:
                 raise
         await self._client.execute("SCRIPT", "LOAD", self._source)
         return await self._client.execute("EVALSHA", self._sha, len(keys), *keys, *args)
+
+    async def call_and_wait(
+        self, keys: list[str], args: list[Any], replicas: int, timeout_ms: int
+    ) -> tuple[Any, int]:
+        """The script, then WAIT for `replicas` to have its writes: its reply, replicas that acknowledged."""
+        command = ("EVALSHA", self._sha, len(keys), *keys, *args)
+        try:
+            return await self._client.execute_and_wait(command, replicas, timeout_ms)
+        except RedisReplyError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+        await self._client.execute("SCRIPT", "LOAD", self._source)
+        return await self._client.execute_and_wait(command, replicas, timeout_ms)

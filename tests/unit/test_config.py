@@ -42,6 +42,9 @@ def test_flags_override_the_environment() -> None:
         ({"CONVOSTORE_AUTH": "api_keys"}, "CONVOSTORE_AUTH"),
         ({"CONVOSTORE_LOG_FORMAT": "xml"}, "CONVOSTORE_LOG_FORMAT"),
         ({"CONVOSTORE_CONFIG": "/nonexistent/policy.yaml"}, "CONVOSTORE_CONFIG"),
+        ({"CONVOSTORE_REDIS_WAIT_REPLICAS": "-1"}, "CONVOSTORE_REDIS_WAIT_REPLICAS"),
+        ({"CONVOSTORE_REDIS_WAIT_REPLICAS": "two"}, "CONVOSTORE_REDIS_WAIT_REPLICAS"),
+        ({"CONVOSTORE_REDIS_WAIT_TIMEOUT_MS": "0"}, "CONVOSTORE_REDIS_WAIT_TIMEOUT_MS"),
     ],
 )
 def test_bad_values_name_the_setting(env: dict[str, str], setting: str) -> None:
@@ -71,3 +74,11 @@ def test_cli_stops_with_one_line_naming_the_setting() -> None:
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "CONVOSTORE_LISTEN" in lines[0]
+
+
+def test_redis_wait_settings_are_read() -> None:
+    config = Config.from_env(
+        {"CONVOSTORE_REDIS_WAIT_REPLICAS": "2", "CONVOSTORE_REDIS_WAIT_TIMEOUT_MS": "250"}
+    )
+    assert (config.redis_wait_replicas, config.redis_wait_timeout_ms) == (2, 250)
+    assert Config.from_env({}).redis_wait_replicas == 0
