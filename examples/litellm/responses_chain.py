@@ -23,13 +23,19 @@ import litellm
 from litellm.responses.utils import ResponsesAPIRequestUtils
 
 
-def ask(sidecar_url: str, model: str, text: str, previous_response_id: str | None = None) -> Any:
+def ask(
+    sidecar_url: str,
+    model: str,
+    text: str,
+    previous_response_id: str | None = None,
+    api_key: str = "none",  # a tenant key, if the sidecar runs with CONVOSTORE_AUTH=api_keys
+) -> Any:
     """One turn; the sidecar resolves `previous_response_id` to the stored history."""
     return litellm.responses(
         model=f"openai/{model}",
         input=text,
         api_base=f"{sidecar_url.rstrip('/')}/v1",
-        api_key=os.environ.get("CONVOSTORE_API_KEY", "none"),  # a sidecar key, if it runs with api_keys
+        api_key=api_key,
         previous_response_id=previous_response_id,
     )
 
@@ -44,10 +50,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sidecar", default="http://127.0.0.1:8080")
     parser.add_argument("--model", default="gemma")
+    parser.add_argument("--api-key", default="none")
     args = parser.parse_args(argv)
-    first = ask(args.sidecar, args.model, "My name is Ada. Say hello.")
+    first = ask(args.sidecar, args.model, "My name is Ada. Say hello.", api_key=args.api_key)
     print(sidecar_response_id(first.id), first.output[0].content[0].text)
-    second = ask(args.sidecar, args.model, "What is my name?", previous_response_id=first.id)
+    second = ask(args.sidecar, args.model, "What is my name?", first.id, api_key=args.api_key)
     print(sidecar_response_id(second.id), second.output[0].content[0].text)
 
 
