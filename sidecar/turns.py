@@ -95,7 +95,6 @@ async def plan_turn(
             claim=claim,
         )
         if begun.replay is not None:
-            assert conversation_id is not None or previous_response_id is not None
             return _replay_plan(tenant, begun.replay, previous_response_id, in_conversation)
         history, response_id, reserved = begun.history, begun.response_id, bool(begun.response_id)
     elif previous_response_id is not None:
