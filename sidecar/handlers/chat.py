@@ -20,15 +20,21 @@ from ..ids import validate_client_id
 from ..middleware import REQUEST_ID, TENANT
 from ..stored_items import decode_items
 from ..turns import TurnPlan, plan_turn, record_response, turn_settled
-from ..wire.chat_chunks import ChatClientStream, with_sidecar_call_ids
+from ..wire.chat_chunks import DONE_FRAME, ChatClientStream, chat_error, with_sidecar_call_ids
 from ..wire.chat_messages import items_to_messages, messages_to_items
 from ..wire.chat_translate import ChatStreamTranslator, chat_choice
 from ..wire.items import canonical_tools
 from ..wire.resource import build_response_resource
-from ..wire.sse import SSEDecoder
+from ..wire.sse import SSEDecoder, encode_sse
 from ..wire.stream_state import MalformedEvent
 from .common import idempotency_key, read_json, request_hash, stateful_headers
-from .engine_answer import read_engine_json, require_event_stream, save_quietly, settle_departed_client
+from .engine_answer import (
+    NOT_STORED,
+    read_engine_json,
+    require_event_stream,
+    save_quietly,
+    settle_departed_client,
+)
 from .passthrough import passthrough
 from .replay import replay_chat
 from .sse_relay import ClientGone, EventStreamResponse
@@ -157,6 +163,10 @@ async def _complete(
     return web.Response(body=orjson.dumps(answer), content_type="application/json", headers=headers)
 
 
+def not_stored_chunk() -> bytes:
+    return encode_sse(None, orjson.dumps(chat_error(NOT_STORED)))
+
+
 async def _relay(
     request: web.Request,
     engine: aiohttp.ClientResponse,
@@ -179,7 +189,8 @@ async def _relay(
         if translator.final_response is not None and not saved:
             # Store before `[DONE]` reaches the client: SDKs stop reading there and may chain at once.
             saved = True
-            await asyncio.shield(save_quietly(save, translator.final_response))
+            if not await asyncio.shield(save_quietly(save, translator.final_response)):
+                frames = frames.removesuffix(DONE_FRAME) + not_stored_chunk()
         if frames:
             try:
                 await response.write(frames)

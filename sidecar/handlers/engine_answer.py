@@ -74,13 +74,19 @@ async def read_engine_json(engine: aiohttp.ClientResponse) -> dict[str, Any]:
     return answer
 
 
-async def save_quietly(save: Callable[[dict[str, Any]], Awaitable[Any]], final: dict[str, Any]) -> None:
-    """Store a streamed turn. The client already has (part of) its answer, so a store failure is logged,
-    not raised into a stream that can no longer carry an error status."""
+# A stream whose turn could not be stored ends with this instead of its success (an error event or chunk).
+NOT_STORED = "The conversation store is unavailable: this answer was not stored; retry the request."
+
+
+async def save_quietly(save: Callable[[dict[str, Any]], Awaitable[Any]], final: dict[str, Any]) -> bool:
+    """Store a streamed turn; False when the store failed. The client already has (part of) its answer, so
+    the failure is logged, and the caller ends the stream with an error instead of its success."""
     try:
         await save(final)
     except Exception:
         log.exception("storing the streamed turn failed (response %s)", final.get("id"))
+        return False
+    return True
 
 
 class _Capture(Protocol):

@@ -18,8 +18,9 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from ..wire import events as ev
 from ..wire.sse import DONE, SSEDecoder, SSEMessage, encode_events
-from .engine_answer import require_event_stream, save_quietly, settle_departed_client
+from .engine_answer import NOT_STORED, require_event_stream, save_quietly, settle_departed_client
 
 log = logging.getLogger("convostore.stream")
 
@@ -82,7 +83,8 @@ async def relay_stream(
                     await response.write(encode_events(events[:-1]))
                     events = events[-1:]
                 saved = True
-                await asyncio.shield(save_quietly(save, translator.final_response))
+                if not await asyncio.shield(save_quietly(save, translator.final_response)):
+                    events = [ev.unstored(events[-1], NOT_STORED)]
             # Nothing can follow a terminal event: it and the end of the body go out in one write.
             await response.write_eof(encode_events(events))
         except (ConnectionResetError, RuntimeError) as exc:

@@ -29,6 +29,19 @@ def lifecycle(event_type: str, response: JSONObject) -> JSONObject:
     return {"type": event_type, "response": response}
 
 
+def unstored(terminal: JSONObject, message: str) -> JSONObject:
+    """A stream's terminal event for an answer the store could not keep: `response.failed`, saying why, so
+    no client chains from an id that was never stored."""
+    response = {
+        **terminal["response"],
+        "status": "failed",
+        "completed_at": None,
+        "incomplete_details": None,
+        "error": {"code": "server_error", "message": message},
+    }
+    return {**terminal, "type": "response.failed", "response": response}
+
+
 def output_item_added(output_index: int, item: JSONObject) -> JSONObject:
     return {"type": "response.output_item.added", "output_index": output_index, "item": item}
 
