@@ -16,15 +16,20 @@ from .middleware import PUBLIC_RESOURCES, request_context
 from .store import MemoryStore, open_store
 from .store.redis import Replication
 from .store_metrics import MeteredStore
+from .tracing import Tracing
 from .upstream import upstream_context
 
 
 def create_app(config: Config) -> web.Application:
     # The body limit is enforced by read_body with an OpenAI error; aiohttp's own cap sits just above it.
-    app = web.Application(middlewares=[request_context], client_max_size=config.max_body_bytes + 1)
+    tracing = Tracing.from_env()  # outermost middleware: every log line and span of a request has its trace
+    app = web.Application(
+        middlewares=[tracing.middleware(), request_context], client_max_size=config.max_body_bytes + 1
+    )
     app[CONFIG] = config
     app[AUTH] = Authenticator(config.auth, config.policy.get("tenants") or {})
     app[METRICS] = Metrics()
+    app.cleanup_ctx.append(tracing.context)
     app.cleanup_ctx.append(_store_context)
     app.cleanup_ctx.append(_upstream_context)
     # Only the exact routes of ops (liveness, readiness, metrics) are served without authentication.

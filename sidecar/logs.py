@@ -1,4 +1,4 @@
-"""Structured logs on stderr: JSON lines with request, tenant, conversation and response ids."""
+"""Structured logs on stderr: JSON lines with request, trace, tenant, conversation and response ids."""
 
 from __future__ import annotations
 
@@ -10,8 +10,18 @@ from typing import Any
 import orjson
 
 from .redact import mask_userinfo
+from .tracing import current_trace_id
 
-_CONTEXT_FIELDS = ("request_id", "tenant", "conversation_id", "response_id", "route", "status", "duration_ms")
+_CONTEXT_FIELDS = (
+    "request_id",
+    "trace_id",
+    "tenant",
+    "conversation_id",
+    "response_id",
+    "route",
+    "status",
+    "duration_ms",
+)
 
 
 class JsonFormatter(logging.Formatter):
@@ -25,6 +35,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": mask_userinfo(record.getMessage()),
         }
+        if not hasattr(record, "trace_id"):
+            # Lines logged while a request runs belong to its trace (formatting runs in the logging call).
+            record.trace_id = current_trace_id()
         for name in _CONTEXT_FIELDS:
             value = getattr(record, name, None)
             if value is not None:

@@ -23,6 +23,7 @@ from .store.base import (
     ParentNotFound,
     StoreDown,
 )
+from .tracing import current_trace_id
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id")
@@ -163,6 +164,7 @@ def _record(request: web.Request, response: web.StreamResponse, request_id: str,
             response.status,
             extra={
                 "request_id": request_id,
+                "trace_id": current_trace_id(),
                 "tenant": request.get(TENANT),
                 "conversation_id": response.headers.get("X-Conversation-Id"),
                 "response_id": response.headers.get("X-Response-Id"),

@@ -1,4 +1,5 @@
-"""A Store that reports to Prometheus: resolve latency, conflicts, session sizes, unreachable store."""
+"""A Store that reports to Prometheus (resolve latency, conflicts, session sizes, unreachable store) and,
+when OpenTelemetry is on, wraps resolves and writes in spans."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from typing import TypeVar
 
 from .fingerprint import estimate_tokens
 from .metrics import Metrics
-from .store import History, Store, Turn, TurnResult
+from .store import History, MemoryStore, Store, Turn, TurnResult
 from .store.base import Begun, Claim, Conflict, Range, StoreDown
+from .tracing import current_tracer, traced
 
 T = TypeVar("T")
 
@@ -20,6 +22,15 @@ class MeteredStore:
     def __init__(self, store: Store, metrics: Metrics) -> None:
         self.inner = store
         self._metrics = metrics
+        self._system = "memory" if isinstance(store, MemoryStore) else "redis"
+
+    def _traced(self, operation: str, call: Awaitable[T]) -> Awaitable[T]:
+        """`call` itself, or inside a span when the request is traced (no span object otherwise)."""
+        tracer = current_tracer()
+        if tracer is None:
+            return call
+        attributes = {"db.system.name": self._system, "db.operation.name": operation}
+        return traced(tracer, f"store {operation}", call, attributes)
 
     async def _counted(self, call: Awaitable[T]) -> T:
         try:
@@ -36,7 +47,7 @@ class MeteredStore:
 
     async def append_turn(self, turn: Turn) -> TurnResult:
         try:
-            result = await self._counted(self.inner.append_turn(turn))
+            result = await self._traced("append_turn", self._counted(self.inner.append_turn(turn)))
         except Conflict:
             self._metrics.append_conflicts.inc()
             raise
@@ -51,13 +62,16 @@ class MeteredStore:
         conversation_id: str | None = None,
         claim: Claim | None = None,
     ) -> Begun:
-        begun = await self._resolved(
-            self.inner.begin_turn(
-                tenant,
-                previous_response_id=previous_response_id,
-                conversation_id=conversation_id,
-                claim=claim,
-            )
+        begun = await self._traced(
+            "begin_turn",
+            self._resolved(
+                self.inner.begin_turn(
+                    tenant,
+                    previous_response_id=previous_response_id,
+                    conversation_id=conversation_id,
+                    claim=claim,
+                )
+            ),
         )
         if begun.history is not None:
             self._metrics.estimated_input_tokens.observe(
@@ -71,10 +85,14 @@ class MeteredStore:
         await self._counted(self.inner.abandon_turn(tenant, conversation_id, response_id, claim))
 
     async def resolve_response(self, tenant: str, response_id: str, range_: Range = "full") -> History | None:
-        return await self._resolved(self.inner.resolve_response(tenant, response_id, range_))
+        return await self._traced(
+            "resolve_response", self._resolved(self.inner.resolve_response(tenant, response_id, range_))
+        )
 
     async def resolve_conversation(self, tenant: str, conversation_id: str) -> History | None:
-        return await self._resolved(self.inner.resolve_conversation(tenant, conversation_id))
+        return await self._traced(
+            "resolve_conversation", self._resolved(self.inner.resolve_conversation(tenant, conversation_id))
+        )
 
     async def delete_response(self, tenant: str, response_id: str) -> bool:
         return await self._counted(self.inner.delete_response(tenant, response_id))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
@@ -11,6 +12,11 @@ from aiohttp import web
 from .config import Config
 from .errors import UpstreamError, UpstreamTimeout
 from .metrics import Metrics, mark_upstream_start
+from .redact import mask_userinfo
+from .tracing import current_trace, current_tracer
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 PROBE_TIMEOUT = aiohttp.ClientTimeout(total=2.0)
 
@@ -38,13 +44,47 @@ class Upstream:
             headers["Authorization"] = f"Bearer {self.api_key}"
         elif forward_client_key and "Authorization" in client_headers:
             headers["Authorization"] = client_headers["Authorization"]
-        if "traceparent" in client_headers:
+        trace = current_trace()
+        if trace is not None:  # the request's trace: the client's, or one minted for it
+            headers.update(trace.engine_headers())
+        elif "traceparent" in client_headers:
             headers["traceparent"] = client_headers["traceparent"]
         return headers
 
     async def post(self, path: str, body: bytes, headers: dict[str, str]) -> aiohttp.ClientResponse:
         """Send a request; the caller reads (and releases) the answer. Transport failures become the
         OpenAI errors of CONTRACT §4: 502 unreachable, 504 timed out."""
+        tracer = current_tracer()
+        if tracer is None:
+            return await self._post(path, body, headers)
+        return await self._post_traced(tracer, path, body, headers)
+
+    async def _post_traced(
+        self, tracer: Tracer, path: str, body: bytes, headers: dict[str, str]
+    ) -> aiohttp.ClientResponse:
+        """The engine call in a client span, whose context the engine receives. The span ends with the
+        answer's headers (time to first byte); a stream's body is the server span's."""
+        from opentelemetry import propagate
+        from opentelemetry.trace import SpanKind, Status, StatusCode
+
+        url = mask_userinfo(self.url(path))
+        attributes: dict[str, str | int] = {
+            "http.request.method": "POST",
+            "url.full": url,
+            "http.request.body.size": len(body),
+        }
+        with tracer.start_as_current_span(
+            f"engine POST {path}", kind=SpanKind.CLIENT, attributes=attributes
+        ) as span:
+            headers = dict(headers)
+            propagate.inject(headers)
+            response = await self._post(path, body, headers)
+            span.set_attribute("http.response.status_code", response.status)
+            if response.status >= 500:
+                span.set_status(Status(StatusCode.ERROR))
+            return response
+
+    async def _post(self, path: str, body: bytes, headers: dict[str, str]) -> aiohttp.ClientResponse:
         started = mark_upstream_start()
         try:
             response = await self.session.post(
