@@ -19,9 +19,8 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the sidecar")
     serve.add_argument("--upstream", help="engine base URL (CONVOSTORE_UPSTREAM)")
-    serve.add_argument(
-        "--upstream-api", choices=["auto", "responses", "chat"], help="CONVOSTORE_UPSTREAM_API"
-    )
+    # No argparse `choices`: every value is checked by Config, whose error is one line naming the flag.
+    serve.add_argument("--upstream-api", help="auto | responses | chat (CONVOSTORE_UPSTREAM_API)")
     serve.add_argument("--listen", help="host:port (CONVOSTORE_LISTEN)")
     serve.add_argument("--redis-url", help="memory://, redis://, rediss://, unix:// (REDIS_URL)")
     serve.add_argument("--config", dest="config_path", help="policy file (CONVOSTORE_CONFIG)")
@@ -33,6 +32,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--client-timeout-seconds",
         help="time a client gets for headers, then body (CONVOSTORE_CLIENT_TIMEOUT_SECONDS)",
+    )
+    serve.add_argument(
+        "--upstream-timeout-seconds", help="longest engine answer (CONVOSTORE_UPSTREAM_TIMEOUT_SECONDS)"
+    )
+    serve.add_argument(
+        "--drain-seconds", help="on SIGTERM, how long in-flight work gets (CONVOSTORE_DRAIN_SECONDS)"
     )
     webhook = commands.add_parser("webhook", help="run the Kubernetes sidecar injection webhook (HTTPS)")
     webhook.add_argument("--listen", help="host:port (CONVOSTORE_WEBHOOK_LISTEN, default 0.0.0.0:8443)")

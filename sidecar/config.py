@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from .policy import PolicyError, validate_policy
 from .redact import mask_userinfo
 
 
@@ -20,7 +22,28 @@ UPSTREAM_APIS = ("auto", "responses", "chat")
 AUTH_MODES = ("none", "api_keys", "trusted_header")
 LOG_FORMATS = ("json", "text")
 LOG_LEVELS = ("debug", "info", "warning", "error")
-POLICY_KEYS = frozenset({"packs", "policies", "tokenizers", "tenants"})
+
+# Each setting's variable; a CLI flag (`--upstream-api` for `upstream_api`) overrides it, and an error names
+# whichever of the two the user actually set.
+VARIABLES = {
+    "upstream": "CONVOSTORE_UPSTREAM",
+    "upstream_api": "CONVOSTORE_UPSTREAM_API",
+    "listen": "CONVOSTORE_LISTEN",
+    "redis_url": "REDIS_URL",
+    "ttl_seconds": "CONVOSTORE_TTL_SECONDS",
+    "config_path": "CONVOSTORE_CONFIG",
+    "auth": "CONVOSTORE_AUTH",
+    "upstream_api_key": "CONVOSTORE_UPSTREAM_API_KEY",
+    "max_body_bytes": "CONVOSTORE_MAX_BODY_BYTES",
+    "log_format": "CONVOSTORE_LOG_FORMAT",
+    "log_level": "CONVOSTORE_LOG_LEVEL",
+    "upstream_timeout_seconds": "CONVOSTORE_UPSTREAM_TIMEOUT_SECONDS",
+    "client_timeout_seconds": "CONVOSTORE_CLIENT_TIMEOUT_SECONDS",
+    "redis_wait_replicas": "CONVOSTORE_REDIS_WAIT_REPLICAS",
+    "redis_wait_timeout_ms": "CONVOSTORE_REDIS_WAIT_TIMEOUT_MS",
+    "drain_seconds": "CONVOSTORE_DRAIN_SECONDS",
+}
+_FLAGS = {"config_path": "--config"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,101 +67,90 @@ class Config:
     # A stored turn is acknowledged once this many replicas have it (Redis WAIT), or after the timeout.
     redis_wait_replicas: int = 0
     redis_wait_timeout_ms: int = 100
+    # On SIGTERM, in-flight requests and streams get this long to finish before streams are cut.
+    drain_seconds: float = 30.0
     policy: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Config:
         """Build from the environment; keyword overrides (CLI flags) win over variables."""
         env = os.environ if env is None else env
-        raw: dict[str, Any] = {
-            "upstream": env.get("CONVOSTORE_UPSTREAM"),
-            "upstream_api": env.get("CONVOSTORE_UPSTREAM_API"),
-            "listen": env.get("CONVOSTORE_LISTEN"),
-            "redis_url": env.get("REDIS_URL"),
-            "ttl_seconds": env.get("CONVOSTORE_TTL_SECONDS"),
-            "config_path": env.get("CONVOSTORE_CONFIG"),
-            "auth": env.get("CONVOSTORE_AUTH"),
-            "upstream_api_key": env.get("CONVOSTORE_UPSTREAM_API_KEY"),
-            "max_body_bytes": env.get("CONVOSTORE_MAX_BODY_BYTES"),
-            "log_format": env.get("CONVOSTORE_LOG_FORMAT"),
-            "log_level": env.get("CONVOSTORE_LOG_LEVEL"),
-            "upstream_timeout_seconds": env.get("CONVOSTORE_UPSTREAM_TIMEOUT_SECONDS"),
-            "client_timeout_seconds": env.get("CONVOSTORE_CLIENT_TIMEOUT_SECONDS"),
-            "redis_wait_replicas": env.get("CONVOSTORE_REDIS_WAIT_REPLICAS"),
-            "redis_wait_timeout_ms": env.get("CONVOSTORE_REDIS_WAIT_TIMEOUT_MS"),
-        }
-        raw.update({k: v for k, v in overrides.items() if v is not None})
-        return _validated(cls(), {k: v for k, v in raw.items() if v is not None})
+        raw: dict[str, Any] = {}
+        names: dict[str, str] = {}
+        for key, variable in VARIABLES.items():
+            if env.get(variable) is not None:
+                raw[key], names[key] = env[variable], variable
+        for key, value in overrides.items():
+            if value is not None:
+                flag = _FLAGS.get(key, "--" + key.replace("_", "-"))
+                raw[key], names[key] = value, f"{flag} ({VARIABLES[key]})" if key in VARIABLES else flag
+        return _validated(cls(), raw, names)
 
     @property
     def listen(self) -> str:
         return f"{self.listen_host}:{self.listen_port}"
 
 
-def _validated(config: Config, raw: dict[str, Any]) -> Config:
+def _validated(config: Config, raw: dict[str, Any], names: Mapping[str, str]) -> Config:
+    def name(key: str) -> str:
+        return names.get(key, VARIABLES[key])
+
     changes: dict[str, Any] = {}
     if "upstream" in raw:
-        changes["upstream"] = _http_url(raw["upstream"], "CONVOSTORE_UPSTREAM").rstrip("/")
+        changes["upstream"] = _http_url(raw["upstream"], name("upstream")).rstrip("/")
     if "upstream_api" in raw:
-        changes["upstream_api"] = _choice(raw["upstream_api"], UPSTREAM_APIS, "CONVOSTORE_UPSTREAM_API")
+        changes["upstream_api"] = _choice(raw["upstream_api"], UPSTREAM_APIS, name("upstream_api"))
     if "listen" in raw:
-        changes["listen_host"], changes["listen_port"] = _host_port(raw["listen"])
+        changes["listen_host"], changes["listen_port"] = _host_port(raw["listen"], name("listen"))
     if "redis_url" in raw:
-        changes["redis_url"] = _redis_url(raw["redis_url"])
+        changes["redis_url"] = _redis_url(raw["redis_url"], name("redis_url"))
     if "ttl_seconds" in raw:
-        changes["ttl_seconds"] = _positive_int(raw["ttl_seconds"], "CONVOSTORE_TTL_SECONDS")
+        changes["ttl_seconds"] = _positive_int(raw["ttl_seconds"], name("ttl_seconds"))
     if "auth" in raw:
-        changes["auth"] = _choice(raw["auth"], AUTH_MODES, "CONVOSTORE_AUTH")
+        changes["auth"] = _choice(raw["auth"], AUTH_MODES, name("auth"))
     if "upstream_api_key" in raw:
         changes["upstream_api_key"] = str(raw["upstream_api_key"]) or None
     if "max_body_bytes" in raw:
-        changes["max_body_bytes"] = _positive_int(raw["max_body_bytes"], "CONVOSTORE_MAX_BODY_BYTES")
+        changes["max_body_bytes"] = _positive_int(raw["max_body_bytes"], name("max_body_bytes"))
     if "log_format" in raw:
-        changes["log_format"] = _choice(raw["log_format"], LOG_FORMATS, "CONVOSTORE_LOG_FORMAT")
+        changes["log_format"] = _choice(raw["log_format"], LOG_FORMATS, name("log_format"))
     if "log_level" in raw:
-        changes["log_level"] = _choice(str(raw["log_level"]).lower(), LOG_LEVELS, "CONVOSTORE_LOG_LEVEL")
-    if "upstream_timeout_seconds" in raw:
-        changes["upstream_timeout_seconds"] = _seconds(
-            raw["upstream_timeout_seconds"], "CONVOSTORE_UPSTREAM_TIMEOUT_SECONDS"
-        )
-    if "client_timeout_seconds" in raw:
-        changes["client_timeout_seconds"] = _seconds(
-            raw["client_timeout_seconds"], "CONVOSTORE_CLIENT_TIMEOUT_SECONDS"
-        )
+        changes["log_level"] = _choice(str(raw["log_level"]).lower(), LOG_LEVELS, name("log_level"))
+    for key in ("upstream_timeout_seconds", "client_timeout_seconds", "drain_seconds"):
+        if key in raw:
+            changes[key] = _seconds(raw[key], name(key))
     if "redis_wait_replicas" in raw:
-        changes["redis_wait_replicas"] = _count(raw["redis_wait_replicas"], "CONVOSTORE_REDIS_WAIT_REPLICAS")
+        changes["redis_wait_replicas"] = _count(raw["redis_wait_replicas"], name("redis_wait_replicas"))
     if "redis_wait_timeout_ms" in raw:
         changes["redis_wait_timeout_ms"] = _positive_int(
-            raw["redis_wait_timeout_ms"], "CONVOSTORE_REDIS_WAIT_TIMEOUT_MS"
+            raw["redis_wait_timeout_ms"], name("redis_wait_timeout_ms")
         )
     if "config_path" in raw:
         changes["config_path"] = str(raw["config_path"])
-        changes["policy"] = load_policy(Path(changes["config_path"]))
+        changes["policy"] = load_policy(Path(changes["config_path"]), name("config_path"))
     config = replace(config, **changes)
     if config.auth == "api_keys" and not config.policy.get("tenants"):
-        raise ConfigError("CONVOSTORE_AUTH=api_keys: the policy file (CONVOSTORE_CONFIG) defines no tenants")
+        raise ConfigError(
+            f"{name('auth')}: api_keys needs tenants; the policy file ({name('config_path')}) has none"
+        )
     return config
 
 
-def load_policy(path: Path) -> dict[str, Any]:
-    """Read and check the YAML policy file (CONTRACT §9)."""
+def load_policy(path: Path, name: str = "CONVOSTORE_CONFIG") -> dict[str, Any]:
+    """Read the YAML policy file and check all of it against its schema (docs/api.md §9)."""
     import yaml  # only needed when a policy file is used
 
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ConfigError(f"CONVOSTORE_CONFIG: cannot read {path}: {exc.strerror}") from None
+        raise ConfigError(f"{name}: cannot read {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"CONVOSTORE_CONFIG: {path} is not valid YAML: {exc}".splitlines()[0]) from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"CONVOSTORE_CONFIG: {path} must hold a mapping at the top level")
-    unknown = sorted(set(data) - POLICY_KEYS)
-    if unknown:
-        raise ConfigError(f"CONVOSTORE_CONFIG: unknown key '{unknown[0]}' in {path}")
-    for key in POLICY_KEYS:
-        if key in data and not isinstance(data[key], dict):
-            raise ConfigError(f"CONVOSTORE_CONFIG: '{key}' must be a mapping")
-    return data
+        raise ConfigError(f"{name}: {path} is not valid YAML: {exc}".splitlines()[0]) from None
+    try:
+        return validate_policy(data)
+    except PolicyError as exc:
+        where = f"{exc.where}: " if exc.where else ""
+        raise ConfigError(f"{name}: {where}{exc.problem} (in {path})".splitlines()[0]) from None
 
 
 def _choice(value: Any, choices: tuple[str, ...], name: str) -> str:
@@ -172,8 +184,8 @@ def _seconds(value: Any, name: str) -> float:
         seconds = float(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{name}: not a number: {value!r}") from None
-    if not seconds > 0:
-        raise ConfigError(f"{name}: must be positive, got {seconds}")
+    if not 0 < seconds < math.inf:
+        raise ConfigError(f"{name}: must be a positive number of seconds, got {value!r}")
     return seconds
 
 
@@ -184,17 +196,17 @@ def _http_url(value: Any, name: str) -> str:
     return str(value)
 
 
-def _redis_url(value: Any) -> str:
+def _redis_url(value: Any, name: str) -> str:
     scheme = urlsplit(str(value)).scheme
     if scheme not in ("memory", "redis", "rediss", "unix"):
         raise ConfigError(
-            f"REDIS_URL: scheme must be memory, redis, rediss or unix: {mask_userinfo(repr(value))}"
+            f"{name}: scheme must be memory, redis, rediss or unix: {mask_userinfo(repr(value))}"
         )
     return str(value)
 
 
-def _host_port(value: Any) -> tuple[str, int]:
+def _host_port(value: Any, name: str) -> tuple[str, int]:
     host, sep, port = str(value).rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"CONVOSTORE_LISTEN: expected host:port, got {value!r}")
+        raise ConfigError(f"{name}: expected host:port, got {value!r}")
     return host.strip("[]") or "0.0.0.0", int(port)
