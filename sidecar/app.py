@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from functools import partial
 
 from aiohttp import web
 
@@ -13,7 +14,8 @@ from .handlers import chat, conversations, ops, response_objects, responses, ses
 from .handlers.passthrough import passthrough
 from .metrics import Metrics
 from .middleware import PUBLIC_RESOURCES, request_context
-from .store import MemoryStore, open_store
+from .store import MemoryStore, Store, open_store
+from .store.lazy import LazyStore
 from .store.redis import Replication
 from .store_metrics import MeteredStore
 from .tracing import Tracing
@@ -48,7 +50,10 @@ def create_app(config: Config) -> web.Application:
 async def _store_context(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     wait = Replication(config.redis_wait_replicas, config.redis_wait_timeout_ms)
-    store = await open_store(config.redis_url, config.ttl_seconds, wait=wait if wait.replicas else None)
+    connect = partial(open_store, config.redis_url, config.ttl_seconds, wait=wait if wait.replicas else None)
+    # Redis may be down when the sidecar starts (it restarts too): the sidecar comes up anyway, answers
+    # 503 store_unavailable on stateful routes, and connects in the background.
+    store: Store = await (connect() if config.redis_url.startswith("memory://") else LazyStore.open(connect))
     app[STORE] = MeteredStore(store, app[METRICS])
     try:
         if isinstance(store, MemoryStore):

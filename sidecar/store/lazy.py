@@ -1,0 +1,121 @@
+"""A store that comes up without its Redis: StoreDown until connected, connecting in the background.
+
+A pod must not crash-loop because its Redis restarts: the sidecar starts anyway (liveness passes,
+readiness says why not, stateful routes answer 503 `store_unavailable`, pass-through works) and uses
+Redis as soon as it answers. Once connected, the backend's own reconnects take over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from ..redact import mask_userinfo
+from .base import Begun, Claim, History, Range, Store, StoreDown, Turn, TurnResult
+
+log = logging.getLogger("convostore.store")
+
+FIRST_RETRY_SECONDS = 0.1
+MAX_RETRY_SECONDS = 2.0
+
+
+class LazyStore:
+    """Delegates every call to the backend `connect` gives, once it has given one."""
+
+    def __init__(self, connect: Callable[[], Awaitable[Store]]) -> None:
+        self._connect = connect
+        self._inner: Store | None = None
+        self._reason = "not connected yet"
+        self._connecting: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(cls, connect: Callable[[], Awaitable[Store]]) -> LazyStore:
+        """Connect now if the store answers, else keep trying in the background (one warning line)."""
+        store = cls(connect)
+        if not await store._try_connect():
+            log.warning(
+                "store unreachable at start-up; serving without it until it answers: %s", store._reason
+            )
+            store._connecting = asyncio.create_task(store._keep_connecting())
+        return store
+
+    @property
+    def connected(self) -> bool:
+        return self._inner is not None
+
+    async def _try_connect(self) -> bool:
+        try:
+            self._inner = await self._connect()
+        except Exception as exc:  # whatever connecting trips (refused, TLS, auth, a cluster mid-failover)
+            self._reason = mask_userinfo(str(exc) or exc.__class__.__name__)
+            return False
+        return True
+
+    async def _keep_connecting(self) -> None:
+        delay = FIRST_RETRY_SECONDS
+        while not await self._try_connect():
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_RETRY_SECONDS)
+        log.info("store reachable: connected")
+
+    def _store(self) -> Store:
+        if self._inner is None:
+            raise StoreDown(self._reason)
+        return self._inner
+
+    async def append_turn(self, turn: Turn) -> TurnResult:
+        return await self._store().append_turn(turn)
+
+    async def resolve_response(self, tenant: str, response_id: str, range_: Range = "full") -> History | None:
+        return await self._store().resolve_response(tenant, response_id, range_)
+
+    async def resolve_conversation(self, tenant: str, conversation_id: str) -> History | None:
+        return await self._store().resolve_conversation(tenant, conversation_id)
+
+    async def begin_turn(
+        self,
+        tenant: str,
+        *,
+        previous_response_id: str | None = None,
+        conversation_id: str | None = None,
+        claim: Claim | None = None,
+    ) -> Begun:
+        return await self._store().begin_turn(
+            tenant, previous_response_id=previous_response_id, conversation_id=conversation_id, claim=claim
+        )
+
+    async def abandon_turn(
+        self, tenant: str, conversation_id: str, response_id: str, claim: Claim | None = None
+    ) -> None:
+        await self._store().abandon_turn(tenant, conversation_id, response_id, claim)
+
+    async def delete_response(self, tenant: str, response_id: str) -> bool:
+        return await self._store().delete_response(tenant, response_id)
+
+    async def set_conversation_metadata(self, tenant: str, conversation_id: str, metadata: bytes) -> bool:
+        return await self._store().set_conversation_metadata(tenant, conversation_id, metadata)
+
+    async def remove_item(self, tenant: str, conversation_id: str, item_id: str) -> int | None:
+        return await self._store().remove_item(tenant, conversation_id, item_id)
+
+    async def delete_conversation(self, tenant: str, conversation_id: str) -> bool:
+        return await self._store().delete_conversation(tenant, conversation_id)
+
+    async def ping(self) -> None:
+        await self._store().ping()
+
+    def __getattr__(self, name: str) -> object:
+        # Operations added to the backends later reach them too (and are StoreDown until connected).
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._store(), name)
+
+    async def close(self) -> None:
+        if self._connecting is not None:
+            self._connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._connecting
+        if self._inner is not None:
+            await self._inner.close()
