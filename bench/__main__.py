@@ -1,4 +1,5 @@
-"""`python -m bench [--quick]` (proxies under load) and `python -m bench store [--quick]` (the Store API)."""
+"""`python -m bench [--quick]` (proxies under load), `python -m bench store [--quick]` (the Store API) and
+`python -m bench soak [--quick]` (the sidecar on Redis under long load: RSS, fds, connections, loop lag)."""
 
 from __future__ import annotations
 
@@ -31,7 +32,23 @@ def main(argv: list[str] | None = None) -> None:
     store.add_argument("--turns", type=int, default=50, help="turns per preloaded conversation")
     store.add_argument("--preload-seconds", type=float, help="stop preloading after this long (default 240)")
     store.add_argument("--samples", type=int, help="timed operations per measurement (default 5000)")
+    soak = commands.add_parser("soak", help="long bounded load on Redis: RSS, fds, connections, loop lag")
+    soak.add_argument("--quick", action="store_true", dest="soak_quick", help="a few hundred requests")
+    soak.add_argument("--out", type=Path, dest="soak_out", help="JSON path (default bench/results/soak.json)")
+    soak.add_argument("--requests", type=int, help="requests in all, warm-up included (default 200000)")
+    soak.add_argument("--seconds", type=float, help="stop after this long even if requests remain")
+    soak.add_argument("--concurrency", type=int, help="clients, each chaining conversations (default 32)")
     args = parser.parse_args(argv)
+    if args.command == "soak":
+        from .soak import bounds_from
+        from .soak import run as run_soak
+
+        quick = args.quick or args.soak_quick
+        bounds = bounds_from(
+            quick=quick, requests=args.requests, seconds=args.seconds, concurrency=args.concurrency
+        )
+        run_soak(bounds, args.soak_out or args.out or RESULTS / "soak.json", quick=quick)
+        return
     if args.command == "store":
         from .store_bench import run as run_store
 
