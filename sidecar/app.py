@@ -10,6 +10,7 @@ from aiohttp import web
 from .appkeys import AUTH, CONFIG, METRICS, STORE, UPSTREAM
 from .auth import Authenticator
 from .config import Config
+from .drain import DRAIN, Drain
 from .handlers import chat, conversations, ops, response_objects, responses, sessions
 from .handlers.passthrough import passthrough
 from .metrics import Metrics
@@ -25,15 +26,20 @@ from .upstream import upstream_context
 def create_app(config: Config) -> web.Application:
     # The body limit is enforced by read_body with an OpenAI error; aiohttp's own cap sits just above it.
     tracing = Tracing.from_env()  # outermost middleware: every log line and span of a request has its trace
+    drain = Drain(config.drain_seconds)
     app = web.Application(
-        middlewares=[tracing.middleware(), request_context], client_max_size=config.max_body_bytes + 1
+        middlewares=[tracing.middleware(), request_context, drain.middleware],
+        client_max_size=config.max_body_bytes + 1,
     )
     app[CONFIG] = config
+    app[DRAIN] = drain
+    app.on_response_prepare.append(drain.on_response_prepare)
     app[AUTH] = Authenticator(config.auth, config.policy.get("tenants") or {})
     app[METRICS] = Metrics()
     app.cleanup_ctx.append(tracing.context)
     app.cleanup_ctx.append(_store_context)
     app.cleanup_ctx.append(_upstream_context)
+    app.cleanup_ctx.append(drain.context)  # last in, first out: before the store and the engine close
     # Only the exact routes of ops (liveness, readiness, metrics) are served without authentication.
     app[PUBLIC_RESOURCES] = frozenset(
         route.resource for route in app.add_routes(ops.routes) if route.resource is not None

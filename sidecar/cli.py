@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import sys
-
-from aiohttp import web
 
 from .config import Config, ConfigError
 from .logs import configure_logging
-from .redact import mask_userinfo
-from .store.base import StoreDown
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -75,21 +72,25 @@ def main(argv: list[str] | None = None) -> None:
     except ImportError:  # uvloop is a dependency; a platform without it still runs, only slower
         pass
     from .app import create_app
+    from .drain import serve
+
+    def listening() -> None:
+        print(f"convostore: listening on {config.listen}", file=sys.stderr)
 
     try:
-        web.run_app(
-            create_app(config),
-            host=config.listen_host,
-            port=config.listen_port,
-            access_log=None,  # access logging on the hot path costs more than the proxy itself
-            # Idle connections, and the headers of each request, get this long (aiohttp closes a connection
-            # whose request has not fully arrived when it runs out); bodies get it again in the handlers.
-            keepalive_timeout=config.client_timeout_seconds,
-            print=lambda msg: print(f"convostore: listening on {config.listen}", file=sys.stderr),
+        asyncio.run(
+            serve(
+                create_app(config),
+                host=config.listen_host,
+                port=config.listen_port,
+                keepalive_timeout=config.client_timeout_seconds,
+                on_listening=listening,
+            )
         )
-    except StoreDown as exc:
-        # One line, credentials masked: a traceback would print the Redis URL, password and all.
-        print(f"convostore: cannot start: {mask_userinfo(str(exc))}", file=sys.stderr)
+    except OSError as exc:
+        if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+            raise
+        print(f"convostore: cannot listen on {config.listen}: {exc.strerror or exc}", file=sys.stderr)
         raise SystemExit(1) from None
 
 

@@ -128,6 +128,14 @@ class StoreUnavailable(ConvoStoreError):
     code = "store_unavailable"
 
 
+class ShuttingDown(ConvoStoreError):
+    """The sidecar is draining and past its deadline: the request was not started."""
+
+    status = 503
+    error_type = "server_error"
+    code = "server_shutting_down"
+
+
 def response_not_found(response_id: str) -> NotFound:
     return NotFound(f"Response with id '{response_id}' not found.")
 

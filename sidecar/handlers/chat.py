@@ -14,6 +14,7 @@ import orjson
 from aiohttp import web
 
 from ..appkeys import CONFIG, METRICS, STORE, UPSTREAM
+from ..drain import CUT_CODE, CUT_MESSAGE, DRAIN, StreamCut
 from ..errors import InvalidRequest, UpstreamError
 from ..fingerprint import estimate_tokens, prefix_fingerprint
 from ..ids import validate_client_id
@@ -181,6 +182,8 @@ async def _relay(
     await require_event_stream(engine)
     response = EventStreamResponse(headers)
     await response.prepare(request)
+    drain = request.app[DRAIN]
+    drain.track(engine)
     decoder = SSEDecoder()
     saved = False
 
@@ -205,6 +208,10 @@ async def _relay(
                     break
             else:
                 await send(client.feed(decoder.flush()) + client.end())
+        except StreamCut:  # the drain deadline: what was streamed is stored incomplete, with an error chunk
+            engine.close()
+            translator.incomplete("max_output_tokens")
+            await send(encode_sse(None, orjson.dumps(chat_error(CUT_MESSAGE, CUT_CODE))))
         except (TimeoutError, aiohttp.ClientError) as exc:
             log.warning("engine stream failed: %s", exc.__class__.__name__)
             await send(client.fail(f"The engine failed mid-stream: {exc.__class__.__name__}."))
@@ -220,6 +227,7 @@ async def _relay(
             raise
         return response
     finally:
+        drain.untrack(engine)
         engine.release()
     with contextlib.suppress(ConnectionResetError, RuntimeError):
         await response.write_eof()

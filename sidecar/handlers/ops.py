@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..appkeys import METRICS, STORE, UPSTREAM
+from ..drain import DRAIN
 from ..redact import mask_userinfo
 from ..store.base import StoreDown
 from .common import json_response
@@ -19,6 +20,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 @routes.get("/convostore/readyz")
 async def readyz(request: web.Request) -> web.Response:
+    if request.app[DRAIN].draining:  # on SIGTERM, at once: the load balancer stops sending new work
+        return json_response({"status": "unavailable", "reasons": ["draining"]}, status=503)
     reasons: list[str] = []
     try:
         await request.app[STORE].ping()

@@ -3,7 +3,8 @@
 Each engine chunk's events are translated and written, in one write, as soon as the chunk arrives. The
 turn is stored when the terminal event passes; if the engine fails first (an error event, a cut stream,
 an event of the wrong shape, anything that raises) it ends with `response.failed` and is stored `failed`;
-if the client leaves first the engine request is cancelled and it is stored `incomplete`.
+if the client leaves first the engine request is cancelled and it is stored `incomplete`; if the sidecar's
+drain deadline passes first (docs/api.md §1) it ends with an `error` event and is stored `incomplete`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from ..drain import CUT_CODE, CUT_MESSAGE, DRAIN, StreamCut
 from ..wire import events as ev
+from ..wire.events import error_event
 from ..wire.sse import DONE, SSEDecoder, SSEMessage, encode_events
 from .engine_answer import NOT_STORED, require_event_stream, save_quietly, settle_departed_client
 
@@ -65,6 +68,8 @@ async def relay_stream(
     await require_event_stream(engine)
     response = EventStreamResponse(headers)
     await response.prepare(request)
+    drain = request.app[DRAIN]
+    drain.track(engine)
 
     saved = False
 
@@ -94,6 +99,10 @@ async def relay_stream(
     try:
         try:
             await _pump(engine, translator, send)
+        except StreamCut:
+            engine.close()  # the engine stops generating for a client that gets no more of it
+            translator.incomplete("max_output_tokens")  # what was streamed, stored with the error event
+            await send([error_event(CUT_MESSAGE, CUT_CODE)])
         except (TimeoutError, aiohttp.ClientError) as exc:
             log.warning("engine stream failed: %s", exc.__class__.__name__)
             await send(
@@ -113,6 +122,7 @@ async def relay_stream(
             raise
         return response
     finally:
+        drain.untrack(engine)
         engine.release()
     if final is not None and not saved:
         await asyncio.shield(save_quietly(save, final))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -109,3 +110,18 @@ def test_a_mistyped_key_in_the_policy_file_stops_start_up(tmp_path: Path) -> Non
     line = _one_line(_serve("--config", str(policy), env={"CONVOSTORE_AUTH": "api_keys"}))
     assert "--config" in line and "tenants.acme: unknown key 'api_key'" in line
 
+
+def test_a_taken_port_is_one_line() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [str(CONVOSTORE_BIN), "serve", "--listen", f"127.0.0.1:{port}", "--log-format", "text"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith(f"convostore: cannot listen on 127.0.0.1:{port}")
+    assert "Traceback" not in result.stderr
