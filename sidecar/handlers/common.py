@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 from typing import Any
 
 import orjson
@@ -18,6 +19,7 @@ from ..store import History
 # Deeper JSON than this is refused: stored items are nested a few levels further inside records, and orjson
 # refuses to write more than 254 levels (it reads up to 1024), which would surface later as a 500.
 MAX_JSON_DEPTH = 128
+_VERSION = re.compile(r"[0-9]{1,15}")
 
 
 async def read_body(request: web.Request) -> bytes:
@@ -82,7 +84,9 @@ def if_match(request: web.Request) -> int | None:
     if value is None:
         return None
     value = value.strip().strip('"').removeprefix("W/").strip('"')
-    if not value.isdigit():
+    # ASCII digits only (str.isdigit also takes '²', which int() refuses), and few enough that the version
+    # is exact in a Lua number.
+    if not _VERSION.fullmatch(value):
         raise InvalidRequest("If-Match must be a conversation version (an integer).", param="If-Match")
     return int(value)
 

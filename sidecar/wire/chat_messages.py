@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import InvalidRequest
-from .items import Item, check_item_count, parse_item
+from .items import Item, check_item_count, is_one_of, parse_item
 
 Message = dict[str, Any]
 
@@ -111,7 +111,7 @@ def message_to_items(message: Any, param: str) -> list[Item]:
     if not isinstance(message, dict):
         raise InvalidRequest(f"Invalid type for '{param}': expected an object.", param=param)
     role = message.get("role")
-    if role not in CHAT_ROLES:
+    if not is_one_of(role, CHAT_ROLES):
         raise InvalidRequest(
             f"Invalid value for '{param}.role': {role!r}; expected one of "
             "'system', 'developer', 'user', 'assistant' or 'tool'.",

@@ -33,6 +33,11 @@ def check_item_count(value: list[Any], param: str) -> None:
         )
 
 
+def is_one_of(value: Any, allowed: frozenset[str]) -> bool:
+    """Membership for a value from a request body: a list or an object is no member (and unhashable)."""
+    return isinstance(value, str) and value in allowed
+
+
 def parse_input(value: Any, param: str = "input") -> list[Item]:
     """A create body's `input`: a string is one user message; a list holds items."""
     if isinstance(value, str):
@@ -47,7 +52,7 @@ def parse_item(raw: Any, param: str) -> Item:
     if not isinstance(raw, dict):
         raise InvalidRequest(f"Invalid type for '{param}': expected an object.", param=param)
     item_type = raw.get("type", "message" if "role" in raw else None)
-    if item_type not in ITEM_TYPES:
+    if not is_one_of(item_type, ITEM_TYPES):
         raise InvalidRequest(
             f"Invalid value for '{param}.type': {item_type!r} is not a supported item type.",
             param=f"{param}.type",
@@ -92,7 +97,7 @@ def parse_item(raw: Any, param: str) -> Item:
 
 def _parse_message(raw: Item, param: str) -> Item:
     role = raw.get("role")
-    if role not in MESSAGE_ROLES:
+    if not is_one_of(role, MESSAGE_ROLES):
         raise InvalidRequest(
             f"Invalid value for '{param}.role': {role!r}; expected one of "
             "'user', 'assistant', 'system' or 'developer'.",
@@ -142,7 +147,7 @@ def _parse_part(raw: Any, param: str, allowed: frozenset[str]) -> Item:
         if text_type == "output_text" and isinstance(raw.get("annotations"), list):
             part["annotations"] = _canonical_value(raw["annotations"])
         return part
-    if part_type not in allowed:
+    if not is_one_of(part_type, allowed):
         raise InvalidRequest(
             f"Invalid value for '{param}.type': {part_type!r} is not a supported content part here.",
             param=f"{param}.type",
