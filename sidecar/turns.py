@@ -102,37 +102,42 @@ async def plan_turn(
     elif in_conversation:
         assert conversation_id is not None
         history = await store.resolve_conversation(tenant, conversation_id)
-    if previous_response_id is not None:
-        if history is None:
-            raise previous_response_not_found(previous_response_id)
-        conversation_id = history.conversation_id
-        tag = tag_of_minted_id(previous_response_id)
-        assert tag is not None  # resolve found it, so the sidecar minted it
-    else:
-        assert conversation_id is not None
-        if history is None and in_conversation and not create_conversation:
-            raise conversation_not_found(conversation_id)
-        tag = conversation_tag(tenant, conversation_id)
-    if not will_store:
-        response_id = mint_response_id(tag, UNSTORED_INDEX)
-    elif minted_conversation and claim is None:
-        # A new conversation's slot is its own (48-bit tag), so its first record index is 0: no round trip.
-        response_id = mint_response_id(tag, 0)
-    plan = TurnPlan(
-        tenant,
-        conversation_id,
-        tag,
-        previous_response_id,
-        in_conversation,
-        history.items if history else [],
-        history.version if history else 0,
-        response_id,
-    )
-    plan.create = create_conversation or not in_conversation
-    plan.claim = claim
-    plan.reserved = reserved
-    plan.input_items = with_sidecar_ids(_dereference(new_items, plan.history), plan.tag)
-    return plan
+    try:
+        if previous_response_id is not None:
+            if history is None:
+                raise previous_response_not_found(previous_response_id)
+            conversation_id = history.conversation_id
+            tag = tag_of_minted_id(previous_response_id)
+            assert tag is not None  # resolve found it, so the sidecar minted it
+        else:
+            assert conversation_id is not None
+            if history is None and in_conversation and not create_conversation:
+                raise conversation_not_found(conversation_id)
+            tag = conversation_tag(tenant, conversation_id)
+        if not will_store:
+            response_id = mint_response_id(tag, UNSTORED_INDEX)
+        elif minted_conversation and claim is None:
+            # A new conversation owns its slot (48-bit tag), so its first record index is 0: no round trip.
+            response_id = mint_response_id(tag, 0)
+        plan = TurnPlan(
+            tenant,
+            conversation_id,
+            tag,
+            previous_response_id,
+            in_conversation,
+            history.items if history else [],
+            history.version if history else 0,
+            response_id,
+        )
+        plan.create = create_conversation or not in_conversation
+        plan.claim = claim
+        plan.reserved = reserved
+        plan.input_items = with_sidecar_ids(_dereference(new_items, plan.history), plan.tag)
+        return plan
+    except BaseException:
+        if reserved:  # refused after the round trip (unknown conversation or item): give back what it took
+            await _give_back(store, tenant, conversation_id or "", response_id, claim)
+        raise
 
 
 async def _begin_turn(
@@ -181,13 +186,18 @@ async def turn_settled(store: Store, plan: TurnPlan) -> AsyncIterator[None]:
         yield
     finally:
         if plan.reserved and not plan.recorded and plan.replay is None:
-            abandon = store.abandon_turn(plan.tenant, plan.conversation_id, plan.response_id, plan.claim)
-            try:
-                await asyncio.shield(abandon)
-            except Exception:  # both lapse by themselves; the request's own outcome matters more
-                logging.getLogger("convostore").warning(
-                    "could not give back an unused turn", extra={"conversation_id": plan.conversation_id}
-                )
+            await _give_back(store, plan.tenant, plan.conversation_id, plan.response_id, plan.claim)
+
+
+async def _give_back(
+    store: Store, tenant: str, conversation_id: str, response_id: str, claim: Claim | None
+) -> None:
+    try:
+        await asyncio.shield(store.abandon_turn(tenant, conversation_id, response_id, claim))
+    except Exception:  # both lapse by themselves; the request's own outcome matters more
+        logging.getLogger("convostore").warning(
+            "could not give back an unused turn", extra={"conversation_id": conversation_id}
+        )
 
 
 def _dereference(items: list[dict[str, Any]], history: list[bytes]) -> list[dict[str, Any]]:

@@ -82,12 +82,6 @@ async def test_a_limit_that_is_no_small_number_is_a_400(make_sidecar: Any, value
     assert (status, error["param"]) == (400, "limit")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sidecar/turns.py plan_turn claims the Idempotency-Key in begin_turn, then raises (conversation "
-    "not found, unknown item_reference) outside turn_settled, so the claim is never given back: a retry "
-    "with the same key waits CLAIM_WAIT_SECONDS (30 s) and gets 409 idempotency_key_in_use for 15 minutes",
-)
 @pytest.mark.parametrize(
     "body",
     [
