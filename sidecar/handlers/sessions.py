@@ -1,4 +1,4 @@
-"""The session API (/v1/sessions/...): state without the proxy, for gateways (CONTRACT §2)."""
+"""The session API (/v1/sessions/...): state without the proxy, for gateways (docs/api.md §2)."""
 
 from __future__ import annotations
 
@@ -32,8 +32,40 @@ from .common import (
 
 routes = web.RouteTableDef()
 
+# The fields each body may hold (docs/api.md §2): one of the forms, optionally `previous_response_id`. An
+# unknown field is refused, not ignored: a gateway that misspells one must not branch or store silently wrong.
+_MESSAGE_FIELDS = frozenset({"role", "content", "name", "tool_calls", "tool_call_id", "refusal"})
+_APPEND_FORMS = ("items", "messages", "role")
+_STORE_FORMS = ("response", "output", "message")
+
+
+def _check_fields(body: dict[str, Any], forms: tuple[str, ...], allowed: frozenset[str]) -> None:
+    given = [form for form in forms if form in body]
+    if len(given) > 1:
+        raise InvalidRequest(f"Send only one of {', '.join(map(repr, given))}.", param=given[1])
+    for name in body:
+        if name not in allowed:
+            raise InvalidRequest(f"Unrecognized request argument supplied: {name}", param=str(name))
+
+
+def _previous_response_id(body: dict[str, Any]) -> str | None:
+    """The response to branch after (the conversation's head when absent)."""
+    previous = body.get("previous_response_id")
+    if previous is None:
+        return None
+    if not isinstance(previous, str) or not previous:
+        raise InvalidRequest(
+            "Invalid type for 'previous_response_id': expected a non-empty string.",
+            param="previous_response_id",
+        )
+    return previous
+
 
 def _items_to_append(body: dict[str, Any]) -> list[dict[str, Any]]:
+    allowed = {"items", "messages", "previous_response_id"}
+    if "role" in body:
+        allowed |= _MESSAGE_FIELDS
+    _check_fields(body, _APPEND_FORMS, frozenset(allowed))
     if "items" in body:
         if not isinstance(body["items"], list):
             raise InvalidRequest("Invalid type for 'items': expected an array.", param="items")
@@ -41,7 +73,8 @@ def _items_to_append(body: dict[str, Any]) -> list[dict[str, Any]]:
     elif "messages" in body:
         items = messages_to_items(body["messages"])
     elif "role" in body:
-        items = message_to_items(body, "message")
+        message = {k: v for k, v in body.items() if k != "previous_response_id"}
+        items = message_to_items(message, "message")
     else:
         raise InvalidRequest("Send a message {role, content}, or 'messages', or 'items'.", param="messages")
     if not items:
@@ -56,6 +89,7 @@ async def append(request: web.Request) -> web.Response:
     conversation_id = path_conversation_id(request)
     raw, body = await read_json(request)
     items = _items_to_append(body)
+    previous = _previous_response_id(body)
     tenant = request[TENANT]
     stored = with_sidecar_ids(items, conversation_tag(tenant, conversation_id))
     result = await request.app[STORE].append_turn(
@@ -64,6 +98,7 @@ async def append(request: web.Request) -> web.Response:
             conversation_id=conversation_id,
             items=stored,
             n_input=len(stored),
+            parent_response_id=previous,  # a branch after an older response; it becomes the head
             if_match=if_match(request),
             idempotency_key=idempotency_key(request),
             request_hash=request_hash(raw, "append"),
@@ -135,6 +170,7 @@ async def resolve(request: web.Request) -> web.Response:
 
 def _output_of(body: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Output items and the response fields worth keeping, from any of the accepted shapes."""
+    _check_fields(body, _STORE_FORMS, frozenset({*_STORE_FORMS, "response_id", "previous_response_id"}))
     if "response" in body:
         response = body["response"]
         if not isinstance(response, dict):
@@ -188,6 +224,7 @@ async def store_response(request: web.Request) -> web.Response:
     conversation_id = path_conversation_id(request)
     raw, body = await read_json(request)
     items, kept = _output_of(body)
+    previous = _previous_response_id(body)
     if not items:
         raise InvalidRequest("The response has no output to store.", param="output")
     tenant = request[TENANT]
@@ -205,6 +242,7 @@ async def store_response(request: web.Request) -> web.Response:
             conversation_id=conversation_id,
             items=with_sidecar_ids([complete_output_item(item) for item in items], tag),
             n_input=0,
+            parent_response_id=previous,
             mint_response=True,
             response_body=_record_of(kept),
             if_match=if_match(request),
