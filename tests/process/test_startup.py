@@ -13,7 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.fixtures.redis_servers import RedisServer
+from tests.fixtures.redis_servers import RedisServer, free_port
 from tests.fixtures.sidecar_process import CONVOSTORE_BIN
 from tests.process.processes import REPO, Process, fake_engine, sidecar
 
@@ -66,6 +66,21 @@ async def test_redis_down_at_start_up_then_connected_when_it_appears(engine: Pro
     assert [" WARNING " in line for line in store_lines] == [True, False], log  # down, then connected
     assert "store unreachable at start-up" in store_lines[0] and "connected" in store_lines[1]
     assert "Traceback" not in log
+
+
+async def test_an_unreachable_redis_password_is_never_shown(engine: Process) -> None:
+    unreachable = f"redis://:s3cr3t-pw@127.0.0.1:{free_port()}/0"
+    proc = sidecar(upstream=engine.url, redis_url=unreachable)
+    try:
+        async with aiohttp.ClientSession() as client, client.get(f"{proc.url}/convostore/readyz") as ready:
+            assert ready.status == 503
+            reasons = await ready.text()
+        proc.stop()
+        log = proc.log()
+    finally:
+        proc.close()
+    assert "cannot reach Redis at redis://:***@127.0.0.1" in log and "redis://:***@127.0.0.1" in reasons
+    assert "s3cr3t-pw" not in log + reasons and "Traceback" not in log
 
 
 def _serve(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
