@@ -1,6 +1,7 @@
 """Run llama.cpp's HTTP server (xllamacpp from PyPI) with Gemma 3 270M until SIGTERM/SIGINT.
 
-    python examples/llamacpp/serve.py --host 127.0.0.1 --port 8090 --ctx 8192 --parallel 2
+    python examples/llamacpp/serve.py                  # :8000, where `convostore serve` looks by default
+    python examples/llamacpp/serve.py --port 8090 --ctx 8192 --parallel 2   # then CONVOSTORE_UPSTREAM=http://127.0.0.1:8090
 
 Prints exactly one line on stdout, ``listening http://HOST:PORT``, once ``GET /health`` answers 200;
 llama.cpp's own logs go to stderr. Exit status is 0 after a signal, 1 if the server failed to start.
@@ -52,7 +53,8 @@ def health_ok(base_url: str) -> bool:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8090)
+    # 8000: the sidecar's default CONVOSTORE_UPSTREAM (and vLLM's port), so the README's two commands meet.
+    parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--ctx", type=int, default=8192, help="total context, split across --parallel slots")
     parser.add_argument("--parallel", type=int, default=2, help="number of slots (concurrent sequences)")
     return parser.parse_args(argv)
