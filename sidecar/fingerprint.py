@@ -1,4 +1,4 @@
-"""The prefix fingerprint: a stable hash of what comes first in every prompt (CONTRACT §6)."""
+"""The prefix fingerprint: a stable hash of what comes first in every prompt (docs/api.md §6)."""
 
 from __future__ import annotations
 

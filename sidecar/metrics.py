@@ -1,4 +1,4 @@
-"""Prometheus metrics (CONTRACT §8): one registry per app, every name prefixed `convostore_`."""
+"""Prometheus metrics (docs/api.md §8): one registry per app, every name prefixed `convostore_`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Byte-stable normalisation: the same history always renders to the same bytes (CONTRACT §6)."""
+"""Byte-stable normalisation: the same history always renders to the same bytes (docs/api.md §6)."""
 
 from __future__ import annotations
 

@@ -53,7 +53,7 @@ class Upstream:
 
     async def post(self, path: str, body: bytes, headers: dict[str, str]) -> aiohttp.ClientResponse:
         """Send a request; the caller reads (and releases) the answer. Transport failures become the
-        OpenAI errors of CONTRACT §4: 502 unreachable, 504 timed out."""
+        OpenAI errors of docs/api.md §4: 502 unreachable, 504 timed out."""
         tracer = current_tracer()
         if tracer is None:
             return await self._post(path, body, headers)

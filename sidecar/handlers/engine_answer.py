@@ -57,7 +57,7 @@ async def require_event_stream(engine: aiohttp.ClientResponse) -> None:
 
 
 async def read_engine_json(engine: aiohttp.ClientResponse) -> dict[str, Any]:
-    """A non-streamed answer as a JSON object; engine errors become the OpenAI errors of CONTRACT §4."""
+    """A non-streamed answer as a JSON object; engine errors become the OpenAI errors of docs/api.md §4."""
     async with engine:
         try:
             raw = await engine.read()

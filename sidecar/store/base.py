@@ -1,4 +1,4 @@
-"""The Store protocol and its plain data shapes; backends keep CONTRACT §5 semantics identically."""
+"""The Store protocol and its plain data shapes; backends keep docs/api.md §5 semantics identically."""
 
 from __future__ import annotations
 
