@@ -178,7 +178,9 @@ def _from_chat_part(part: Any) -> Any:
 
 def _tool_output(content: Any, param: str) -> Any:
     if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        # Text parts only (a string part is text too, as in message content); `text` may be anything.
+        texts = (p if isinstance(p, str) else p.get("text") if isinstance(p, dict) else None for p in content)
+        return "".join(text for text in texts if isinstance(text, str))
     if not isinstance(content, str):
         raise InvalidRequest(f"Invalid type for '{param}.content'.", param=f"{param}.content")
     return content

@@ -30,6 +30,12 @@ def test_a_chat_role_that_is_an_object_or_a_list_is_invalid(role: Any) -> None:
     assert caught.value.param == "message.role"
 
 
+def test_a_tool_message_part_whose_text_is_not_a_string_is_skipped() -> None:
+    content = ["a", {"type": "output_text", "text": None}, {"text": ["x"]}, 7, {"type": "text", "text": "b"}]
+    items = message_to_items({"role": "tool", "tool_call_id": "c1", "content": content}, "message")
+    assert items == [{"type": "function_call_output", "call_id": "c1", "output": "ab"}]
+
+
 @pytest.mark.parametrize("value", UNHASHABLE)
 @pytest.mark.parametrize(
     ("item", "param"),
@@ -59,6 +65,13 @@ async def test_append_with_an_object_as_role_is_a_400_naming_it(make_sidecar: An
         client, "POST", "/v1/sessions/c1/store_response", json={"message": {"role": [{}], "content": "x"}}
     )
     assert (status, error["param"]) == (400, "message.role")
+    tool = {
+        "role": "tool",
+        "tool_call_id": "c",
+        "content": ["e\u0301", {"text": None, "type": "output_text"}],
+    }
+    async with client.post("/v1/sessions/c1/store_response", json={"message": tool}) as response:
+        assert response.status == 200
 
 
 @pytest.mark.parametrize("value", ["\u00b2", "\u0661", "9" * 5000, "1" * 16, "-1", "1.5", "", "W/"])
