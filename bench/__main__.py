@@ -1,5 +1,6 @@
 """`python -m bench [--quick]` (proxies under load), `python -m bench store [--quick]` (the Store API) and
-`python -m bench soak [--quick]` (the sidecar on Redis under long load: RSS, fds, connections, loop lag)."""
+`python -m bench soak [--quick]` (the sidecar on Redis under long load: RSS, fds, connections, loop lag) and
+`python -m bench fuzz [--quick]` (10,000+ fuzzed requests per store backend: never a 5xx, the store exact)."""
 
 from __future__ import annotations
 
@@ -38,7 +39,22 @@ def main(argv: list[str] | None = None) -> None:
     soak.add_argument("--requests", type=int, help="requests in all, warm-up included (default 200000)")
     soak.add_argument("--seconds", type=float, help="stop after this long even if requests remain")
     soak.add_argument("--concurrency", type=int, help="clients, each chaining conversations (default 32)")
+    fuzz = commands.add_parser("fuzz", help="fuzzed bodies and headers on every stateful route, per backend")
+    fuzz.add_argument("--quick", action="store_true", dest="fuzz_quick", help="400 requests per backend")
+    fuzz.add_argument("--out", type=Path, dest="fuzz_out", help="JSON path (default bench/results/fuzz.json)")
+    fuzz.add_argument("--requests", type=int, help="requests per backend (default 10000)")
+    fuzz.add_argument("--backends", default="memory,redis", help="comma-separated: memory, redis")
     args = parser.parse_args(argv)
+    if args.command == "fuzz":
+        from .fuzz import main as run_fuzz
+
+        run_fuzz(
+            quick=args.quick or args.fuzz_quick,
+            requests=args.requests,
+            backends=args.backends,
+            out=args.fuzz_out or args.out or RESULTS / "fuzz.json",
+        )
+        return
     if args.command == "soak":
         from .soak import bounds_from
         from .soak import run as run_soak
