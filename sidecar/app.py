@@ -15,6 +15,7 @@ from .handlers import chat, conversations, ops, response_objects, responses, ses
 from .handlers.passthrough import passthrough
 from .metrics import Metrics
 from .middleware import PUBLIC_RESOURCES, request_context
+from .quota import QUOTAS, CountingStore, Quotas, enforce_quotas, reconciling
 from .store import MemoryStore, Store, open_store
 from .store.lazy import LazyStore
 from .store.redis import Replication
@@ -28,13 +29,14 @@ def create_app(config: Config) -> web.Application:
     tracing = Tracing.from_env()  # outermost middleware: every log line and span of a request has its trace
     drain = Drain(config.drain_seconds)
     app = web.Application(
-        middlewares=[tracing.middleware(), request_context, drain.middleware],
+        middlewares=[tracing.middleware(), request_context, drain.middleware, enforce_quotas],
         client_max_size=config.max_body_bytes + 1,
     )
     app[CONFIG] = config
     app[DRAIN] = drain
     app.on_response_prepare.append(drain.on_response_prepare)
     app[AUTH] = Authenticator(config.auth, config.policy.get("tenants") or {})
+    app[QUOTAS] = Quotas(config.policy.get("tenants") or {})
     app[METRICS] = Metrics()
     app.cleanup_ctx.append(tracing.context)
     app.cleanup_ctx.append(_store_context)
@@ -60,13 +62,16 @@ async def _store_context(app: web.Application) -> AsyncIterator[None]:
     # Redis may be down when the sidecar starts (it restarts too): the sidecar comes up anyway, answers
     # 503 store_unavailable on stateful routes, and connects in the background.
     store: Store = await (connect() if config.redis_url.startswith("memory://") else LazyStore.open(connect))
-    app[STORE] = MeteredStore(store, app[METRICS])
+    metered = MeteredStore(store, app[METRICS])
+    quotas = app[QUOTAS]
+    app[STORE] = CountingStore(metered, quotas) if quotas.any else metered
     try:
-        if isinstance(store, MemoryStore):
-            async with store.sweeping():
+        async with reconciling(metered, quotas):
+            if isinstance(store, MemoryStore):
+                async with store.sweeping():
+                    yield
+            else:
                 yield
-        else:
-            yield
     finally:
         await store.close()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 
@@ -44,3 +45,18 @@ class ConversationKeys:
     def idempotency(self, key: str | None) -> str:
         # Scripts take a fixed number of KEYS, so "no key" is a placeholder in the same slot.
         return f"{self.prefix}idem:{key}" if key else f"{self.prefix}idem:-"
+
+
+def _tenant_tag(tenant: str) -> str:
+    # A slot of the tenant's own, apart from every conversation's: quota keys are touched on every request.
+    return "q." + hashlib.blake2b(tenant.encode(), digest_size=6).hexdigest()
+
+
+def rate_key(tenant: str) -> str:
+    """The tenant's requests-per-minute state (one value: the GCRA theoretical arrival time)."""
+    return f"cs:{{{_tenant_tag(tenant)}}}:rate"
+
+
+def usage_key(tenant: str) -> str:
+    """The tenant's stored usage: totals, and what each conversation was counted for."""
+    return f"cs:{{{_tenant_tag(tenant)}}}:usage"

@@ -67,6 +67,14 @@ class Metrics:
         self.store_errors = Counter(
             "convostore_store_errors", "Store calls that failed to reach the store.", registry=r
         )
+        # Tenant ids are not labels (unbounded, and they say who the customers are): only whether the tenant
+        # has limits of its own in the policy file ("listed") or the default ones.
+        self.quota_rejections = Counter(
+            "convostore_quota_rejections",
+            "Requests refused by a tenant quota.",
+            ["tenant_class", "kind"],
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

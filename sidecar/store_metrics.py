@@ -10,7 +10,7 @@ from typing import TypeVar
 from .fingerprint import estimate_tokens
 from .metrics import Metrics
 from .store import History, MemoryStore, Store, Turn, TurnResult
-from .store.base import Begun, Claim, Conflict, Range, StoreDown
+from .store.base import Begun, Claim, Conflict, Range, RateDecision, StoreDown, Usage
 from .tracing import current_tracer, traced
 
 T = TypeVar("T")
@@ -105,6 +105,18 @@ class MeteredStore:
 
     async def delete_conversation(self, tenant: str, conversation_id: str) -> bool:
         return await self._counted(self.inner.delete_conversation(tenant, conversation_id))
+
+    async def conversation_exists(self, tenant: str, conversation_id: str) -> bool:
+        return await self._counted(self.inner.conversation_exists(tenant, conversation_id))
+
+    async def take_request(self, tenant: str, per_minute: int) -> RateDecision:
+        return await self._counted(self.inner.take_request(tenant, per_minute))
+
+    async def account_usage(self, tenant: str, conversation_id: str, op: str, stored_bytes: int = 0) -> Usage:
+        return await self._counted(self.inner.account_usage(tenant, conversation_id, op, stored_bytes))
+
+    async def usage(self, tenant: str) -> tuple[Usage, list[str]]:
+        return await self._counted(self.inner.usage(tenant))
 
     async def ping(self) -> None:
         await self._counted(self.inner.ping())

@@ -101,6 +101,24 @@ class History:
     items: list[bytes] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class RateDecision:
+    """One request against a requests-per-minute limit: whether it may pass, how many more may now, and
+    in how many ms the limit is whole again (allowed) or the next request may pass (refused)."""
+
+    allowed: bool
+    remaining: int
+    reset_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What a tenant has stored: bytes of conversation items, and conversations."""
+
+    stored_bytes: int
+    conversations: int
+
+
 @dataclass(slots=True)
 class Begun:
     """What a new turn continues (None when unknown or new), the id its response will have (reserved),
@@ -150,6 +168,21 @@ class Store(Protocol):
         ...
 
     async def delete_conversation(self, tenant: str, conversation_id: str) -> bool: ...
+
+    async def conversation_exists(self, tenant: str, conversation_id: str) -> bool:
+        """Whether the conversation lives, without refreshing its expiry (for quota reconciliation)."""
+        ...
+
+    # Per-tenant quotas: shared by every replica on Redis, in-process on memory.
+    async def take_request(self, tenant: str, per_minute: int) -> RateDecision: ...
+
+    async def account_usage(self, tenant: str, conversation_id: str, op: str, stored_bytes: int = 0) -> Usage:
+        """`add` bytes to a conversation's count, `set` it, or `drop` the conversation: the tenant's usage."""
+        ...
+
+    async def usage(self, tenant: str) -> tuple[Usage, list[str]]:
+        """The tenant's usage and the conversations it counts."""
+        ...
 
     async def ping(self) -> None: ...
 

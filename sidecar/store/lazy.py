@@ -13,7 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from ..redact import mask_userinfo
-from .base import Begun, Claim, History, Range, Store, StoreDown, Turn, TurnResult
+from .base import Begun, Claim, History, Range, RateDecision, Store, StoreDown, Turn, TurnResult, Usage
 
 log = logging.getLogger("convostore.store")
 
@@ -102,6 +102,18 @@ class LazyStore:
 
     async def delete_conversation(self, tenant: str, conversation_id: str) -> bool:
         return await self._store().delete_conversation(tenant, conversation_id)
+
+    async def conversation_exists(self, tenant: str, conversation_id: str) -> bool:
+        return await self._store().conversation_exists(tenant, conversation_id)
+
+    async def take_request(self, tenant: str, per_minute: int) -> RateDecision:
+        return await self._store().take_request(tenant, per_minute)
+
+    async def account_usage(self, tenant: str, conversation_id: str, op: str, stored_bytes: int = 0) -> Usage:
+        return await self._store().account_usage(tenant, conversation_id, op, stored_bytes)
+
+    async def usage(self, tenant: str) -> tuple[Usage, list[str]]:
+        return await self._store().usage(tenant)
 
     async def ping(self) -> None:
         await self._store().ping()

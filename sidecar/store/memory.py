@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -27,8 +28,10 @@ from .base import (
     ParentInOtherConversation,
     ParentNotFound,
     Range,
+    RateDecision,
     Turn,
     TurnResult,
+    Usage,
 )
 
 SWEEP_INTERVAL_SECONDS = 60.0
@@ -90,6 +93,9 @@ class MemoryStore:
         self._slots: dict[str, _Slot] = {}
         # Claims exist before their conversation does, so they are kept beside it, by conversation.
         self._idempotency: dict[tuple[str, str], dict[str, _Idempotency]] = {}
+        # Quotas: per tenant the GCRA arrival time (monotonic ms), and bytes counted per conversation.
+        self._rate: dict[str, float] = {}
+        self._usage: dict[str, dict[str, int]] = {}
 
     # -- reads ---------------------------------------------------------------------------------
     def _live_conversation(self, tenant: str, conversation_id: str) -> _Conversation | None:
@@ -417,6 +423,37 @@ class MemoryStore:
             if slot.records <= 0 and not slot.reserved:
                 del self._slots[conv.tag]
 
+    async def conversation_exists(self, tenant: str, conversation_id: str) -> bool:
+        conv = self._conversations.get((tenant, conversation_id))
+        return conv is not None and conv.expires_at > time.monotonic()
+
+    # -- quotas (the same arithmetic as lua/take_request-1.lua and account_usage-1.lua) --------
+    async def take_request(self, tenant: str, per_minute: int) -> RateDecision:
+        interval, now = 60_000 / per_minute, time.monotonic() * 1000
+        new_tat = max(self._rate.get(tenant, now), now) + interval
+        allow_at = new_tat - 60_000
+        if allow_at > now:
+            return RateDecision(False, 0, math.ceil(allow_at - now))
+        self._rate[tenant] = new_tat
+        return RateDecision(True, math.floor((now - allow_at) / interval), math.ceil(new_tat - now))
+
+    async def account_usage(self, tenant: str, conversation_id: str, op: str, stored_bytes: int = 0) -> Usage:
+        counted = self._usage.setdefault(tenant, {})
+        if op == "drop":
+            counted.pop(conversation_id, None)
+        elif op == "set":
+            counted[conversation_id] = stored_bytes
+        else:
+            counted[conversation_id] = counted.get(conversation_id, 0) + stored_bytes
+        usage = Usage(sum(counted.values()), len(counted))
+        if not counted:
+            del self._usage[tenant]
+        return usage
+
+    async def usage(self, tenant: str) -> tuple[Usage, list[str]]:
+        counted = self._usage.get(tenant, {})
+        return Usage(sum(counted.values()), len(counted)), list(counted)
+
     # -- lifecycle -----------------------------------------------------------------------------
     def sweep(self) -> int:
         """Drop everything expired; returns how many conversations went."""
@@ -429,6 +466,9 @@ class MemoryStore:
                 del records[name]
             if not records:
                 del self._idempotency[key]
+        wall = now * 1000
+        for tenant in [t for t, tat in self._rate.items() if tat <= wall]:
+            del self._rate[tenant]
         for tag, slot in list(self._slots.items()):
             for index in [i for i, lapses_at in slot.reserved.items() if lapses_at <= now]:
                 del slot.reserved[index]

@@ -26,7 +26,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..ids import conversation_tag, mint_response_id, parse_response_id, response_random
-from ..keys import ConversationKeys, records_key
+from ..keys import ConversationKeys, rate_key, records_key, usage_key
 from ..redact import mask_userinfo
 from .base import (
     CLAIM_SECONDS,
@@ -41,9 +41,11 @@ from .base import (
     ParentInOtherConversation,
     ParentNotFound,
     Range,
+    RateDecision,
     StoreDown,
     Turn,
     TurnResult,
+    Usage,
 )
 from .lua import load_script
 from .resp_client import PipelinedRedis, RedisReplyError
@@ -96,6 +98,8 @@ class RedisStore:
         self._set_metadata: Script = client.register_script(load_script("set_metadata-1"))
         self._remove_item: Script = client.register_script(load_script("remove_item-1"))
         self._abandon_turn: Script = client.register_script(load_script("abandon_turn-1"))
+        self._take_request: Script = client.register_script(load_script("take_request-1"))
+        self._account_usage: Script = client.register_script(load_script("account_usage-1"))
 
     @classmethod
     async def connect(cls, url: str, ttl_seconds: float, *, wait: Replication | None = None) -> RedisStore:
@@ -265,6 +269,25 @@ class RedisStore:
         version = int(await self._run(self._remove_item, [conv.meta], args))
         return version if version > 0 else None
 
+    async def conversation_exists(self, tenant: str, conversation_id: str) -> bool:
+        conv = ConversationKeys(conversation_tag(tenant, conversation_id), tenant, conversation_id)
+        return bool(await self._call(lambda: self._client.exists(conv.meta)))
+
+    async def take_request(self, tenant: str, per_minute: int) -> RateDecision:
+        allowed, remaining, reset_ms = await self._run(self._take_request, [rate_key(tenant)], [per_minute])
+        return RateDecision(bool(allowed), int(remaining), int(reset_ms))
+
+    async def account_usage(self, tenant: str, conversation_id: str, op: str, stored_bytes: int = 0) -> Usage:
+        args = [conversation_id, op, stored_bytes]
+        total, conversations = await self._run(self._account_usage, [usage_key(tenant)], args)
+        return Usage(int(total), int(conversations))
+
+    async def usage(self, tenant: str) -> tuple[Usage, list[str]]:
+        raw = await self._call(lambda: self._client.hgetall(usage_key(tenant)))
+        fields = {_text(k): _text(v) for k, v in (raw.items() if isinstance(raw, dict) else _pairs(raw))}
+        counted = [name[2:] for name in fields if name.startswith("c:")]
+        return Usage(int(fields.get("bytes", 0)), int(fields.get("convs", 0))), counted
+
     async def ping(self) -> None:
         await self._call(self._client.ping)
 
@@ -351,6 +374,10 @@ def _history(reply: list[Any]) -> History | None:
         body=body,
         items=reply[10:],
     )
+
+
+def _pairs(flat: list[Any]) -> list[tuple[Any, Any]]:
+    return list(zip(flat[::2], flat[1::2], strict=True))
 
 
 def _text(value: bytes | str | int) -> str:

@@ -189,6 +189,14 @@ class PipelinedRedis:
     async def get(self, key: str) -> Any:
         return await self.execute("GET", key)
 
+    async def exists(self, key: str) -> int:
+        return int(await self.execute("EXISTS", key))
+
+    async def hgetall(self, key: str) -> list[Any]:
+        """Field, value, field, value… (redis-py's cluster client answers a dict; callers take both)."""
+        reply: list[Any] = await self.execute("HGETALL", key)
+        return reply
+
     async def ping(self) -> Any:
         return await self.execute("PING")
 

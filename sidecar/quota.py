@@ -1,0 +1,262 @@
+"""Per-tenant quotas (policy file `tenants.<t>.quota`, `default` for the rest): requests per minute on every
+route, stored bytes and conversations on the routes that store. The counts live in the store (shared by every
+replica on Redis), are written beside each turn, and given back when conversations are deleted or expire."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from .appkeys import METRICS, STORE
+from .errors import ConvoStoreError, RateLimited
+from .middleware import PUBLIC_RESOURCES, TENANT
+from .store import History, Store, Turn, TurnResult
+from .store.base import Begun, Claim, Range, RateDecision, StoreDown, Usage
+
+log = logging.getLogger("convostore.quota")
+RECONCILE_INTERVAL_SECONDS = 60.0
+DEFAULT_TENANT_QUOTA = "default"
+# Routes that store: a tenant over its stored quota may still read, delete and use the engine statelessly.
+_STORING_PREFIXES = ("/v1/responses", "/v1/conversations", "/v1/sessions/")
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    requests_per_minute: int | None = None
+    stored_bytes: int | None = None
+    conversations: int | None = None
+
+    @property
+    def counts_storage(self) -> bool:
+        return self.stored_bytes is not None or self.conversations is not None
+
+
+class InsufficientQuota(ConvoStoreError):
+    status = 429
+    error_type = "insufficient_quota"
+    code = "insufficient_quota"
+
+
+class Quotas:
+    """The limits of each tenant, read once from the policy file."""
+
+    def __init__(self, tenants: Mapping[str, Any]) -> None:
+        self._limits = {name: _limits(spec) for name, spec in tenants.items() if isinstance(spec, Mapping)}
+        self._default = self._limits.get(DEFAULT_TENANT_QUOTA, Limits())
+        self.seen = set()
+
+    @property
+    def any(self) -> bool:
+        return any(limits != Limits() for limits in self._limits.values())
+
+    def of(self, tenant: str) -> Limits:
+        return self._limits.get(tenant, self._default)
+
+    def tenant_class(self, tenant: str) -> str:
+        return "listed" if tenant in self._limits and tenant != DEFAULT_TENANT_QUOTA else "default"
+
+    def counting_tenants(self) -> set[str]:
+        """Listed tenants whose storage is limited, and others seen writing since start."""
+        return {name for name, limits in self._limits.items() if limits.counts_storage} | self.seen
+
+    seen: set[str]
+
+
+QUOTAS: web.AppKey[Quotas] = web.AppKey("quotas")
+
+
+def _limits(spec: Mapping[str, Any]) -> Limits:
+    quota = spec.get("quota") or {}
+    return Limits(
+        requests_per_minute=quota.get("requests_per_minute"),
+        stored_bytes=quota.get("stored_bytes"),
+        conversations=quota.get("conversations"),
+    )
+
+
+@web.middleware
+async def enforce_quotas(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Refuse, before anything is read or written, a request over its tenant's rate or stored quota."""
+    quotas = request.app[QUOTAS]
+    if not quotas.any or request.match_info.route.resource in request.app[PUBLIC_RESOURCES]:
+        return await handler(request)
+    tenant = request[TENANT]
+    limits = quotas.of(tenant)
+    store = request.app[STORE]
+    rate_headers: dict[str, str] = {}
+    if limits.requests_per_minute is not None:
+        decision = await store.take_request(tenant, limits.requests_per_minute)
+        rate_headers = {
+            "x-ratelimit-limit-requests": str(limits.requests_per_minute),
+            "x-ratelimit-remaining-requests": str(decision.remaining),
+            "x-ratelimit-reset-requests": f"{decision.reset_ms}ms",
+        }
+        if not decision.allowed:
+            _count(request, tenant, "requests")
+            raise RateLimited(
+                f"Rate limit reached: {limits.requests_per_minute} requests per minute. "
+                f"Retry in {math.ceil(decision.reset_ms / 1000)} s.",
+                headers={"Retry-After": str(max(1, math.ceil(decision.reset_ms / 1000))), **rate_headers},
+            )
+    if limits.counts_storage and _stores(request):
+        usage, _ = await store.usage(tenant)
+        over = _over(limits, usage.stored_bytes, usage.conversations)
+        if over is not None:
+            _count(request, tenant, over)
+            raise InsufficientQuota(
+                f"Quota exceeded: the tenant's {over.replace('_', ' ')} limit is reached; delete "
+                "conversations to free it.",
+                headers={"Retry-After": "60"},
+            )
+    response = await handler(request)
+    if rate_headers and not response.prepared:
+        response.headers.update(rate_headers)
+    return response
+
+
+def _stores(request: web.Request) -> bool:
+    if request.method != "POST":
+        return False
+    if request.path == "/v1/chat/completions":
+        return "X-Conversation-Id" in request.headers or "X-Previous-Response-Id" in request.headers
+    return request.path.startswith(_STORING_PREFIXES)
+
+
+def _over(limits: Limits, stored_bytes: int, conversations: int) -> str | None:
+    if limits.stored_bytes is not None and stored_bytes >= limits.stored_bytes:
+        return "stored_bytes"
+    if limits.conversations is not None and conversations >= limits.conversations:
+        return "conversations"
+    return None
+
+
+def _count(request: web.Request, tenant: str, kind: str) -> None:
+    request.app[METRICS].quota_rejections.labels(request.app[QUOTAS].tenant_class(tenant), kind).inc()
+
+
+class CountingStore:
+    """A Store that keeps each tenant's stored usage beside the writes and deletes that change it.
+
+    The count is a second call after the turn's own script (on a Redis Cluster a tenant's conversations
+    live in many slots, its count in one), so a crash between the two can leave it off by one turn; the
+    reconciler also recounts from what lives, which bounds any drift to one interval."""
+
+    def __init__(self, inner: Store, quotas: Quotas) -> None:
+        self._inner = inner
+        self._quotas = quotas
+
+    # Everything else is the wrapped store's.
+    async def resolve_response(self, tenant: str, response_id: str, range_: Range = "full") -> History | None:
+        return await self._inner.resolve_response(tenant, response_id, range_)
+
+    async def resolve_conversation(self, tenant: str, conversation_id: str) -> History | None:
+        return await self._inner.resolve_conversation(tenant, conversation_id)
+
+    async def begin_turn(
+        self,
+        tenant: str,
+        *,
+        previous_response_id: str | None = None,
+        conversation_id: str | None = None,
+        claim: Claim | None = None,
+    ) -> Begun:
+        return await self._inner.begin_turn(
+            tenant, previous_response_id=previous_response_id, conversation_id=conversation_id, claim=claim
+        )
+
+    async def abandon_turn(
+        self, tenant: str, conversation_id: str, response_id: str, claim: Claim | None = None
+    ) -> None:
+        return await self._inner.abandon_turn(tenant, conversation_id, response_id, claim)
+
+    async def delete_response(self, tenant: str, response_id: str) -> bool:
+        return await self._inner.delete_response(tenant, response_id)
+
+    async def set_conversation_metadata(self, tenant: str, conversation_id: str, metadata: bytes) -> bool:
+        return await self._inner.set_conversation_metadata(tenant, conversation_id, metadata)
+
+    async def conversation_exists(self, tenant: str, conversation_id: str) -> bool:
+        return await self._inner.conversation_exists(tenant, conversation_id)
+
+    async def take_request(self, tenant: str, per_minute: int) -> RateDecision:
+        return await self._inner.take_request(tenant, per_minute)
+
+    async def account_usage(self, tenant: str, conversation_id: str, op: str, stored_bytes: int = 0) -> Usage:
+        return await self._inner.account_usage(tenant, conversation_id, op, stored_bytes)
+
+    async def usage(self, tenant: str) -> tuple[Usage, list[str]]:
+        return await self._inner.usage(tenant)
+
+    async def ping(self) -> None:
+        return await self._inner.ping()
+
+    async def close(self) -> None:
+        return await self._inner.close()
+
+    async def append_turn(self, turn: Turn) -> TurnResult:
+        result = await self._inner.append_turn(turn)
+        if not result.replayed and self._quotas.of(turn.tenant).counts_storage:
+            self._quotas.seen.add(turn.tenant)
+            added = sum(len(item) for _, item in turn.items)
+            await self._inner.account_usage(turn.tenant, result.conversation_id, "add", added)
+        return result
+
+    async def delete_conversation(self, tenant: str, conversation_id: str) -> bool:
+        deleted = await self._inner.delete_conversation(tenant, conversation_id)
+        if deleted and self._quotas.of(tenant).counts_storage:
+            await self._inner.account_usage(tenant, conversation_id, "drop")
+        return deleted
+
+    async def remove_item(self, tenant: str, conversation_id: str, item_id: str) -> int | None:
+        version = await self._inner.remove_item(tenant, conversation_id, item_id)
+        if version is not None and self._quotas.of(tenant).counts_storage:
+            history = await self._inner.resolve_conversation(tenant, conversation_id)
+            if history is not None:
+                await self._inner.account_usage(tenant, conversation_id, "set", history.session_bytes)
+        return version
+
+
+async def reconcile(store: Store, tenant: str) -> int:
+    """Give back what the tenant's expired conversations were counted for; how many were dropped."""
+    _, counted = await store.usage(tenant)
+    dropped = 0
+    for conversation_id in counted:
+        if not await store.conversation_exists(tenant, conversation_id):
+            await store.account_usage(tenant, conversation_id, "drop")
+            dropped += 1
+    return dropped
+
+
+@contextlib.asynccontextmanager
+async def reconciling(
+    store: Store, quotas: Quotas, interval: float = RECONCILE_INTERVAL_SECONDS
+) -> AsyncIterator[None]:
+    """Recount, every `interval`, the tenants whose storage is limited (dropping twice is harmless: the
+    per-conversation count goes once)."""
+
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(interval)
+            for tenant in quotas.counting_tenants():
+                try:
+                    await reconcile(store, tenant)
+                except StoreDown:
+                    log.warning("quota reconciliation skipped: the store is unavailable")
+
+    task = asyncio.create_task(loop()) if quotas.any else None
+    try:
+        yield
+    finally:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
