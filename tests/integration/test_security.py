@@ -251,13 +251,8 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 
 
 def test_start_up_errors_never_print_a_redis_password() -> None:
-    unreachable = f"redis://:s3cr3t-pw@127.0.0.1:{free_port()}/0"
-    result = run_cli("--redis-url", unreachable)
-    assert result.returncode != 0
-    assert "cannot reach Redis at redis://:***@127.0.0.1" in result.stderr
-    assert "s3cr3t-pw" not in result.stderr + result.stdout
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-
+    # An unreachable Redis no longer stops start-up: tests/process/test_startup.py checks its warning line
+    # and readyz for the password.
     result = run_cli("--redis-url", "mysql://root:s3cr3t-pw@db:3306")
     assert result.returncode == 2 and "REDIS_URL" in result.stderr
     assert "s3cr3t-pw" not in result.stderr + result.stdout
