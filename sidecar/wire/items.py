@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
 
@@ -33,7 +33,7 @@ def check_item_count(value: list[Any], param: str) -> None:
         )
 
 
-def is_one_of(value: Any, allowed: frozenset[str]) -> bool:
+def is_one_of(value: Any, allowed: frozenset[str]) -> TypeGuard[str]:
     """Membership for a value from a request body: a list or an object is no member (and unhashable)."""
     return isinstance(value, str) and value in allowed
 
