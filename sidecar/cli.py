@@ -78,9 +78,14 @@ def main(argv: list[str] | None = None) -> None:
         print(f"convostore: listening on {config.listen}", file=sys.stderr)
 
     try:
+        app = create_app(config)
+    except ConfigError as exc:  # settings read when the app is built (tracing)
+        print(f"convostore: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    try:
         asyncio.run(
             serve(
-                create_app(config),
+                app,
                 host=config.listen_host,
                 port=config.listen_port,
                 keepalive_timeout=config.client_timeout_seconds,

@@ -113,6 +113,11 @@ def test_a_bad_variable_is_one_line_naming_the_variable() -> None:
     assert "--upstream-api" not in line
 
 
+def test_a_bad_tracing_setting_is_one_line_too() -> None:
+    # Read when the app is built, after the other settings: still one line, no traceback.
+    assert "error: CONVOSTORE_TRACING=" in _one_line(_serve(env={"CONVOSTORE_TRACING": "bogus"}))
+
+
 @pytest.mark.parametrize("value", ["0", "-3", "soon"])
 @pytest.mark.parametrize("variable", ["CONVOSTORE_UPSTREAM_TIMEOUT_SECONDS", "CONVOSTORE_DRAIN_SECONDS"])
 def test_seconds_must_be_positive(variable: str, value: str) -> None:
