@@ -31,6 +31,15 @@ def engine() -> Iterator[FakeEngineProcess]:
         process.stop()
 
 
+@pytest.fixture
+def sidecar(redis_aof_server: RedisServer, engine: FakeEngineProcess) -> Iterator[SidecarProcess]:
+    process = SidecarProcess(upstream=engine.url, upstream_api="responses", redis_url=redis_aof_server.url)
+    try:
+        yield process
+    finally:
+        process.close()
+
+
 @dataclass
 class Ledger:
     """What the clients were told: acknowledged response ids with their chain depth, and every status."""
@@ -97,32 +106,28 @@ async def assert_all_acknowledged_resolve(base: str, ledger: Ledger) -> None:
 
 
 async def test_redis_killed_and_restarted_under_load_loses_no_acknowledged_turn(
-    redis_aof_server: RedisServer, engine: FakeEngineProcess
+    redis_aof_server: RedisServer, engine: FakeEngineProcess, sidecar: SidecarProcess
 ) -> None:
-    sidecar = SidecarProcess(upstream=engine.url, upstream_api="responses", redis_url=redis_aof_server.url)
-    try:
-        ledger, stop = Ledger(), asyncio.Event()
-        load = asyncio.gather(*(chain_until([sidecar.url], stop, ledger, c) for c in range(CLIENTS)))
-        await asyncio.sleep(1.5)
-        before_kill = len(ledger.acknowledged)
-        redis_aof_server.kill()
-        await asyncio.sleep(0.5)
-        async with aiohttp.ClientSession() as http:  # pass-through keeps working while the store is down
-            async with http.get(f"{sidecar.url}/v1/models") as r:
-                assert r.status == 200
-            async with http.post(f"{sidecar.url}/v1/responses", json={"model": "m", "input": "x"}) as r:
-                assert r.status == 503 and (await r.json())["error"]["code"] == "store_unavailable"
-        await asyncio.sleep(1.0)
-        redis_aof_server.restart()
-        await asyncio.sleep(2.0)
-        stop.set()
-        await load
-        assert before_kill > 0 and len(ledger.acknowledged) > before_kill  # it recovered by itself
-        assert ledger.statuses.get(500, 0) == 0 and ledger.statuses.get(503, 0) > 0, ledger.statuses
-        assert ledger.slowest_refusal_s < 6, ledger.slowest_refusal_s  # bounded: no hang while Redis is gone
-        await assert_all_acknowledged_resolve(sidecar.url, ledger)
-    finally:
-        sidecar.close()
+    ledger, stop = Ledger(), asyncio.Event()
+    load = asyncio.gather(*(chain_until([sidecar.url], stop, ledger, c) for c in range(CLIENTS)))
+    await asyncio.sleep(1.5)
+    before_kill = len(ledger.acknowledged)
+    redis_aof_server.kill()
+    await asyncio.sleep(0.5)
+    async with aiohttp.ClientSession() as http:  # pass-through keeps working while the store is down
+        async with http.get(f"{sidecar.url}/v1/models") as r:
+            assert r.status == 200
+        async with http.post(f"{sidecar.url}/v1/responses", json={"model": "m", "input": "x"}) as r:
+            assert r.status == 503 and (await r.json())["error"]["code"] == "store_unavailable"
+    await asyncio.sleep(1.0)
+    redis_aof_server.restart()
+    await asyncio.sleep(2.0)
+    stop.set()
+    await load
+    assert before_kill > 0 and len(ledger.acknowledged) > before_kill  # it recovered by itself
+    assert ledger.statuses.get(500, 0) == 0 and ledger.statuses.get(503, 0) > 0, ledger.statuses
+    assert ledger.slowest_refusal_s < 6, ledger.slowest_refusal_s  # bounded: no hang while Redis is gone
+    await assert_all_acknowledged_resolve(sidecar.url, ledger)
 
 
 async def test_a_replica_killed_mid_stream_leaves_the_other_serving_everything(
@@ -159,24 +164,20 @@ async def test_a_replica_killed_mid_stream_leaves_the_other_serving_everything(
 
 
 async def test_an_engine_restarted_under_load_fails_in_flight_calls_cleanly(
-    redis_aof_server: RedisServer, engine: FakeEngineProcess
+    redis_aof_server: RedisServer, engine: FakeEngineProcess, sidecar: SidecarProcess
 ) -> None:
-    sidecar = SidecarProcess(upstream=engine.url, upstream_api="responses", redis_url=redis_aof_server.url)
-    try:
-        ledger, stop = Ledger(), asyncio.Event()
-        load = asyncio.gather(*(chain_until([sidecar.url], stop, ledger, c) for c in range(CLIENTS)))
-        await asyncio.sleep(1.5)
-        engine.kill()
-        await asyncio.sleep(0.7)
-        before_restart = len(ledger.acknowledged)
-        engine.start()
-        await asyncio.sleep(2.0)
-        stop.set()
-        await load
-        assert len(ledger.acknowledged) > before_restart  # the next calls succeed
-        refused = {s for s in ledger.statuses if s not in (200,)}
-        assert refused <= {502, 504}, ledger.statuses  # in-flight and refused calls: 502, never a 500
-        assert ledger.statuses.get(502, 0) + ledger.stream_failures > 0
-        await assert_all_acknowledged_resolve(sidecar.url, ledger)
-    finally:
-        sidecar.close()
+    ledger, stop = Ledger(), asyncio.Event()
+    load = asyncio.gather(*(chain_until([sidecar.url], stop, ledger, c) for c in range(CLIENTS)))
+    await asyncio.sleep(1.5)
+    engine.kill()
+    await asyncio.sleep(0.7)
+    before_restart = len(ledger.acknowledged)
+    engine.start()
+    await asyncio.sleep(2.0)
+    stop.set()
+    await load
+    assert len(ledger.acknowledged) > before_restart  # the next calls succeed
+    refused = {s for s in ledger.statuses if s not in (200,)}
+    assert refused <= {502, 504}, ledger.statuses  # in-flight and refused calls: 502, never a 500
+    assert ledger.statuses.get(502, 0) + ledger.stream_failures > 0
+    await assert_all_acknowledged_resolve(sidecar.url, ledger)
