@@ -47,9 +47,14 @@ async def engine() -> AsyncIterator[TestServer]:
 
 
 @pytest.fixture
-async def sidecar(engine: TestServer) -> AsyncIterator[SidecarProcess]:
+async def sidecar(engine: TestServer, tmp_path: Path) -> AsyncIterator[SidecarProcess]:
+    policy = tmp_path / "policy.yaml"  # a rate limit this traffic reaches, for the quota panel
+    policy.write_text("tenants:\n  default:\n    quota: {requests_per_minute: 10}\n")
     process = SidecarProcess(
-        upstream=str(engine.make_url("")).rstrip("/"), upstream_api="responses", redis_url="memory://"
+        upstream=str(engine.make_url("")).rstrip("/"),
+        upstream_api="responses",
+        redis_url="memory://",
+        extra_args=("--config", str(policy)),
     )
     try:
         yield process
@@ -98,6 +103,8 @@ async def test_every_queried_series_and_label_is_exported_after_traffic(sidecar:
         )
         assert conflict.status == 409
         assert (await http.get("/v1/sessions/resolve", params={"conversation_id": "c1"})).status == 200
+        statuses = [(await http.get("/v1/models")).status for _ in range(10)]
+        assert 429 in statuses
         text = await (await http.get("/convostore/metrics")).text()
 
     samples: dict[str, set[str]] = {}
