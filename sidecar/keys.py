@@ -60,3 +60,15 @@ def rate_key(tenant: str) -> str:
 def usage_key(tenant: str) -> str:
     """The tenant's stored usage: totals, and what each conversation was counted for."""
     return f"cs:{{{_tenant_tag(tenant)}}}:usage"
+
+
+def run_key(tag: str, response_id: str) -> str:
+    """A background run's HASH (tenant, status, record, owner, last sequence number, cancel flag). Its
+    event log (a STREAM) and its lease (a STRING with a short PX) are this key plus `:ev` and `:lease`,
+    derived inside the scripts: the same {tag} slot as the response id, so one script reaches all three."""
+    return f"{tag_prefix(tag)}run:{response_id}"
+
+
+# Background runs still going, by when a reaper should next look at their lease (a ZSET of response ids).
+# One key for every replica to read; only an index: the truth is each run's own keys in its own slot.
+RUNS_INDEX_KEY = "cs:{runs}:active"

@@ -18,7 +18,7 @@ from .appkeys import METRICS, STORE
 from .errors import ConvoStoreError, RateLimited
 from .middleware import PUBLIC_RESOURCES, TENANT
 from .store import History, Store, Turn, TurnResult
-from .store.base import Begun, Claim, Range, RateDecision, StoreDown, Usage
+from .store.base import Begun, Claim, Range, RateDecision, RunSignal, RunState, StoreDown, Usage
 
 log = logging.getLogger("convostore.quota")
 RECONCILE_INTERVAL_SECONDS = 60.0
@@ -223,6 +223,37 @@ class CountingStore:
             if history is not None:
                 await self._inner.account_usage(tenant, conversation_id, "set", history.session_bytes)
         return version
+
+    # Background runs (sidecar/runs/).
+    async def start_run(
+        self, tenant: str, response_id: str, record: bytes, owner: str, lease_ms: int
+    ) -> bool:
+        return await self._inner.start_run(tenant, response_id, record, owner, lease_ms)
+
+    async def append_run_events(
+        self, response_id: str, owner: str, events: list[tuple[int, bytes]], lease_ms: int
+    ) -> RunSignal:
+        return await self._inner.append_run_events(response_id, owner, events, lease_ms)
+
+    async def finish_run(
+        self, response_id: str, owner: str, status: str, events: list[tuple[int, bytes]]
+    ) -> bool:
+        return await self._inner.finish_run(response_id, owner, status, events)
+
+    async def read_run(self, tenant: str, response_id: str, after: int | None = None) -> RunState | None:
+        return await self._inner.read_run(tenant, response_id, after)
+
+    async def cancel_run(self, tenant: str, response_id: str) -> str | None:
+        return await self._inner.cancel_run(tenant, response_id)
+
+    async def take_over_run(self, response_id: str, owner: str, lease_ms: int) -> tuple[str, str]:
+        return await self._inner.take_over_run(response_id, owner, lease_ms)
+
+    async def track_run(self, response_id: str, check_at_ms: int | None) -> None:
+        await self._inner.track_run(response_id, check_at_ms)
+
+    async def due_runs(self, now_ms: int, limit: int) -> list[str]:
+        return await self._inner.due_runs(now_ms, limit)
 
 
 async def reconcile(store: Store, tenant: str) -> int:

@@ -10,7 +10,7 @@ from typing import TypeVar
 from .fingerprint import estimate_tokens
 from .metrics import Metrics
 from .store import History, MemoryStore, Store, Turn, TurnResult
-from .store.base import Begun, Claim, Conflict, Range, RateDecision, StoreDown, Usage
+from .store.base import Begun, Claim, Conflict, Range, RateDecision, RunSignal, RunState, StoreDown, Usage
 from .tracing import current_tracer, traced
 
 T = TypeVar("T")
@@ -123,3 +123,34 @@ class MeteredStore:
 
     async def close(self) -> None:
         await self.inner.close()
+
+    # Background runs (sidecar/runs/).
+    async def start_run(
+        self, tenant: str, response_id: str, record: bytes, owner: str, lease_ms: int
+    ) -> bool:
+        return await self._counted(self.inner.start_run(tenant, response_id, record, owner, lease_ms))
+
+    async def append_run_events(
+        self, response_id: str, owner: str, events: list[tuple[int, bytes]], lease_ms: int
+    ) -> RunSignal:
+        return await self._counted(self.inner.append_run_events(response_id, owner, events, lease_ms))
+
+    async def finish_run(
+        self, response_id: str, owner: str, status: str, events: list[tuple[int, bytes]]
+    ) -> bool:
+        return await self._counted(self.inner.finish_run(response_id, owner, status, events))
+
+    async def read_run(self, tenant: str, response_id: str, after: int | None = None) -> RunState | None:
+        return await self._counted(self.inner.read_run(tenant, response_id, after))
+
+    async def cancel_run(self, tenant: str, response_id: str) -> str | None:
+        return await self._counted(self.inner.cancel_run(tenant, response_id))
+
+    async def take_over_run(self, response_id: str, owner: str, lease_ms: int) -> tuple[str, str]:
+        return await self._counted(self.inner.take_over_run(response_id, owner, lease_ms))
+
+    async def track_run(self, response_id: str, check_at_ms: int | None) -> None:
+        await self._counted(self.inner.track_run(response_id, check_at_ms))
+
+    async def due_runs(self, now_ms: int, limit: int) -> list[str]:
+        return await self._counted(self.inner.due_runs(now_ms, limit))

@@ -129,6 +129,40 @@ class Begun:
     replay: TurnResult | None = None
 
 
+# -- background runs (sidecar/runs/) -------------------------------------------------------------------------
+
+RUN_TERMINAL = frozenset({"completed", "failed", "incomplete", "cancelled"})
+# The event log keeps this many events at most (Redis: MAXLEN ~); a longer run resumes from what is left.
+RUN_EVENTS_MAX = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class RunSignal:
+    """What the store tells a runner each time it writes: whether it still owns the run (a reaper takes over
+    a run whose lease lapsed) and whether a cancel was asked for."""
+
+    owned: bool
+    cancel: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RunState:
+    """A background run as stored: `status` queued / in_progress / a terminal one; `record` the bytes it was
+    started with (opaque to the store); `events` the logged events after the asked sequence number."""
+
+    status: str
+    record: bytes
+    cancel: bool
+    owner: str
+    leased: bool
+    last_seq: int
+    events: list[bytes] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in RUN_TERMINAL
+
+
 class Store(Protocol):
     async def append_turn(self, turn: Turn) -> TurnResult: ...
 
@@ -187,3 +221,46 @@ class Store(Protocol):
     async def ping(self) -> None: ...
 
     async def close(self) -> None: ...
+
+    # Background runs (sidecar/runs/): on Redis one Lua script each, in the run's own slot.
+    async def start_run(
+        self, tenant: str, response_id: str, record: bytes, owner: str, lease_ms: int
+    ) -> bool:
+        """Create the run `queued`, leased to `owner`; False if a run with this id exists already."""
+        ...
+
+    async def append_run_events(
+        self, response_id: str, owner: str, events: list[tuple[int, bytes]], lease_ms: int
+    ) -> RunSignal:
+        """Log `(sequence number, event bytes)` (numbers already logged are skipped, so a retry doubles
+        nothing), mark the run in_progress when there are events, and renew the lease; only by its owner."""
+        ...
+
+    async def finish_run(
+        self, response_id: str, owner: str, status: str, events: list[tuple[int, bytes]]
+    ) -> bool:
+        """Log the last events, set the terminal status and drop the lease; only by its owner."""
+        ...
+
+    async def read_run(self, tenant: str, response_id: str, after: int | None = None) -> RunState | None:
+        """The run (None when unknown or another tenant's) and, unless `after` is None, its logged events
+        with a sequence number above `after`."""
+        ...
+
+    async def cancel_run(self, tenant: str, response_id: str) -> str | None:
+        """Ask a running run to stop (its runner sees the flag on its next write); the run's status, or
+        None when unknown or another tenant's."""
+        ...
+
+    async def take_over_run(self, response_id: str, owner: str, lease_ms: int) -> tuple[str, str]:
+        """A reaper's claim on a run whose lease lapsed: ("taken", tenant) makes `owner` its owner;
+        otherwise ("alive" | "done" | "missing", "")."""
+        ...
+
+    async def track_run(self, response_id: str, check_at_ms: int | None) -> None:
+        """Index a running run for the reapers, due at `check_at_ms` (unix ms); None drops it."""
+        ...
+
+    async def due_runs(self, now_ms: int, limit: int) -> list[str]:
+        """Indexed runs due for a lease check at `now_ms`."""
+        ...

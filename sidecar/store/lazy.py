@@ -13,7 +13,20 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from ..redact import mask_userinfo
-from .base import Begun, Claim, History, Range, RateDecision, Store, StoreDown, Turn, TurnResult, Usage
+from .base import (
+    Begun,
+    Claim,
+    History,
+    Range,
+    RateDecision,
+    RunSignal,
+    RunState,
+    Store,
+    StoreDown,
+    Turn,
+    TurnResult,
+    Usage,
+)
 
 log = logging.getLogger("convostore.store")
 
@@ -131,3 +144,34 @@ class LazyStore:
                 await self._connecting
         if self._inner is not None:
             await self._inner.close()
+
+    # Background runs (sidecar/runs/).
+    async def start_run(
+        self, tenant: str, response_id: str, record: bytes, owner: str, lease_ms: int
+    ) -> bool:
+        return await self._store().start_run(tenant, response_id, record, owner, lease_ms)
+
+    async def append_run_events(
+        self, response_id: str, owner: str, events: list[tuple[int, bytes]], lease_ms: int
+    ) -> RunSignal:
+        return await self._store().append_run_events(response_id, owner, events, lease_ms)
+
+    async def finish_run(
+        self, response_id: str, owner: str, status: str, events: list[tuple[int, bytes]]
+    ) -> bool:
+        return await self._store().finish_run(response_id, owner, status, events)
+
+    async def read_run(self, tenant: str, response_id: str, after: int | None = None) -> RunState | None:
+        return await self._store().read_run(tenant, response_id, after)
+
+    async def cancel_run(self, tenant: str, response_id: str) -> str | None:
+        return await self._store().cancel_run(tenant, response_id)
+
+    async def take_over_run(self, response_id: str, owner: str, lease_ms: int) -> tuple[str, str]:
+        return await self._store().take_over_run(response_id, owner, lease_ms)
+
+    async def track_run(self, response_id: str, check_at_ms: int | None) -> None:
+        await self._store().track_run(response_id, check_at_ms)
+
+    async def due_runs(self, now_ms: int, limit: int) -> list[str]:
+        return await self._store().due_runs(now_ms, limit)

@@ -26,11 +26,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..ids import conversation_tag, mint_response_id, parse_response_id, response_random
-from ..keys import ConversationKeys, rate_key, records_key, usage_key
+from ..keys import RUNS_INDEX_KEY, ConversationKeys, rate_key, records_key, run_key, usage_key
 from ..redact import mask_userinfo
 from .base import (
     CLAIM_SECONDS,
     IDEMPOTENCY_TTL_SECONDS,
+    RUN_EVENTS_MAX,
     Begun,
     Claim,
     Conflict,
@@ -42,6 +43,8 @@ from .base import (
     ParentNotFound,
     Range,
     RateDecision,
+    RunSignal,
+    RunState,
     StoreDown,
     Turn,
     TurnResult,
@@ -100,6 +103,13 @@ class RedisStore:
         self._abandon_turn: Script = client.register_script(load_script("abandon_turn-1"))
         self._take_request: Script = client.register_script(load_script("take_request-1"))
         self._account_usage: Script = client.register_script(load_script("account_usage-1"))
+        self._run_scripts: dict[str, Script] = {
+            name: client.register_script(load_script(f"{name}-1"))
+            for name in (
+                "start_run", "append_run_events", "finish_run", "read_run", "cancel_run", "take_over_run",
+                "track_run", "due_runs",
+            )
+        }  # fmt: skip
 
     @classmethod
     async def connect(cls, url: str, ttl_seconds: float, *, wait: Replication | None = None) -> RedisStore:
@@ -294,6 +304,77 @@ class RedisStore:
     async def close(self) -> None:
         await self._client.aclose()
 
+    # -- background runs: one script each, on the run's keys in the response id's slot ---------------------
+    async def start_run(
+        self, tenant: str, response_id: str, record: bytes, owner: str, lease_ms: int
+    ) -> bool:
+        key = _run_key(response_id)
+        if key is None:
+            return False
+        args = [tenant, record, owner, lease_ms, self._ttl]
+        return bool(await self._run(self._run_scripts["start_run"], [key], args))
+
+    async def append_run_events(
+        self, response_id: str, owner: str, events: list[tuple[int, bytes]], lease_ms: int
+    ) -> RunSignal:
+        key = _run_key(response_id)
+        if key is None:
+            return RunSignal(owned=False, cancel=False)
+        args: list[Any] = [owner, lease_ms, self._ttl, RUN_EVENTS_MAX, *_flat(events)]
+        owned, cancel = await self._run(self._run_scripts["append_run_events"], [key], args)
+        return RunSignal(owned=bool(owned), cancel=bool(cancel))
+
+    async def finish_run(
+        self, response_id: str, owner: str, status: str, events: list[tuple[int, bytes]]
+    ) -> bool:
+        key = _run_key(response_id)
+        if key is None:
+            return False
+        args: list[Any] = [owner, status, self._ttl, RUN_EVENTS_MAX, *_flat(events)]
+        return bool(await self._run(self._run_scripts["finish_run"], [key], args))
+
+    async def read_run(self, tenant: str, response_id: str, after: int | None = None) -> RunState | None:
+        key = _run_key(response_id)
+        if key is None:
+            return None
+        reply = await self._run(
+            self._run_scripts["read_run"], [key], [tenant, "" if after is None else after]
+        )
+        if not reply:
+            return None
+        status, record, cancel, owner, leased, last = reply[:6]
+        return RunState(
+            status=_text(status),
+            record=record,
+            cancel=_text(cancel) == "1",
+            owner=_text(owner),
+            leased=bool(leased),
+            last_seq=int(last),
+            events=list(reply[6:]),
+        )
+
+    async def cancel_run(self, tenant: str, response_id: str) -> str | None:
+        key = _run_key(response_id)
+        if key is None:
+            return None
+        status = _text(await self._run(self._run_scripts["cancel_run"], [key], [tenant]))
+        return status or None
+
+    async def take_over_run(self, response_id: str, owner: str, lease_ms: int) -> tuple[str, str]:
+        key = _run_key(response_id)
+        if key is None:
+            return "missing", ""
+        reply = await self._run(self._run_scripts["take_over_run"], [key], [owner, lease_ms])
+        return _text(reply[0]), _text(reply[1]) if len(reply) > 1 else ""
+
+    async def track_run(self, response_id: str, check_at_ms: int | None) -> None:
+        args = [response_id, "" if check_at_ms is None else check_at_ms]
+        await self._run(self._run_scripts["track_run"], [RUNS_INDEX_KEY], args)
+
+    async def due_runs(self, now_ms: int, limit: int) -> list[str]:
+        reply = await self._run(self._run_scripts["due_runs"], [RUNS_INDEX_KEY], [now_ms, limit])
+        return [_text(r) for r in reply]
+
 
 async def _cluster_call_and_wait(
     cluster: RedisCluster, script: Any, keys: list[str], args: list[Any], wait: Replication
@@ -382,3 +463,12 @@ def _pairs(flat: list[Any]) -> list[tuple[Any, Any]]:
 
 def _text(value: bytes | str | int) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _run_key(response_id: str) -> str | None:
+    parsed = parse_response_id(response_id)
+    return run_key(parsed[0], response_id) if parsed is not None else None
+
+
+def _flat(events: list[tuple[int, bytes]]) -> list[Any]:
+    return [value for seq, event in events for value in (seq, event)]
