@@ -20,7 +20,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--only",
-        help="comma-separated targets to run (direct, passthrough, sidecar-memory, sidecar-redis, smg-redis)",
+        help="comma-separated targets to run (direct, passthrough, sidecar-memory, sidecar-redis, "
+        "sidecar-redis-2w, smg-redis)",
     )
     parser.add_argument(
         "--scenarios", help="comma-separated scenarios to run (nonstream@1, stream-ttfb@1, nonstream@16, ...)"

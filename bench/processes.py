@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tests.fixtures.redis_servers import RedisServer, free_port, spawn_process, stop_process
 
-__all__ = ["RedisServer", "Started", "free_port", "started", "wait_for_port"]
+__all__ = ["RedisServer", "Started", "free_port", "started", "wait_for_log", "wait_for_port"]
 
 LOG_DIR = Path(tempfile.gettempdir()) / "convostore-bench-logs"
 _READY_TIMEOUT_S = 30.0
@@ -73,6 +73,14 @@ def wait_for_port(port: int, timeout: float, alive: object = None) -> None:
         time.sleep(0.05)
 
 
+def wait_for_log(proc: Started, text: str, timeout: float = _READY_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in proc.log_tail(200):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{proc.name}: no {text!r} in its log after {timeout}s:\n{proc.log_tail()}")
+        time.sleep(0.05)
+
+
 @contextmanager
 def started(name: str, argv: list[str], port: int, timeout: float = _READY_TIMEOUT_S) -> Iterator[Started]:
     """Start, wait until it accepts connections, yield, and stop it by PID whatever happens."""
@@ -92,11 +100,17 @@ _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def _process_ticks(pid: int) -> int:
+    """CPU ticks of `pid` and of its live descendants (a `--workers N` sidecar's workers are its CPU)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0
-    return int(fields[11]) + int(fields[12])  # utime + stime (fields 14 and 15 of the whole line)
+    own = int(fields[11]) + int(fields[12])  # utime + stime (fields 14 and 15 of the whole line)
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    return own + sum(_process_ticks(int(child)) for child in children)
 
 
 def _busy_ticks() -> int:

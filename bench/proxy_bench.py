@@ -19,7 +19,15 @@ from typing import Any
 
 import orjson
 
-from .processes import CpuMeter, RedisServer, free_port, python_module, started, wait_until_quiet
+from .processes import (
+    CpuMeter,
+    RedisServer,
+    free_port,
+    python_module,
+    started,
+    wait_for_log,
+    wait_until_quiet,
+)
 from .report import add_ratios, check_targets, checks_table, machine, proxy_table, summarise, write_json
 
 ENGINE_DELTAS = 8
@@ -137,7 +145,8 @@ def measure(
 
 
 @contextmanager
-def sidecar(engine_url: str, redis_url: str) -> Iterator[Any]:
+def sidecar(engine_url: str, redis_url: str, workers: int = 1) -> Iterator[Any]:
+    """The sidecar with `workers` processes (`--workers`; its default, auto, would follow the machine)."""
     port = free_port()
     argv = python_module(
         "sidecar",
@@ -152,9 +161,13 @@ def sidecar(engine_url: str, redis_url: str) -> Iterator[Any]:
         redis_url,
         "--log-level",
         "warning",
+        "--workers",
+        str(workers),
     )
-    name = "sidecar-memory" if redis_url.startswith("memory://") else "sidecar-redis"
+    name = "sidecar-memory" if redis_url.startswith("memory://") else f"sidecar-redis-{workers}w"
     with started(name, argv, port) as proc:
+        if workers > 1:  # the port answers once the first worker listens; wait for all of them
+            wait_for_log(proc, f"with {workers} workers")
         yield proc
 
 
@@ -307,6 +320,16 @@ def run(
             print("sidecar on redis-server", file=sys.stderr)
             runs += _measure_with_redis(
                 engine.pid, "sidecar-redis", lambda url: sidecar(engine.url, url), counts, quiet, scenarios
+            )
+        if wanted("sidecar-redis-2w"):
+            print("sidecar on redis-server, --workers 2", file=sys.stderr)
+            runs += _measure_with_redis(
+                engine.pid,
+                "sidecar-redis-2w",
+                lambda url: sidecar(engine.url, url, workers=2),
+                counts,
+                quiet,
+                scenarios,
             )
         binary = smg_binary() if with_smg and wanted("smg-redis") else None
         if binary is not None:

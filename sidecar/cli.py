@@ -5,10 +5,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import os
 import sys
+from typing import TYPE_CHECKING
 
 from .config import Config, ConfigError
 from .logs import configure_logging
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--drain-seconds", help="on SIGTERM, how long in-flight work gets (CONVOSTORE_DRAIN_SECONDS)"
     )
+    serve.add_argument(
+        "--workers", help="processes sharing the port, or auto (CONVOSTORE_WORKERS, default auto)"
+    )
     webhook = commands.add_parser("webhook", help="run the Kubernetes sidecar injection webhook (HTTPS)")
     webhook.add_argument("--listen", help="host:port (CONVOSTORE_WEBHOOK_LISTEN, default 0.0.0.0:8443)")
     webhook.add_argument("--tls-cert", help="PEM certificate chain (CONVOSTORE_WEBHOOK_TLS_CERT)")
@@ -55,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
     args = vars(_parser().parse_args(argv))
     if args.pop("command") == "webhook":
         _webhook(args)
@@ -64,6 +73,28 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as exc:
         print(f"convostore: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    if config.workers > 1:
+        from .tracing import Tracing
+        from .workers import Supervisor
+
+        try:  # read again by every worker when it builds its app; a bad value is one line here, not N
+            Tracing.from_env()
+        except ConfigError as exc:
+            print(f"convostore: configuration error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+        supervisor = Supervisor(
+            argv, config.workers, config.listen_host, config.listen_port, config.drain_seconds
+        )
+        raise SystemExit(supervisor.run())
+    _serve(config)
+
+
+def _serve(config: Config) -> None:
+    """One process serving the port: the only one, or a worker of sidecar/workers.py."""
+    from . import workers
+
+    worker = workers.is_worker()
     configure_logging(config.log_format, config.log_level)
     try:
         import uvloop
@@ -75,13 +106,18 @@ def main(argv: list[str] | None = None) -> None:
     from .drain import serve
 
     def listening() -> None:
-        print(f"convostore: listening on {config.listen}", file=sys.stderr)
+        if worker:
+            workers.report_ready()  # the supervisor says it once for all of them
+        else:
+            print(f"convostore: listening on {config.listen}", file=sys.stderr)
 
     try:
         app = create_app(config)
     except ConfigError as exc:  # settings read when the app is built (tracing)
         print(f"convostore: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    if worker and os.environ.get(workers.PID_HEADER_FLAG) == "1":
+        app.on_response_prepare.append(_worker_pid_header)
     try:
         asyncio.run(
             serve(
@@ -90,6 +126,7 @@ def main(argv: list[str] | None = None) -> None:
                 port=config.listen_port,
                 keepalive_timeout=config.client_timeout_seconds,
                 on_listening=listening,
+                reuse_port=worker,
             )
         )
     except OSError as exc:
@@ -97,6 +134,12 @@ def main(argv: list[str] | None = None) -> None:
             raise
         print(f"convostore: cannot listen on {config.listen}: {exc.strerror or exc}", file=sys.stderr)
         raise SystemExit(1) from None
+
+
+async def _worker_pid_header(request: web.Request, response: web.StreamResponse) -> None:
+    from .workers import PID_HEADER
+
+    response.headers[PID_HEADER] = str(os.getpid())
 
 
 def _webhook(args: dict[str, str | None]) -> None:

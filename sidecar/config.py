@@ -42,6 +42,7 @@ VARIABLES = {
     "redis_wait_replicas": "CONVOSTORE_REDIS_WAIT_REPLICAS",
     "redis_wait_timeout_ms": "CONVOSTORE_REDIS_WAIT_TIMEOUT_MS",
     "drain_seconds": "CONVOSTORE_DRAIN_SECONDS",
+    "workers": "CONVOSTORE_WORKERS",
 }
 _FLAGS = {"config_path": "--config"}
 
@@ -69,6 +70,8 @@ class Config:
     redis_wait_timeout_ms: int = 100
     # On SIGTERM, in-flight requests and streams get this long to finish before streams are cut.
     drain_seconds: float = 30.0
+    # Processes sharing the port (SO_REUSEPORT), resolved from `auto` when the configuration is read.
+    workers: int = 1
     policy: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -129,11 +132,63 @@ def _validated(config: Config, raw: dict[str, Any], names: Mapping[str, str]) ->
         changes["config_path"] = str(raw["config_path"])
         changes["policy"] = load_policy(Path(changes["config_path"]), name("config_path"))
     config = replace(config, **changes)
+    config = replace(config, workers=_workers(raw.get("workers", "auto"), config.redis_url, name("workers")))
     if config.auth == "api_keys" and not config.policy.get("tenants"):
         raise ConfigError(
             f"{name('auth')}: api_keys needs tenants; the policy file ({name('config_path')}) has none"
         )
     return config
+
+
+def _workers(value: Any, redis_url: str, name: str) -> int:
+    memory = redis_url.startswith("memory://")
+    if str(value).strip().lower() == "auto":
+        return 1 if memory else available_cpus()
+    try:
+        workers = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: not a number of processes or auto: {value!r}") from None
+    if workers <= 0:
+        raise ConfigError(f"{name}: must be a positive number of processes or auto, got {value!r}")
+    if workers > 1 and memory:
+        # Each worker would hold a store of its own: an id minted by one would be unknown to the others.
+        raise ConfigError(
+            f"{name}: {workers} workers need a shared store; memory:// keeps its state in one process"
+            " (use 1, or a redis:// REDIS_URL)"
+        )
+    return workers
+
+
+def available_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
+    """The CPUs this process may use: its affinity, capped by the container's CPU quota (cgroup v2
+    `cpu.max`, or v1 `cpu.cfs_quota_us` / `cpu.cfs_period_us`), rounded down, at least 1."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cpus = os.cpu_count() or 1
+    quota = _cgroup_quota(cgroup_root)
+    if quota is not None:
+        cpus = min(cpus, int(quota))
+    return max(1, cpus)
+
+
+def _cgroup_quota(root: Path) -> float | None:
+    """CPUs allowed by the CFS quota, or None when there is none (or it cannot be read)."""
+    try:
+        quota, _, period = (root / "cpu.max").read_text().partition(" ")  # v2: "max 100000", "200000 100000"
+    except OSError:
+        try:  # v1: quota -1 means none
+            quota = (root / "cpu" / "cpu.cfs_quota_us").read_text()
+            period = (root / "cpu" / "cpu.cfs_period_us").read_text()
+        except OSError:
+            return None
+    try:
+        quota_us, period_us = int(quota), int(period)
+    except ValueError:  # "max": no limit
+        return None
+    if quota_us <= 0 or period_us <= 0:
+        return None
+    return quota_us / period_us
 
 
 def load_policy(path: Path, name: str = "CONVOSTORE_CONFIG") -> dict[str, Any]:

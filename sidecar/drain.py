@@ -126,8 +126,10 @@ async def serve(
     port: int,
     keepalive_timeout: float,
     on_listening: Callable[[], None],
+    reuse_port: bool = False,
 ) -> None:
-    """Run `app` until SIGTERM or SIGINT, then drain it and shut it down; returns when all is closed."""
+    """Run `app` until SIGTERM or SIGINT, then drain it and shut it down; returns when all is closed.
+    `reuse_port`: share the port with the other workers (SO_REUSEPORT, sidecar/workers.py)."""
     runner = web.AppRunner(
         app,
         handle_signals=False,
@@ -139,7 +141,7 @@ async def serve(
     )
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
         await site.start()
         on_listening()
         signalled = asyncio.Event()

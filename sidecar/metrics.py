@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextvars
+import os
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 MS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 10000)
 BYTES_BUCKETS = (1e3, 4e3, 16e3, 64e3, 256e3, 1e6, 4e6, 16e6)
@@ -21,6 +23,14 @@ upstream_started: contextvars.ContextVar[float | None] = contextvars.ContextVar(
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        # Under --workers N (sidecar/workers.py) every worker writes its values to files in this directory
+        # and a scrape, answered by any one worker, reads all of them: the sums across workers. Gauges need
+        # a `multiprocess_mode` there (e.g. "livesum"); the supervisor marks a dead worker's files.
+        multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        self.exposition = self.registry
+        if multiprocess_dir:
+            self.exposition = CollectorRegistry()
+            MultiProcessCollector(self.exposition, multiprocess_dir)  # type: ignore[no-untyped-call]
         r = self.registry
         self.requests = Counter(
             "convostore_requests", "Requests by route and status.", ["route", "status"], registry=r
@@ -77,7 +87,7 @@ class Metrics:
         )
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self.exposition)
 
     def observe_usage(self, usage: object) -> None:
         """Prefix-cache reuse from an answer's usage (Responses or chat shape), when the engine reports it."""

@@ -88,6 +88,8 @@ def sidecar(*, upstream: str, redis_url: str, extra: Sequence[str] = ()) -> Proc
     port = free_port()
     argv = [
         str(CONVOSTORE_BIN), "serve", "--listen", f"127.0.0.1:{port}", "--upstream", upstream,
-        "--upstream-api", "responses", "--redis-url", redis_url, "--log-format", "text", *extra,
+        "--upstream-api", "responses", "--redis-url", redis_url, "--log-format", "text",
+        "--workers", "1",  # one process whose log the tests read; `extra` may ask for more
+        *extra,
     ]  # fmt: skip
     return Process(argv, "/convostore/healthz", port)
