@@ -16,6 +16,7 @@ from .handlers.passthrough import passthrough
 from .metrics import Metrics
 from .middleware import PUBLIC_RESOURCES, request_context
 from .quota import QUOTAS, CountingStore, Quotas, enforce_quotas, reconciling
+from .runs.context import runs_context
 from .store import MemoryStore, Store, open_store
 from .store.lazy import LazyStore
 from .store.redis import Replication
@@ -41,6 +42,7 @@ def create_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(tracing.context)
     app.cleanup_ctx.append(_store_context)
     app.cleanup_ctx.append(_upstream_context)
+    app.cleanup_ctx.append(runs_context)  # background runs: they need the store and the engine
     app.cleanup_ctx.append(drain.context)  # last in, first out: before the store and the engine close
     # Only the exact routes of ops (liveness, readiness, metrics) are served without authentication.
     app[PUBLIC_RESOURCES] = frozenset(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -10,9 +11,12 @@ import orjson
 from aiohttp import web
 
 from ..appkeys import CONFIG, METRICS, STORE, UPSTREAM
-from ..errors import UpstreamError
+from ..errors import InvalidRequest, UpstreamError
 from ..fingerprint import estimate_tokens, prefix_fingerprint
 from ..middleware import REQUEST_ID, TENANT
+from ..runs.context import RUNS
+from ..runs.follow import follow_run
+from ..runs.record import RunRecord
 from ..store import TurnResult
 from ..stored_items import decode_items
 from ..turns import TurnPlan, plan_turn, record_response, turn_settled
@@ -34,6 +38,8 @@ routes = web.RouteTableDef()
 @routes.post("/v1/responses")
 async def create_response(request: web.Request) -> web.StreamResponse:
     raw, body = await read_json(request)
+    if body.get("background") is True:
+        return await _create_background(request, raw, body)
     create = parse_create(body)
     store = request.app[STORE]
     idem = idempotency_key(request)
@@ -146,3 +152,67 @@ async def _complete(
 
 def _reason(exc: Exception) -> str:
     return str(exc) if isinstance(exc, MalformedEvent) else exc.__class__.__name__
+
+
+async def _create_background(request: web.Request, raw: bytes, body: dict[str, Any]) -> web.StreamResponse:
+    """`background: true`: the run starts on this replica and the call returns at once, queued (or, with
+    `stream`, follows the run's event log, which a client may drop and resume anywhere)."""
+    create = parse_create({k: v for k, v in body.items() if k != "background"})
+    if not create.store:
+        raise InvalidRequest("Background mode requires 'store' to be true.", param="background")
+    store, upstream, idem = request.app[STORE], request.app[UPSTREAM], idempotency_key(request)
+    hashed = request_hash(raw, "responses")
+    plan = await plan_turn(
+        store,
+        request[TENANT],
+        previous_response_id=create.previous_response_id,
+        conversation_id=create.conversation_id,
+        idempotency_key=idem,
+        request_hash=hashed,
+        new_items=create.items,
+    )
+    headers = stateful_headers(
+        request_id=request[REQUEST_ID],
+        conversation_id=plan.conversation_id,
+        version=plan.version + 1,
+        fingerprint=prefix_fingerprint(tools=canonical_tools(body.get("tools"))),
+        estimated_tokens=estimate_tokens(plan.history_bytes),
+        response_id=plan.response_id,
+    )
+    if plan.replay is not None:
+        return await replay_stored(
+            request, store, plan.tenant, plan.replay, stream=create.stream, headers=headers
+        )
+    async with turn_settled(store, plan):
+        api = await upstream.ensure_api()
+        path, engine_body = _engine_request(api, dataclasses.replace(create, stream=True), plan)
+        engine_headers = upstream.headers(
+            request.headers, forward_client_key=request.app[CONFIG].auth == "none"
+        )
+        base = build_response_resource(
+            response_id=plan.response_id,
+            created_at=int(time.time()),
+            status="queued",
+            model=create.model,
+            output=[],
+            request={**create.body, "background": True},
+            previous_response_id=create.previous_response_id,
+            conversation_id=plan.conversation_id if plan.in_conversation else None,
+        )
+        translator = (
+            ResponsesStreamRewriter(base, plan.mint)
+            if api == "responses"
+            else ChatStreamTranslator(base, plan.mint)
+        )
+        record = RunRecord.of(plan, base, idem, hashed)
+        await request.app[RUNS].start(
+            dataclasses.replace(plan),
+            record,
+            translator,
+            lambda: upstream.post(path, engine_body, engine_headers),
+        )
+        plan.reserved = False  # the run holds the reservation now: it stores the turn or gives it back
+    if create.stream:
+        runner = request.app[RUNS]
+        return await follow_run(request, store, runner, plan.tenant, plan.response_id, -1, headers)
+    return web.Response(body=orjson.dumps(base), content_type="application/json", headers=headers)

@@ -1,0 +1,95 @@
+"""Settles background runs whose replica died: a reaper on every replica looks at the runs whose lease
+check is due, takes over those whose lease lapsed (one reaper wins each), and stores them as the runner
+would have, with what the log captured: `failed` (or `cancelled`, when a cancel was asked for)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from ..response_record import resource_from_record
+from ..store import Store
+from ..stored_items import decode_items
+from ..turns import record_response
+from ..wire import events as ev
+from .capture import settled
+from .lease import LEASE_MS, REAP_INTERVAL_SECONDS, now_ms
+from .record import RunRecord
+from .runner import Runner, numbered_events
+
+log = logging.getLogger("convostore.runs")
+
+DIED_MESSAGE = "The replica running this response stopped before it finished."
+_BATCH = 100
+
+
+async def reap_once(store: Store, runner: Runner) -> int:
+    """One pass over the due runs; how many were settled here."""
+    settled_here = 0
+    now = now_ms()
+    for response_id in await store.due_runs(now, _BATCH):
+        if runner.runs_here(response_id):
+            await store.track_run(response_id, now + LEASE_MS)
+            continue
+        outcome, tenant = await store.take_over_run(response_id, runner.owner, LEASE_MS)
+        if outcome == "alive":
+            await store.track_run(response_id, now + LEASE_MS)
+        elif outcome != "taken":
+            await store.track_run(response_id, None)
+        else:
+            await settle_orphan(store, runner.owner, tenant, response_id)
+            await store.track_run(response_id, None)
+            settled_here += 1
+    return settled_here
+
+
+async def settle_orphan(store: Store, owner: str, tenant: str, response_id: str) -> None:
+    """Store a run this replica took over, with what its log holds, and end it."""
+    state = await store.read_run(tenant, response_id, -1)
+    if state is None:
+        return
+    record = RunRecord.decode(state.record)
+    stored = await store.resolve_response(tenant, response_id, "output")
+    if stored is not None:  # the runner stored its turn and died before it logged the end: that end
+        final = resource_from_record(response_id, stored.body, decode_items(stored.items))
+        terminal = ev.lifecycle(ev.TERMINAL_BY_STATUS.get(final["status"], "response.completed"), final)
+        terminal["sequence_number"] = state.last_seq + 1
+    else:
+        status = "cancelled" if state.cancel else "failed"
+        error = {"code": "server_error", "message": DIED_MESSAGE} if status == "failed" else None
+        final, terminal = settled(record.base, state.events, status, state.last_seq, error)
+        try:
+            await record_response(
+                store,
+                record.plan(tenant, response_id),
+                final,
+                idempotency_key=record.idempotency_key,
+                request_hash=record.request_hash,
+            )
+        except Exception:  # its reservation lapsed, or the store is away: the run still ends
+            log.exception("storing orphaned background response %s failed", response_id)
+    await store.finish_run(response_id, owner, str(final["status"]), numbered_events([terminal]))
+    log.warning("settled orphaned background response %s as %s", response_id, final["status"])
+
+
+@contextlib.asynccontextmanager
+async def reaping(
+    store: Store, runner: Runner, interval: float = REAP_INTERVAL_SECONDS
+) -> AsyncIterator[None]:
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await reap_once(store, runner)
+            except Exception:  # the store is away, or one run would not settle: the next pass retries
+                log.warning("reaping background responses failed", exc_info=True)
+
+    task = asyncio.create_task(loop())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

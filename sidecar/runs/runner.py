@@ -1,0 +1,278 @@
+"""Runs a background response on the replica that accepted it: the engine call as an asyncio task, its
+events logged to the store as they come, its lease renewed, a cancel obeyed, its turn stored at the end.
+
+The runner never talks to a client: clients read the log (`follow.py`), on this replica or any other, so
+a client that drops its stream changes nothing. The turn is stored before the terminal event is logged,
+so whoever sees `response.completed` can chain from it at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import aiohttp
+import orjson
+
+from ..errors import ConvoStoreError, UpstreamError, engine_rejected
+from ..store import Store
+from ..turns import TurnPlan, record_response, turn_settled
+from ..wire import events as ev
+from ..wire.sse import DONE, SSEDecoder, SSEMessage
+from .lease import LEASE_MS, RENEW_SECONDS, now_ms
+from .record import RunRecord
+
+log = logging.getLogger("convostore.runs")
+
+NOT_STORED = "The conversation store is unavailable: this answer was not stored; retry the request."
+SHUTDOWN_MESSAGE = "The sidecar shut down before the response finished."
+
+
+class Translator(Protocol):
+    @property
+    def status(self) -> str | None: ...
+
+    @property
+    def final_response(self) -> dict[str, Any] | None: ...
+
+    def translate(self, event: Any) -> list[dict[str, Any]]: ...
+
+    def end(self, *, done: bool) -> list[dict[str, Any]]: ...
+
+    def fail(self, message: str, code: str) -> list[dict[str, Any]]: ...
+
+    def incomplete(self, reason: str) -> dict[str, Any]: ...
+
+
+EngineCall = Callable[[], Awaitable[aiohttp.ClientResponse]]
+
+
+class _Stopped(Exception):
+    """The store said stop: a cancel was asked for, or another replica took the run over."""
+
+
+@dataclass(slots=True)
+class _Run:
+    plan: TurnPlan
+    record: RunRecord
+    translator: Translator
+    engine_call: EngineCall
+    pending: list[dict[str, Any]] = field(default_factory=list)  # stamped, maybe not logged yet
+    stop: str | None = None  # "cancel" (asked through the store) or "lost" (a reaper took the run over)
+    pump: asyncio.Task[list[dict[str, Any]]] | None = None
+
+
+class Runner:
+    """One per process: starts runs, tracks their tasks, wakes local followers when a run logs events."""
+
+    def __init__(self, store: Store, observe_usage: Callable[[Any], None] = lambda usage: None) -> None:
+        self.store = store
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
+        self._observe_usage = observe_usage
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._changed: dict[str, asyncio.Event] = {}
+
+    @property
+    def running(self) -> int:
+        return len(self._tasks)
+
+    def runs_here(self, response_id: str) -> bool:
+        return response_id in self._tasks
+
+    async def start(
+        self, plan: TurnPlan, record: RunRecord, translator: Translator, engine_call: EngineCall
+    ) -> None:
+        """Record the run (queued, leased to this replica) and start it; the plan is the run's from here."""
+        if not await self.store.start_run(
+            plan.tenant, plan.response_id, record.encode(), self.owner, LEASE_MS
+        ):
+            raise RuntimeError(f"a run for {plan.response_id} exists already")
+        run = _Run(plan, record, translator, engine_call)
+        self._tasks[plan.response_id] = asyncio.create_task(self._run(run))
+        with contextlib.suppress(Exception):  # only the reapers' index: the lease is the truth
+            await self.store.track_run(plan.response_id, now_ms() + LEASE_MS)
+
+    # -- followers on this replica -----------------------------------------------------------------------
+
+    async def wait_for_events(self, response_id: str, timeout: float) -> None:
+        """Until the run logs more (when it runs here) or `timeout`."""
+        changed = self._changed.setdefault(response_id, asyncio.Event())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(changed.wait(), timeout)
+        if self._changed.get(response_id) is changed and not changed.is_set():
+            del self._changed[response_id]
+
+    def _notify(self, response_id: str) -> None:
+        changed = self._changed.pop(response_id, None)
+        if changed is not None:
+            changed.set()
+
+    # -- the run ---------------------------------------------------------------------------------------------
+
+    async def _run(self, run: _Run) -> None:
+        rid = run.plan.response_id
+        try:
+            async with turn_settled(self.store, run.plan):  # a run that stores nothing gives its id back
+                await self._drive(run)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("background response %s failed", rid)
+        finally:
+            self._tasks.pop(rid, None)
+            self._notify(rid)
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.store.track_run(rid, None))
+
+    async def _drive(self, run: _Run) -> None:
+        watcher = asyncio.create_task(self._watch(run))
+        run.pump = asyncio.create_task(self._pump(run))
+        translator = run.translator
+        try:
+            tail = await run.pump
+        except asyncio.CancelledError:
+            if run.stop is None:  # the process is shutting down: store what was captured
+                run.pump.cancel()
+                tail = translator.fail(SHUTDOWN_MESSAGE, "server_shutting_down")
+                await asyncio.shield(self._finish(run, tail))
+                raise
+            tail = []
+        except _Stopped:
+            tail = []
+        except ConvoStoreError as exc:  # the engine refused or failed before streaming
+            tail = translator.fail(exc.message, str(exc.code or "server_error"))
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            tail = translator.fail(f"The engine failed mid-stream: {exc.__class__.__name__}.", "server_error")
+        except Exception:
+            log.exception("running background response %s failed", run.plan.response_id)
+            tail = translator.fail("The sidecar could not run the engine's stream.", "server_error")
+        finally:
+            watcher.cancel()
+        if run.stop == "lost":
+            log.warning("background response %s was taken over by another replica", run.plan.response_id)
+            return
+        if run.stop == "cancel":
+            await self._finish(run, [], cancelled=True)
+            return
+        await self._finish(run, tail)
+
+    async def _pump(self, run: _Run) -> list[dict[str, Any]]:
+        """Engine events in, logged events out; returns the last batch, its terminal event last."""
+        engine = await run.engine_call()
+        try:
+            await _require_event_stream(engine)
+            decoder = SSEDecoder()
+            async for chunk in engine.content.iter_any():
+                events = _translate(decoder.feed(chunk), run.translator)
+                if run.translator.status is not None:
+                    return events
+                await self._log(run, events)
+            return _translate(decoder.flush(), run.translator) + run.translator.end(done=False)
+        finally:
+            engine.close()  # on a cancel too: the engine stops generating
+            engine.release()
+
+    async def _log(self, run: _Run, events: list[dict[str, Any]]) -> None:
+        if not events:
+            return
+        run.pending = events
+        signal = await self.store.append_run_events(
+            run.plan.response_id, self.owner, numbered_events(events), LEASE_MS
+        )
+        run.pending = []
+        self._notify(run.plan.response_id)
+        if not signal.owned:
+            run.stop = "lost"
+        elif signal.cancel:
+            run.stop = "cancel"
+        if run.stop is not None:
+            raise _Stopped
+
+    async def _watch(self, run: _Run) -> None:
+        """Renew the lease while the engine is silent (a long prefill) and hear a cancel meanwhile."""
+        while True:
+            await asyncio.sleep(RENEW_SECONDS)
+            try:
+                signal = await self.store.append_run_events(run.plan.response_id, self.owner, [], LEASE_MS)
+            except Exception:  # the store is away: the lease may lapse, then a reaper settles the run
+                log.warning("could not renew the lease of background response %s", run.plan.response_id)
+                continue
+            if signal.owned and not signal.cancel:
+                continue
+            run.stop = "cancel" if signal.owned else "lost"
+            if run.pump is not None:
+                run.pump.cancel()
+            return
+
+    async def _finish(self, run: _Run, tail: list[dict[str, Any]], *, cancelled: bool = False) -> None:
+        """Store the turn, then log the terminal event and end the run."""
+        translator, rid = run.translator, run.plan.response_id
+        events = run.pending + tail
+        if cancelled:
+            final = {**translator.incomplete("max_output_tokens"), "status": "cancelled"}
+            final["incomplete_details"] = None
+            last = max([e["sequence_number"] for e in events], default=-1)
+            if last < 0:
+                state = await self.store.read_run(run.plan.tenant, rid)
+                last = state.last_seq if state is not None else -1
+            terminal = ev.lifecycle(ev.TERMINAL_BY_STATUS["cancelled"], final)
+            terminal["sequence_number"] = last + 1
+            events.append(terminal)
+        else:
+            final = translator.final_response or translator.incomplete("max_output_tokens")
+        self._observe_usage(final.get("usage"))
+        try:
+            await record_response(
+                self.store,
+                run.plan,
+                final,
+                idempotency_key=run.record.idempotency_key,
+                request_hash=run.record.request_hash,
+            )
+        except Exception:
+            log.exception("storing background response %s failed", rid)
+            if events:
+                events[-1] = ev.unstored(events[-1], NOT_STORED)
+        await self.store.finish_run(rid, self.owner, str(final["status"]), numbered_events(events))
+        self._notify(rid)
+
+    async def close(self) -> None:
+        """Shutting down: every run still going stores what it captured, `failed`."""
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def numbered_events(events: list[dict[str, Any]]) -> list[tuple[int, bytes]]:
+    return [(int(e["sequence_number"]), orjson.dumps(e)) for e in events]
+
+
+async def _require_event_stream(engine: aiohttp.ClientResponse) -> None:
+    if engine.status < 400 and engine.content_type in ("text/event-stream", "application/octet-stream"):
+        return
+    body = await engine.read()
+    if engine.status >= 400:
+        raise engine_rejected(engine.status, body)
+    raise UpstreamError("The engine answered a stream request with something that is not an event stream.")
+
+
+def _translate(messages: list[SSEMessage], translator: Translator) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    for message in messages:
+        if message.data == DONE:
+            events += translator.end(done=True)
+        elif message.data.strip():
+            try:
+                event = orjson.loads(message.data)
+            except orjson.JSONDecodeError:
+                events += translator.fail("The engine sent an event that is not JSON.", "server_error")
+            else:
+                events += translator.translate(event)
+    return events
