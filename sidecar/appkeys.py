@@ -9,6 +9,7 @@ from aiohttp import web
 if TYPE_CHECKING:
     from .auth import Authenticator
     from .config import Config
+    from .context.window import ContextWindow
     from .metrics import Metrics
     from .store import Store
     from .upstream import Upstream
@@ -18,3 +19,4 @@ STORE: web.AppKey[Store] = web.AppKey("store")
 AUTH: web.AppKey[Authenticator] = web.AppKey("auth")
 UPSTREAM: web.AppKey[Upstream] = web.AppKey("upstream")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
+CONTEXT: web.AppKey[ContextWindow] = web.AppKey("context")

@@ -55,6 +55,20 @@ class MalformedRequestTarget(InvalidRequest):
     code = "invalid_request_target"
 
 
+class ContextLengthExceeded(InvalidRequest):
+    """The prompt exceeds the model's `max_input_tokens` after the policy's folds (docs/api.md §7)."""
+
+    code = "context_length_exceeded"
+
+    def __init__(self, tokens: int, budget: int, *, alone: bool) -> None:
+        what = "The new input alone" if alone else "The conversation"
+        hint = "" if alone else ' Send truncation: "auto" to let the sidecar fold it into summaries.'
+        super().__init__(
+            f"{what} needs {tokens} input tokens, above this model's max_input_tokens of {budget}.{hint}",
+            param="input",
+        )
+
+
 class RequestTimeout(InvalidRequest):
     """The client did not send its request body in time."""
 

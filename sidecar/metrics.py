@@ -85,6 +85,20 @@ class Metrics:
             ["tenant_class", "kind"],
             registry=r,
         )
+        self.apc_fingerprint_changes = Counter(
+            "convostore_apc_fingerprint_changes",
+            "Turns whose prompt prefix fingerprint differs from the turn they continue.",
+            registry=r,
+        )
+        self.summaries = Counter(
+            "convostore_summaries", "Summary blocks folded, by summariser.", ["summariser"], registry=r
+        )
+        self.summary_latency_ms = Histogram(
+            "convostore_summary_latency_ms",
+            "Time to write the summary blocks of a turn that folded.",
+            buckets=MS_BUCKETS,
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.exposition)

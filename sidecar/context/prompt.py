@@ -1,0 +1,176 @@
+"""The one function from (pack, policy, stored history, new input) to what the engine receives: used by
+the proxy in both upstream modes, stateful chat, the session API's resolve and trim alike."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from ..errors import ContextLengthExceeded
+from ..fingerprint import prefix_fingerprint
+from ..normalise import canonical_json
+from ..wire.chat_messages import Message, items_to_messages
+from ..wire.items import Item
+from .packs import Pack
+from .policy import WindowPolicy
+from .summarise import template_summary
+from .tokens import MESSAGE_OVERHEAD, TokenCounter
+from .trim import Span, next_block, regular_blocks, split_turns
+
+TRUNCATIONS = ("disabled", "auto")
+SUMMARY_SEPARATOR = "\n\n"
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """What the engine gets: one system text (the pack's, the call's instructions, then the summary blocks,
+    oldest first), then `items` — the pack's exemplars, pinned instructions, the verbatim turns and the new
+    input (`items[first_input:]`) — and the tools (the pack's first)."""
+
+    system: str | None
+    items: list[bytes]
+    first_input: int
+    tools: list[Any] | None
+    fingerprint: str
+    input_tokens: int
+    token_source: str
+    summaries: tuple[str, ...]
+    summarised_turns: int
+    dropped_summaries: int
+    summary_seconds: float
+    reshaped: bool  # a pack or summaries apply: `system`/`tools` replace the client's instructions/tools
+
+    def chat_messages(self) -> list[Message]:
+        items = [orjson.loads(i) for i in self.items]
+        return items_to_messages(items, self.system, first_input=self.first_input)
+
+    def engine_fields(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A request body with the prompt's system text as `instructions` and its tools, when a pack or a
+        summary shapes them; the client's body unchanged otherwise."""
+        if not self.reshaped:
+            return body
+        fields = {**body, "instructions": self.system}
+        if self.tools is not None:
+            fields["tools"] = self.tools
+        return fields
+
+
+async def build_prompt(
+    *,
+    pack: Pack,
+    policy: WindowPolicy,
+    counter: TokenCounter,
+    history: Sequence[bytes],
+    new_input: Sequence[bytes] = (),
+    instructions: str | None = None,
+    request_tools: list[Any] | None = None,
+    chat_tools: bool = False,
+    truncation: str = "disabled",
+) -> Prompt:
+    """The engine's prompt for a turn. Folding is a pure function of the history and the policy; the
+    budget (`max_input_tokens`) folds earlier and drops the oldest summary text only when `truncation` is
+    "auto", and an input that cannot fit even alone is always `context_length_exceeded`."""
+    all_raw = [*history, *new_input]
+    tools = [*(pack.chat_tools if chat_tools else pack.tools), *(request_tools or [])]
+    tools_bytes = canonical_json(tools) if tools else b"[]"
+    head = [part for part in (pack.system, instructions) if part]
+    counts = await counter.items([*pack.few_shot, *all_raw])
+    few_shot_tokens = sum(counts[: len(pack.few_shot)])
+    item_tokens = counts[len(pack.few_shot) :]
+    fixed = few_shot_tokens + await _text_tokens(counter, head)
+    fixed += await counter.text(tools_bytes.decode()) if tools else 0
+
+    blocks: list[Span] = []
+    spans: list[Span] = []
+    pinned = 0
+    items: list[Item] = []
+    if policy.trims:
+        items = [orjson.loads(r) for r in all_raw]
+        pinned, spans = split_turns(items)
+        first_current = _first_current_turn(spans, len(history))
+        blocks = regular_blocks(len(spans), first_current, policy)
+    started = time.perf_counter()
+    summaries = [_summary(items, spans, block) for block in blocks]
+    kept = _kept_from(pinned, spans, blocks)
+    total = fixed + await _text_tokens(counter, summaries) + sum(item_tokens[:pinned] + item_tokens[kept:])
+    budget = policy.max_input_tokens
+    dropped = 0
+    if budget is not None and total > budget:
+        alone = fixed + sum(item_tokens[:pinned]) + sum(item_tokens[_input_turn_start(spans, len(history)) :])
+        if alone > budget or truncation != "auto":
+            raise ContextLengthExceeded(total if alone <= budget else alone, budget, alone=alone > budget)
+        first_current = _first_current_turn(spans, len(history))
+        while total > budget:
+            block = next_block(blocks, first_current, policy.summary_every_turns)
+            if block is None:
+                break
+            blocks.append(block)
+            summaries.append(_summary(items, spans, block))
+            kept = _kept_from(pinned, spans, blocks)
+            total = fixed + await _text_tokens(counter, summaries[dropped:])
+            total += sum(item_tokens[:pinned] + item_tokens[kept:])
+        while total > budget and dropped < len(summaries):
+            dropped += 1
+            total = fixed + await _text_tokens(counter, summaries[dropped:])
+            total += sum(item_tokens[:pinned] + item_tokens[kept:])
+        if total > budget:
+            raise ContextLengthExceeded(total, budget, alone=True)
+    summary_seconds = time.perf_counter() - started if blocks else 0.0
+    sent_summaries = summaries[dropped:]
+    system_parts = [*head, *sent_summaries]
+    sent = [*pack.few_shot, *all_raw[:pinned], *all_raw[kept:]]
+    return Prompt(
+        system=SUMMARY_SEPARATOR.join(system_parts) if system_parts else None,
+        items=sent,
+        first_input=len(sent) - len(new_input),
+        tools=tools if pack.tools else None,
+        fingerprint=prefix_fingerprint(
+            pack=pack.prefix, tools=tools_bytes, summary=SUMMARY_SEPARATOR.join(sent_summaries).encode()
+        ),
+        input_tokens=total,
+        token_source=counter.source,
+        summaries=tuple(sent_summaries),
+        summarised_turns=blocks[-1][1] if blocks else 0,
+        dropped_summaries=dropped,
+        summary_seconds=summary_seconds,
+        reshaped=bool(pack.system or pack.few_shot or pack.tools or sent_summaries),
+    )
+
+
+async def _text_tokens(counter: TokenCounter, texts: Sequence[str]) -> int:
+    total = 0
+    for text in texts:
+        total += await counter.text(text)
+    return total + (MESSAGE_OVERHEAD if texts else 0)
+
+
+def _summary(items: list[Item], spans: list[Span], block: Span) -> str:
+    first, last = block
+    return template_summary(first + 1, [items[slice(*spans[t])] for t in range(first, last)])
+
+
+def _kept_from(pinned: int, spans: list[Span], blocks: list[Span]) -> int:
+    """The first item sent verbatim after the pinned ones: the start of the first turn not folded."""
+    if not blocks:
+        return pinned
+    folded = blocks[-1][1]
+    return spans[folded][0] if folded < len(spans) else (spans[-1][1] if spans else pinned)
+
+
+def _first_current_turn(spans: list[Span], first_input: int) -> int:
+    """The first turn holding an item of the new input; with none (resolve, trim), the last turn, which a
+    prompt for the history as it stands always keeps."""
+    for n, (_, end) in enumerate(spans):
+        if end > first_input:
+            return n
+    return max(0, len(spans) - 1)
+
+
+def _input_turn_start(spans: list[Span], first_input: int) -> int:
+    """Where the smallest prompt that still holds the new input starts (its turn's first item)."""
+    turn = _first_current_turn(spans, first_input)
+    return spans[turn][0] if turn < len(spans) else first_input
