@@ -7,9 +7,10 @@ from functools import partial
 
 from aiohttp import web
 
-from .appkeys import AUTH, CONFIG, METRICS, STORE, UPSTREAM
+from .appkeys import AUTH, CONFIG, CONTEXT, METRICS, STORE, UPSTREAM
 from .auth import Authenticator
 from .config import Config
+from .context.window import open_context_window
 from .drain import DRAIN, Drain
 from .handlers import chat, conversations, ops, response_objects, responses, sessions
 from .handlers.passthrough import passthrough
@@ -39,6 +40,7 @@ def create_app(config: Config) -> web.Application:
     app[AUTH] = Authenticator(config.auth, config.policy.get("tenants") or {})
     app[QUOTAS] = Quotas(config.policy.get("tenants") or {})
     app[METRICS] = Metrics()
+    app[CONTEXT] = open_context_window(config.policy, app[METRICS])
     app.cleanup_ctx.append(tracing.context)
     app.cleanup_ctx.append(_store_context)
     app.cleanup_ctx.append(_upstream_context)

@@ -13,16 +13,16 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from ..appkeys import CONFIG, METRICS, STORE, UPSTREAM
+from ..appkeys import CONFIG, CONTEXT, METRICS, STORE, UPSTREAM
+from ..context.packs import PACK_HEADER
 from ..drain import CUT_CODE, CUT_MESSAGE, DRAIN, StreamCut
 from ..errors import InvalidRequest, UpstreamError
 from ..fingerprint import estimate_tokens, prefix_fingerprint
 from ..ids import validate_client_id
 from ..middleware import REQUEST_ID, TENANT
-from ..stored_items import decode_items
 from ..turns import TurnPlan, plan_turn, record_response, turn_settled
 from ..wire.chat_chunks import DONE_FRAME, ChatClientStream, chat_error, with_sidecar_call_ids
-from ..wire.chat_messages import items_to_messages, messages_to_items
+from ..wire.chat_messages import messages_to_items
 from ..wire.chat_translate import ChatStreamTranslator, chat_choice
 from ..wire.items import canonical_tools
 from ..wire.resource import build_response_resource
@@ -60,6 +60,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     stream_options = body.get("stream_options") or {}
     if not isinstance(stream_options, dict):
         raise InvalidRequest("Invalid type for 'stream_options': expected an object.", param="stream_options")
+    model = body.get("model") if isinstance(body.get("model"), str) else None
+    # An unknown X-Prompt-Pack is a 400 before anything is reserved.
+    pack, _ = request.app[CONTEXT].choose(model, request.headers.get(PACK_HEADER))
     store = request.app[STORE]
     idem = idempotency_key(request)
     hashed = request_hash(raw, "chat")
@@ -77,7 +80,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         request_id=request[REQUEST_ID],
         conversation_id=plan.conversation_id,
         version=plan.version + 1,
-        fingerprint=prefix_fingerprint(tools=canonical_tools(body.get("tools"))),
+        # Until _answer builds the prompt (summaries, real counts): the pack's and tools' prefix, an estimate.
+        fingerprint=prefix_fingerprint(pack=pack.prefix, tools=canonical_tools(body.get("tools"))),
         estimated_tokens=estimate_tokens(plan.history_bytes),
         response_id=plan.response_id,
     )
@@ -112,10 +116,21 @@ async def _answer(
 ) -> web.StreamResponse:
     store = request.app[STORE]
     stream = bool(body.get("stream"))
-    messages = items_to_messages(
-        decode_items([*plan.history, *(b for _, b in plan.input_items)]), first_input=len(plan.history)
+    prompt = await request.app[CONTEXT].turn_prompt(
+        plan.conversation_id,
+        model=body.get("model") if isinstance(body.get("model"), str) else None,
+        pack_header=request.headers.get(PACK_HEADER),
+        upstream=request.app[UPSTREAM],
+        history=plan.history,
+        new_input=[b for _, b in plan.input_items],
+        request_tools=body.get("tools"),
+        chat_tools=True,
     )
-    engine_body: dict[str, Any] = {**body, "messages": messages}
+    headers["X-Prefix-Fingerprint"] = prompt.fingerprint
+    headers["X-Estimated-Input-Tokens"] = str(prompt.input_tokens)
+    engine_body: dict[str, Any] = {**body, "messages": prompt.chat_messages()}
+    if prompt.tools is not None:
+        engine_body["tools"] = prompt.tools
     if stream:
         # The stored turn needs usage; the client gets a usage chunk only if it asked (ChatClientStream).
         engine_body["stream_options"] = {**stream_options, "include_usage": True}

@@ -10,7 +10,9 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from ..appkeys import CONFIG, METRICS, STORE, UPSTREAM
+from ..appkeys import CONFIG, CONTEXT, METRICS, STORE, UPSTREAM
+from ..context.packs import PACK_HEADER
+from ..context.prompt import Prompt
 from ..errors import InvalidRequest, UpstreamError
 from ..fingerprint import estimate_tokens, prefix_fingerprint
 from ..middleware import REQUEST_ID, TENANT
@@ -41,6 +43,8 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     if body.get("background") is True:
         return await _create_background(request, raw, body)
     create = parse_create(body)
+    # An unknown X-Prompt-Pack is a 400 before anything is reserved.
+    pack, _ = request.app[CONTEXT].choose(create.model, request.headers.get(PACK_HEADER))
     store = request.app[STORE]
     idem = idempotency_key(request)
     hashed = request_hash(raw, "responses")
@@ -59,7 +63,8 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         conversation_id=plan.conversation_id,
         # Streams send headers before the write: the version the write makes, unless another lands first.
         version=plan.version + 1 if create.store else plan.version,
-        fingerprint=prefix_fingerprint(tools=canonical_tools(body.get("tools"))),
+        # Until _answer builds the prompt (summaries, real counts): the pack's and tools' prefix, an estimate.
+        fingerprint=prefix_fingerprint(pack=pack.prefix, tools=canonical_tools(body.get("tools"))),
         estimated_tokens=estimate_tokens(plan.history_bytes),
         response_id=plan.response_id,
     )
@@ -92,7 +97,10 @@ async def _answer(
     )
     store, upstream = request.app[STORE], request.app[UPSTREAM]
     api = await upstream.ensure_api()
-    path, engine_body = _engine_request(api, create, plan)
+    prompt = await turn_prompt(request, create, plan)
+    headers["X-Prefix-Fingerprint"] = prompt.fingerprint
+    headers["X-Estimated-Input-Tokens"] = str(prompt.input_tokens)
+    path, engine_body = _engine_request(api, create, plan, prompt)
     engine_headers = upstream.headers(request.headers, forward_client_key=request.app[CONFIG].auth == "none")
     engine_response = await upstream.post(path, engine_body, engine_headers)
 
@@ -120,14 +128,38 @@ async def _answer(
     return await relay_stream(request, engine_response, translator, headers, save)
 
 
-def _engine_request(api: str, create: CreateRequest, plan: TurnPlan) -> tuple[str, bytes]:
-    items = [*plan.history, *(b for _, b in plan.input_items)]
-    if api == "responses":
-        return "/v1/responses", responses_engine_body(create.body, items, stream=create.stream)
-    messages = items_to_messages(
-        decode_items(items), create.body.get("instructions"), first_input=len(plan.history)
+async def turn_prompt(request: web.Request, create: CreateRequest, plan: TurnPlan) -> Prompt:
+    """The turn's prompt (docs/api.md §7): pack first, the history folded per the model's policy, then the
+    new input. Raises context_length_exceeded: call it where a refusal gives the reserved turn back."""
+    return await request.app[CONTEXT].turn_prompt(
+        plan.conversation_id,
+        model=create.model,
+        pack_header=request.headers.get(PACK_HEADER),
+        upstream=request.app[UPSTREAM],
+        history=plan.history,
+        new_input=[b for _, b in plan.input_items],
+        instructions=create.body.get("instructions"),
+        request_tools=create.body.get("tools"),
+        truncation=create.truncation,
     )
-    chat = responses_to_chat_request({**create.body, "stream": create.stream}, messages)
+
+
+def _engine_request(
+    api: str, create: CreateRequest, plan: TurnPlan, prompt: Prompt | None = None
+) -> tuple[str, bytes]:
+    """The engine's path and body, from the turn's prompt (turn_prompt); without one, the full history
+    with no pack and no trimming."""
+    if prompt is None:
+        items = [*plan.history, *(b for _, b in plan.input_items)]
+        instructions = create.body.get("instructions")
+        body, first_input = create.body, len(plan.history)
+    else:
+        items, instructions = prompt.items, prompt.system
+        body, first_input = prompt.engine_fields(create.body), prompt.first_input
+    if api == "responses":
+        return "/v1/responses", responses_engine_body(body, items, stream=create.stream)
+    messages = items_to_messages(decode_items(items), instructions, first_input=first_input)
+    chat = responses_to_chat_request({**body, "stream": create.stream}, messages)
     return "/v1/chat/completions", orjson.dumps(chat)
 
 

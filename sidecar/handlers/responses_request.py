@@ -41,6 +41,7 @@ class CreateRequest:
     stream: bool
     store: bool
     model: str
+    truncation: str = "disabled"  # "auto": fold and drop summaries to fit max_input_tokens (docs/api.md §7)
 
 
 def parse_create(body: dict[str, Any]) -> CreateRequest:
@@ -73,6 +74,13 @@ def parse_create(body: dict[str, Any]) -> CreateRequest:
         raise InvalidRequest("Invalid type for 'tools': expected an array.", param="tools")
     check_include(body.get("include"))
     store = body.get("store")
+    truncation = body.get("truncation")
+    if truncation is not None and truncation not in ("auto", "disabled"):
+        raise InvalidRequest(
+            f"Invalid value for 'truncation': {truncation!r}; expected 'auto' or 'disabled'.",
+            param="truncation",
+            code="invalid_value",
+        )
     return CreateRequest(
         body=body,
         items=items,
@@ -81,6 +89,7 @@ def parse_create(body: dict[str, Any]) -> CreateRequest:
         stream=bool(body.get("stream")),
         store=True if store is None else store,
         model=model,
+        truncation=truncation or "disabled",
     )
 
 

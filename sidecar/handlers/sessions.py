@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from ..appkeys import STORE
-from ..errors import InvalidRequest, NotFound, conversation_not_found, response_not_found
+from ..appkeys import CONTEXT, STORE, UPSTREAM
+from ..context.packs import PACK_HEADER
+from ..context.policy import WindowPolicy
+from ..context.prompt import Prompt
+from ..errors import (
+    ContextLengthExceeded,
+    InvalidRequest,
+    NotFound,
+    conversation_not_found,
+    response_not_found,
+)
 from ..fingerprint import estimate_tokens, prefix_fingerprint
 from ..ids import conversation_tag, validate_client_id
 from ..middleware import REQUEST_ID, TENANT
 from ..response_record import compact_record
 from ..store.base import History, Turn
-from ..stored_items import decode_items, join_items, with_sidecar_ids
-from ..wire.chat_messages import items_to_messages, message_to_items, messages_to_items
+from ..stored_items import join_items, with_sidecar_ids
+from ..wire.chat_messages import message_to_items, messages_to_items
 from ..wire.items import check_item_count, parse_input, parse_item
 from ..wire.resource import build_response_resource, complete_output_item
 from .common import (
@@ -90,6 +100,7 @@ async def append(request: web.Request) -> web.Response:
     raw, body = await read_json(request)
     items = _items_to_append(body)
     previous = _previous_response_id(body)
+    request.app[CONTEXT].choose(None, request.headers.get(PACK_HEADER))  # an unknown pack: 400, no write
     tenant = request[TENANT]
     stored = with_sidecar_ids(items, conversation_tag(tenant, conversation_id))
     result = await request.app[STORE].append_turn(
@@ -104,8 +115,9 @@ async def append(request: web.Request) -> web.Response:
             request_hash=request_hash(raw, "append"),
         )
     )
-    fingerprint = prefix_fingerprint()
-    tokens = estimate_tokens(result.session_bytes)
+    fingerprint, tokens = await _counters_after_write(
+        request, conversation_id, result.session_bytes, len(stored)
+    )
     answer = {
         "conversation_id": conversation_id,
         "version": result.version,
@@ -146,14 +158,13 @@ async def resolve(request: web.Request) -> web.Response:
         )
         if history is None:
             raise conversation_not_found(conversation)
-    history_bytes = sum(len(i) for i in history.items)
-    fingerprint = prefix_fingerprint()
-    tokens = estimate_tokens(history_bytes)
+    prompt = await _session_prompt(request, history.items, model=_model_query(request))
+    fingerprint, tokens = prompt.fingerprint, prompt.input_tokens
     answer = {
         "conversation_id": history.conversation_id,
         "response_id": history.response_id,
         "version": history.version,
-        "messages": items_to_messages(decode_items(history.items)),
+        "messages": prompt.chat_messages(),
         "prefix_fingerprint": fingerprint,
         "estimated_input_tokens": tokens,
     }
@@ -227,6 +238,7 @@ async def store_response(request: web.Request) -> web.Response:
     previous = _previous_response_id(body)
     if not items:
         raise InvalidRequest("The response has no output to store.", param="output")
+    request.app[CONTEXT].choose(None, request.headers.get(PACK_HEADER))  # an unknown pack: 400, no write
     tenant = request[TENANT]
     tag = conversation_tag(tenant, conversation_id)
     if body.get("response_id") is not None:
@@ -253,12 +265,13 @@ async def store_response(request: web.Request) -> web.Response:
     stored_id = result.response_id
     assert stored_id is not None
     answer = {"conversation_id": conversation_id, "response_id": stored_id, "version": result.version}
+    fingerprint, tokens = await _counters_after_write(request, conversation_id, result.session_bytes, 0)
     headers = stateful_headers(
         request_id=request[REQUEST_ID],
         conversation_id=conversation_id,
         version=result.version,
-        fingerprint=prefix_fingerprint(),
-        estimated_tokens=estimate_tokens(result.session_bytes),
+        fingerprint=fingerprint,
+        estimated_tokens=tokens,
         response_id=stored_id,
     )
     return json_response(answer, headers)
@@ -266,19 +279,41 @@ async def store_response(request: web.Request) -> web.Response:
 
 @routes.post("/v1/sessions/{conversation_id}/trim")
 async def trim(request: web.Request) -> web.Response:
+    """What the engine would get with these limits (over the model's policy), folded as the proxy folds
+    it: `truncation` "auto", so it fits or answers context_length_exceeded. Nothing is stored: the folds
+    are a pure function of the history, so the next turn under the same policy sends the same bytes."""
     _, body = await read_json(request)
+    for name in body:
+        if name not in _TRIM_FIELDS:
+            raise InvalidRequest(f"Unrecognized request argument supplied: {name}", param=str(name))
     for name in ("keep_last_turns", "max_input_tokens"):
         value = body.get(name)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
             raise InvalidRequest(f"Invalid '{name}': expected a non-negative integer.", param=name)
+    model = body.get("model")
+    if model is not None and not isinstance(model, str):
+        raise InvalidRequest("Invalid type for 'model': expected a string.", param="model")
+    context = request.app[CONTEXT]
+    _, policy = context.choose(model, request.headers.get(PACK_HEADER))
+    override = dataclasses.replace(
+        policy,
+        keep_last_turns=body.get("keep_last_turns", policy.keep_last_turns),
+        max_input_tokens=body.get("max_input_tokens", policy.max_input_tokens),
+    )
     conversation_id, history = await load_conversation(request)
-    # Trimming only shapes what is sent to the engine; until trimming policies exist nothing is folded.
+    try:
+        prompt = await _session_prompt(
+            request, history.items, model=model, override=override, truncation="auto"
+        )
+    except ContextLengthExceeded as exc:
+        exc.param = "max_input_tokens" if body.get("max_input_tokens") is not None else None
+        raise
     answer = {
         "conversation_id": conversation_id,
         "version": history.version,
-        "summarised_turns": 0,
-        "estimated_input_tokens": estimate_tokens(sum(len(i) for i in history.items)),
-        "prefix_fingerprint": prefix_fingerprint(),
+        "summarised_turns": prompt.summarised_turns,
+        "estimated_input_tokens": prompt.input_tokens,
+        "prefix_fingerprint": prompt.fingerprint,
     }
     return json_response(answer)
 
@@ -286,14 +321,15 @@ async def trim(request: web.Request) -> web.Response:
 @routes.get("/v1/sessions/{conversation_id}")
 async def get_session(request: web.Request) -> web.Response:
     conversation_id, history = await load_conversation(request)
+    prompt = await _session_prompt(request, history.items, model=_model_query(request))
     head = orjson.dumps(
         {
             "conversation_id": conversation_id,
             "version": history.version,
             "turns": history.turns,
             "session_size_bytes": history.session_bytes,
-            "estimated_input_tokens": estimate_tokens(sum(len(i) for i in history.items)),
-            "prefix_fingerprint": prefix_fingerprint(),
+            "estimated_input_tokens": prompt.input_tokens,
+            "prefix_fingerprint": prompt.fingerprint,
             "created_at": history.created_ms // 1000,
             "updated_at": history.updated_ms // 1000,
         }
@@ -308,3 +344,55 @@ async def delete_session(request: web.Request) -> web.Response:
     if not await request.app[STORE].delete_conversation(request[TENANT], conversation_id):
         raise NotFound(f"Conversation with id '{conversation_id}' not found.")
     return json_response({"conversation_id": conversation_id, "object": "session.deleted", "deleted": True})
+
+
+# -- the prompt the engine would get (docs/api.md §7) ---------------------------------------------------
+
+_TRIM_FIELDS = frozenset({"keep_last_turns", "max_input_tokens", "model"})
+
+
+def _model_query(request: web.Request) -> str | None:
+    """The model whose policy and pack apply (`?model=`); `policies.default` without it."""
+    return request.query.get("model") or None
+
+
+async def _session_prompt(
+    request: web.Request,
+    items: list[bytes],
+    *,
+    model: str | None,
+    override: WindowPolicy | None = None,
+    truncation: str = "auto",
+) -> Prompt:
+    """The prompt for a history as the proxy would send it next: pack, folds and real counts. A history
+    over the budget is trimmed ("auto"), since there is no request here to refuse."""
+    return await request.app[CONTEXT].prompt(
+        model=model,
+        pack_header=request.headers.get(PACK_HEADER),
+        upstream=request.app[UPSTREAM],
+        history=items,
+        truncation=truncation,
+        policy_override=override,
+    )
+
+
+async def _counters_after_write(
+    request: web.Request, conversation_id: str, session_bytes: int, appended: int
+) -> tuple[str, int]:
+    """The fingerprint and input tokens of the conversation after a write. Only when a pack, a policy or a
+    tokenizer shapes the prompt is the history read back (one round trip); else they follow from sizes."""
+    context = request.app[CONTEXT]
+    pack_header = request.headers.get(PACK_HEADER)
+    if not context.shapes(None, pack_header):
+        return prefix_fingerprint(), estimate_tokens(session_bytes)
+    history = await request.app[STORE].resolve_conversation(request[TENANT], conversation_id)
+    if history is None:  # deleted in between: what was written is all there is to count
+        return prefix_fingerprint(), estimate_tokens(session_bytes)
+    try:
+        prompt = await _session_prompt(request, history.items, model=None)
+        if appended and len(history.items) > appended:
+            before = await _session_prompt(request, history.items[:-appended], model=None)
+            context.note_change(conversation_id, before, prompt)
+    except ContextLengthExceeded:  # the write stands; the next turn will say what does not fit
+        return prefix_fingerprint(), estimate_tokens(session_bytes)
+    return prompt.fingerprint, prompt.input_tokens
