@@ -28,8 +28,16 @@ def items_to_messages(
         if item_type == "message":
             # Many chat templates know no "developer" role; it means system to them.
             role = "system" if item["role"] == "developer" else item["role"]
+            content = item["content"]
+            # The common case first, with no error name built for it: one text part, as every plain string
+            # is stored (docs/api.md §6); the session API's resolve converts ~100 of these per call.
+            if type(content) is list and len(content) == 1:
+                part_type = content[0].get("type")
+                if part_type == "input_text" or part_type == "output_text":
+                    messages.append({"role": role, "content": content[0].get("text")})
+                    continue
             param = f"input[{n - first_input}].content" if n >= first_input else "previous_response_id"
-            messages.append({"role": role, "content": _chat_content(item["content"], param)})
+            messages.append({"role": role, "content": _chat_content(content, param)})
         elif item_type == "function_call":
             call = {
                 "id": item["call_id"],
