@@ -48,8 +48,9 @@ def _items_param(body: dict[str, Any], *, required: bool) -> list[dict[str, Any]
 @routes.post("/v1/conversations")
 async def create_conversation(request: web.Request) -> web.Response:
     _, body = await read_json(request)
-    metadata = body.get("metadata") or {}
-    check_metadata(metadata)
+    metadata = body.get("metadata")
+    check_metadata(metadata)  # before `or {}`: a metadata of [] or 0 is refused, not read as none
+    metadata = metadata or {}
     items = _items_param(body, required=False)
     tenant = request[TENANT]
     conversation_id = mint_conversation_id()

@@ -113,3 +113,12 @@ async def test_a_refused_response_gives_back_its_idempotency_key(
     again = await error_of(client, "POST", "/v1/responses", json=body, headers=headers)
     # The retry is refused the same way, at once: not 409 "still in progress" after a wait.
     assert again == first and time.monotonic() - started < 0.5
+
+
+@pytest.mark.parametrize("metadata", [[], 0, "", False])
+async def test_a_conversation_created_with_metadata_that_is_no_object_is_a_400(
+    make_sidecar: Any, metadata: Any
+) -> None:
+    client = await make_sidecar(redis_url="memory://")
+    status, error = await error_of(client, "POST", "/v1/conversations", json={"metadata": metadata})
+    assert (status, error["param"]) == (400, "metadata")
