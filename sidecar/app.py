@@ -12,7 +12,7 @@ from .auth import Authenticator
 from .config import Config
 from .context.window import open_context_window
 from .drain import DRAIN, Drain
-from .handlers import chat, conversations, ops, response_objects, responses, sessions
+from .handlers import chat, conversations, openapi, ops, response_objects, responses, sessions
 from .handlers.passthrough import passthrough
 from .metrics import Metrics
 from .middleware import PUBLIC_RESOURCES, request_context
@@ -46,9 +46,11 @@ def create_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(_upstream_context)
     app.cleanup_ctx.append(runs_context)  # background runs: they need the store and the engine
     app.cleanup_ctx.append(drain.context)  # last in, first out: before the store and the engine close
-    # Only the exact routes of ops (liveness, readiness, metrics) are served without authentication.
+    # Only the exact routes of ops (liveness, readiness, metrics) and openapi.json are served unauthenticated.
     app[PUBLIC_RESOURCES] = frozenset(
-        route.resource for route in app.add_routes(ops.routes) if route.resource is not None
+        route.resource
+        for route in [*app.add_routes(ops.routes), *app.add_routes(openapi.routes)]
+        if route.resource is not None
     )
     app.add_routes(sessions.routes)
     app.add_routes(responses.routes)

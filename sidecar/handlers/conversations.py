@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from ..api_schema import CONVERSATION_ITEMS_PER_CALL
 from ..appkeys import STORE
 from ..errors import InvalidRequest, NotFound, conversation_not_found
 from ..ids import conversation_tag, mint_conversation_id
@@ -21,7 +22,7 @@ from .responses_request import check_metadata
 
 routes = web.RouteTableDef()
 
-MAX_ITEMS_PER_CALL = 20
+MAX_ITEMS_PER_CALL = CONVERSATION_ITEMS_PER_CALL
 
 
 def _conversation_object(conversation_id: str, history: History) -> dict[str, Any]:

@@ -5,16 +5,18 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from ..api_schema import PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, PAGE_LIMIT_MIN
 from ..errors import InvalidRequest
 
 _LIMIT = re.compile(r"[0-9]{1,9}")
 
 
 def page_items(items: list[dict[str, Any]], query: Any, *, default_order: str = "desc") -> dict[str, Any]:
-    limit_text = query.get("limit", "20")
+    limit_text = query.get("limit", str(PAGE_LIMIT_DEFAULT))
     # ASCII digits only (str.isdigit also takes '²', which int() refuses), and not 5,000 of them.
-    if not _LIMIT.fullmatch(limit_text) or not 1 <= int(limit_text) <= 100:
-        raise InvalidRequest("Invalid 'limit': expected an integer between 1 and 100.", param="limit")
+    if not _LIMIT.fullmatch(limit_text) or not PAGE_LIMIT_MIN <= int(limit_text) <= PAGE_LIMIT_MAX:
+        expected = f"an integer between {PAGE_LIMIT_MIN} and {PAGE_LIMIT_MAX}"
+        raise InvalidRequest(f"Invalid 'limit': expected {expected}.", param="limit")
     order = query.get("order", default_order)
     if order not in ("asc", "desc"):
         raise InvalidRequest("Invalid 'order': expected 'asc' or 'desc'.", param="order")

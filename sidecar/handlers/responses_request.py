@@ -7,24 +7,10 @@ from typing import Any
 
 import orjson
 
+from ..api_schema import INCLUDABLE, METADATA_KEY_CHARS, METADATA_PAIRS, METADATA_VALUE_CHARS
 from ..errors import InvalidRequest
 from ..ids import validate_client_id
 from ..wire.items import parse_input
-
-# The `include` values the Responses API defines (the openai SDK's ResponseIncludable): another is a typo
-# or a feature nobody serves, and accepting it silently would hide that.
-INCLUDABLE = frozenset(
-    {
-        "file_search_call.results",
-        "web_search_call.results",
-        "web_search_call.action.sources",
-        "message.input_image.image_url",
-        "computer_call_output.output.image_url",
-        "code_interpreter_call.outputs",
-        "reasoning.encrypted_content",
-        "message.output_text.logprobs",
-    }
-)
 
 # Fields the sidecar acts on itself; everything else goes to the engine as the client sent it.
 SIDECAR_FIELDS = frozenset(
@@ -120,12 +106,15 @@ def check_include(include: Any) -> None:
 def check_metadata(metadata: Any) -> None:
     if metadata is None:
         return
-    if not isinstance(metadata, dict) or len(metadata) > 16:
-        raise InvalidRequest("Invalid 'metadata': expected an object of at most 16 pairs.", param="metadata")
+    if not isinstance(metadata, dict) or len(metadata) > METADATA_PAIRS:
+        raise InvalidRequest(
+            f"Invalid 'metadata': expected an object of at most {METADATA_PAIRS} pairs.", param="metadata"
+        )
     for key, value in metadata.items():
-        if len(key) > 64 or not isinstance(value, str) or len(value) > 512:
+        if len(key) > METADATA_KEY_CHARS or not isinstance(value, str) or len(value) > METADATA_VALUE_CHARS:
             raise InvalidRequest(
-                f"Invalid 'metadata.{key}': keys are at most 64 characters, values strings of at most 512.",
+                f"Invalid 'metadata.{key}': keys are at most {METADATA_KEY_CHARS} characters, values strings "
+                f"of at most {METADATA_VALUE_CHARS}.",
                 param="metadata",
             )
 

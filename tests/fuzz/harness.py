@@ -18,8 +18,10 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 from aiohttp.test_utils import TestServer
+from jsonschema_rs import Draft202012Validator  # schemathesis's validator: no second dependency
 from yarl import URL
 
+from sidecar.api_schema import OPERATIONS
 from sidecar.app import create_app
 from sidecar.appkeys import STORE
 from sidecar.config import Config
@@ -66,6 +68,7 @@ class FuzzTarget:
         self.model = StoreModel()
         self.tally: dict[str, RouteTally] = {}
         self.failures: list[str] = []
+        self.journal: list[str] = []  # accepted requests, oldest first: the context of a failure
         self.loop = asyncio.new_event_loop()
         self.loop.run_until_complete(self._start())
 
@@ -166,10 +169,20 @@ class FuzzTarget:
             tally.seconds += time.perf_counter() - started
             tally.requests += 1
             tally.statuses[response.status] += 1
+            if response.status < 300:
+                self.journal.append(f"{response.status} {describe(sent, response.status, raw)}")
             try:
                 self._judge(sent, response, raw)
             except FuzzFailure as exc:
-                self._fail(f"{exc}\n{describe(sent, response.status, raw)}")
+                self._fail(f"{exc}\n{describe(sent, response.status, raw)}{self._related(sent)}")
+
+    def _related(self, sent: Sent) -> str:
+        """Earlier accepted requests naming the same conversation or response as this one."""
+        names = {self.model_path(sent, n) for n in range(len(sent.request.path))}
+        names |= {v for v in sent.headers.values() if v.startswith(("conv_", "resp_", "fz-"))}
+        names = {n for n in names if n.startswith(("conv_", "resp_", "fz-"))}
+        related = [entry for entry in self.journal[:-1] if any(name in entry for name in names)]
+        return "".join(f"\n  after accepted:\n  {entry}" for entry in related[-5:])
 
     def _fail(self, message: str) -> None:
         self.failures.append(message)
@@ -189,6 +202,7 @@ class FuzzTarget:
         if not is_client_id(tenant):
             raise FuzzFailure(f"{status} without a valid X-Tenant-Id")
         answer = parse_answer(response, raw)
+        check_documented(sent)
         self.model.learn_ids(tenant, answer)
         try:
             self._accepted(sent, tenant, response, answer)
@@ -361,6 +375,17 @@ def parse_answer(response: aiohttp.ClientResponse, raw: bytes) -> Any:
         if isinstance(event, dict) and isinstance(event.get("response"), dict):
             final = event["response"]
     return final
+
+
+def check_documented(sent: Sent) -> None:
+    """An accepted body validates against the request schema openapi.json publishes for its route."""
+    method, path = sent.request.route.split(" ", 1)
+    schema = OPERATIONS[(method, path)].body
+    if schema is None or sent.json is None:
+        return
+    errors = [error.message for error in Draft202012Validator(schema).iter_errors(sent.json)]
+    if errors:
+        raise FuzzFailure(f"accepted, but openapi.json's schema refuses the body: {errors[0][:300]}")
 
 
 def check_error_body(status: int, raw: bytes) -> None:
