@@ -274,7 +274,12 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         tags=("responses",),
     ),
     ("GET", "/v1/responses/{response_id}"): Operation(
-        "A stored response", answer=RESPONSE_OBJECT, tags=("responses",)
+        "A stored response (a background one's progress); with stream=true a background run's events "
+        "again, after `starting_after`",
+        query={"stream": {"type": "string", "enum": ["true", "false"]}, "starting_after": INTEGER},
+        answer=RESPONSE_OBJECT,
+        other_answers={"200 text/event-stream": SSE_EVENT},
+        tags=("responses",),
     ),
     ("DELETE", "/v1/responses/{response_id}"): Operation(
         "Delete a stored response", answer=_deleted("response"), tags=("responses",)

@@ -92,7 +92,9 @@ async def cancel_response(request: web.Request) -> web.Response:
     if status is None:
         if await store.resolve_response(tenant, response_id, "output") is None:
             raise response_not_found(response_id)
-        raise InvalidRequest("Only responses created with background=true can be cancelled.", param=None)
+        raise InvalidRequest(
+            "Only responses created with background=true can be cancelled.", param="response_id"
+        )
     deadline = time.monotonic() + CANCEL_WAIT_SECONDS
     while True:
         run = await store.read_run(tenant, response_id)

@@ -371,7 +371,20 @@ ROUTES: dict[str, st.SearchStrategy[FuzzRequest]] = {
     "POST /v1/responses": _request(
         "POST /v1/responses", ["v1", "responses"], body=json_body(create_response), writes=True
     ),
-    "GET /v1/responses/{response_id}": _request("GET /v1/responses/{response_id}", ["v1", "responses", R]),
+    "GET /v1/responses/{response_id}": _request(
+        "GET /v1/responses/{response_id}",
+        ["v1", "responses", R],
+        query=st.lists(
+            st.tuples(
+                st.sampled_from(["stream", "starting_after"]),
+                st.one_of(st.sampled_from(["true", "false", "0", "-1", "-2", "9" * 20]), HEADER_STRINGS),
+            ),
+            max_size=2,
+        ),
+    ),
+    "POST /v1/responses/{response_id}/cancel": _request(
+        "POST /v1/responses/{response_id}/cancel", ["v1", "responses", R, "cancel"]
+    ),
     "DELETE /v1/responses/{response_id}": _request(
         "DELETE /v1/responses/{response_id}", ["v1", "responses", R]
     ),
