@@ -51,8 +51,10 @@ def of_kind(path: Path, kind: str) -> dict[str, Any]:
 
 def sidecar_variables() -> set[str]:
     """The variables the sidecar's configuration reads (`env.get("…")` in sidecar/config.py)."""
-    names = set(re.findall(r'env\.get\("([A-Z0-9_]+)"\)', (ROOT / "sidecar" / "config.py").read_text()))
-    assert {"CONVOSTORE_UPSTREAM", "REDIS_URL"} <= names, "sidecar/config.py no longer reads env.get(...)?"
+    source = (ROOT / "sidecar" / "config.py").read_text()
+    names = set(re.findall(r'env\.get\("([A-Z0-9_]+)"\)', source))
+    names |= set(re.findall(r'^\s+"[a-z_]+": "((?:CONVOSTORE|REDIS)_[A-Z0-9_]+)",$', source, re.M))
+    assert {"CONVOSTORE_UPSTREAM", "REDIS_URL"} <= names, "sidecar/config.py no longer names its variables?"
     return names
 
 
