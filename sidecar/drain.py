@@ -17,6 +17,7 @@ import aiohttp
 from aiohttp import web
 
 from .errors import ShuttingDown
+from .protocol_errors import JSONErrorAppRunner
 
 log = logging.getLogger("convostore.drain")
 
@@ -130,7 +131,7 @@ async def serve(
 ) -> None:
     """Run `app` until SIGTERM or SIGINT, then drain it and shut it down; returns when all is closed.
     `reuse_port`: share the port with the other workers (SO_REUSEPORT, sidecar/workers.py)."""
-    runner = web.AppRunner(
+    runner = JSONErrorAppRunner(
         app,
         handle_signals=False,
         access_log=None,  # access logging on the hot path costs more than the proxy itself
