@@ -56,7 +56,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     new_items = messages_to_items(body.get("messages"))
     if not new_items:
         raise InvalidRequest("'messages' must hold at least one message.", param="messages")
-    stream = bool(body.get("stream"))
+    if body.get("stream") is not None and not isinstance(body["stream"], bool):
+        raise InvalidRequest("Invalid type for 'stream': expected a boolean.", param="stream")
+    stream = body.get("stream") is True
     stream_options = body.get("stream_options") or {}
     if not isinstance(stream_options, dict):
         raise InvalidRequest("Invalid type for 'stream_options': expected an object.", param="stream_options")
@@ -115,7 +117,7 @@ async def _answer(
     hashed: str,
 ) -> web.StreamResponse:
     store = request.app[STORE]
-    stream = bool(body.get("stream"))
+    stream = body.get("stream") is True
     prompt = await request.app[CONTEXT].turn_prompt(
         plan.conversation_id,
         model=body.get("model") if isinstance(body.get("model"), str) else None,

@@ -280,3 +280,21 @@ async def test_engine_key_is_ours_when_configured_else_the_clients(
             seen.get("traceparent", seen.get("Traceparent", "")).split("-")[1]
             == "0af7651916cd43dd8448eb211c80319c"
         )
+
+
+@pytest.mark.parametrize("stream", ["yes", 1, {}, [True]])
+async def test_stateful_chat_stream_of_the_wrong_type_is_400_and_nothing_is_stored(
+    proxied: tuple[Client, TestServer], stream: Any
+) -> None:
+    sidecar, engine = proxied
+    cid = f"chat-{os.urandom(4).hex()}"
+    calls = len(recorded(engine.app))
+    resp = await sidecar.post(
+        "/v1/chat/completions",
+        json={"model": "m", "messages": [{"role": "user", "content": "one"}], "stream": stream},
+        headers={"X-Conversation-Id": cid},
+    )
+    assert resp.status == 400
+    assert (await resp.json())["error"]["param"] == "stream"
+    assert len(recorded(engine.app)) == calls  # the engine was not asked
+    assert (await sidecar.get(f"/v1/conversations/{cid}")).status == 404
