@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any
 
 import aiohttp
 import orjson
@@ -23,25 +23,10 @@ from ..drain import CUT_CODE, CUT_MESSAGE, DRAIN, StreamCut
 from ..wire import events as ev
 from ..wire.events import error_event
 from ..wire.sse import DONE, SSEDecoder, SSEMessage, encode_events
+from ..wire.translator import StreamTranslator
 from .engine_answer import NOT_STORED, require_event_stream, save_quietly, settle_departed_client
 
 log = logging.getLogger("convostore.stream")
-
-
-class StreamTranslator(Protocol):
-    @property
-    def status(self) -> str | None: ...
-
-    @property
-    def final_response(self) -> dict[str, Any] | None: ...
-
-    def translate(self, event: Any) -> list[dict[str, Any]]: ...
-
-    def end(self, *, done: bool) -> list[dict[str, Any]]: ...
-
-    def fail(self, message: str, code: str) -> list[dict[str, Any]]: ...
-
-    def incomplete(self, reason: str) -> dict[str, Any]: ...
 
 
 class ClientGone(Exception):

@@ -15,7 +15,7 @@ import os
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import aiohttp
 import orjson
@@ -24,7 +24,8 @@ from ..errors import ConvoStoreError, UpstreamError, engine_rejected
 from ..store import Store
 from ..turns import TurnPlan, record_response, turn_settled
 from ..wire import events as ev
-from ..wire.sse import DONE, SSEDecoder, SSEMessage
+from ..wire.sse import SSEDecoder
+from ..wire.translator import StreamTranslator, translate_messages
 from .lease import LEASE_MS, RENEW_SECONDS, now_ms
 from .record import RunRecord
 
@@ -32,22 +33,6 @@ log = logging.getLogger("convostore.runs")
 
 NOT_STORED = "The conversation store is unavailable: this answer was not stored; retry the request."
 SHUTDOWN_MESSAGE = "The sidecar shut down before the response finished."
-
-
-class Translator(Protocol):
-    @property
-    def status(self) -> str | None: ...
-
-    @property
-    def final_response(self) -> dict[str, Any] | None: ...
-
-    def translate(self, event: Any) -> list[dict[str, Any]]: ...
-
-    def end(self, *, done: bool) -> list[dict[str, Any]]: ...
-
-    def fail(self, message: str, code: str) -> list[dict[str, Any]]: ...
-
-    def incomplete(self, reason: str) -> dict[str, Any]: ...
 
 
 EngineCall = Callable[[], Awaitable[aiohttp.ClientResponse]]
@@ -61,7 +46,7 @@ class _Stopped(Exception):
 class _Run:
     plan: TurnPlan
     record: RunRecord
-    translator: Translator
+    translator: StreamTranslator
     engine_call: EngineCall
     pending: list[dict[str, Any]] = field(default_factory=list)  # stamped, maybe not logged yet
     stop: str | None = None  # "cancel" (asked through the store) or "lost" (a reaper took the run over)
@@ -86,7 +71,7 @@ class Runner:
         return response_id in self._tasks
 
     async def start(
-        self, plan: TurnPlan, record: RunRecord, translator: Translator, engine_call: EngineCall
+        self, plan: TurnPlan, record: RunRecord, translator: StreamTranslator, engine_call: EngineCall
     ) -> None:
         """Record the run (queued, leased to this replica) and start it; the plan is the run's from here."""
         if not await self.store.start_run(
@@ -169,11 +154,11 @@ class Runner:
             await _require_event_stream(engine)
             decoder = SSEDecoder()
             async for chunk in engine.content.iter_any():
-                events = _translate(decoder.feed(chunk), run.translator)
+                events = translate_messages(decoder.feed(chunk), run.translator)
                 if run.translator.status is not None:
                     return events
                 await self._log(run, events)
-            return _translate(decoder.flush(), run.translator) + run.translator.end(done=False)
+            return translate_messages(decoder.flush(), run.translator) + run.translator.end(done=False)
         finally:
             engine.close()  # on a cancel too: the engine stops generating
             engine.release()
@@ -261,18 +246,3 @@ async def _require_event_stream(engine: aiohttp.ClientResponse) -> None:
     if engine.status >= 400:
         raise engine_rejected(engine.status, body)
     raise UpstreamError("The engine answered a stream request with something that is not an event stream.")
-
-
-def _translate(messages: list[SSEMessage], translator: Translator) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = []
-    for message in messages:
-        if message.data == DONE:
-            events += translator.end(done=True)
-        elif message.data.strip():
-            try:
-                event = orjson.loads(message.data)
-            except orjson.JSONDecodeError:
-                events += translator.fail("The engine sent an event that is not JSON.", "server_error")
-            else:
-                events += translator.translate(event)
-    return events
