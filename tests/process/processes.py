@@ -93,3 +93,24 @@ def sidecar(*, upstream: str, redis_url: str, extra: Sequence[str] = ()) -> Proc
         *extra,
     ]  # fmt: skip
     return Process(argv, "/convostore/healthz", port)
+
+
+def serve_and_stop(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`convostore serve` that must stop at once (configuration errors come before anything listens),
+    with no CONVOSTORE_* or REDIS_URL from the test's own environment."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CONVOSTORE_") and k != "REDIS_URL"}
+    return subprocess.run(
+        [str(CONVOSTORE_BIN), "serve", "--listen", "127.0.0.1:1", *args],
+        env={**clean, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=REPO,
+    )
+
+
+def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The single stderr line of a start-up that stopped with exit 2."""
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    return lines[0]

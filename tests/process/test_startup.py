@@ -4,7 +4,6 @@ appears; every bad setting stops it with one line naming the flag or variable th
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ import pytest
 
 from tests.fixtures.redis_servers import RedisServer, free_port
 from tests.fixtures.sidecar_process import CONVOSTORE_BIN
-from tests.process.processes import REPO, Process, fake_engine, sidecar
+from tests.process.processes import Process, fake_engine, one_error_line, serve_and_stop, sidecar
 
 
 @pytest.fixture
@@ -83,51 +82,32 @@ async def test_an_unreachable_redis_password_is_never_shown(engine: Process) -> 
     assert "s3cr3t-pw" not in log + reasons and "Traceback" not in log
 
 
-def _serve(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """`convostore serve` that must stop at once (configuration errors come before anything listens)."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("CONVOSTORE_") and k != "REDIS_URL"}
-    return subprocess.run(
-        [str(CONVOSTORE_BIN), "serve", "--listen", "127.0.0.1:1", *args],
-        env={**clean, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=REPO,
-    )
-
-
-def _one_line(result: subprocess.CompletedProcess[str]) -> str:
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2 and len(lines) == 1, result.stderr
-    return lines[0]
-
-
 def test_a_bad_flag_is_one_line_naming_the_flag() -> None:
-    line = _one_line(_serve("--upstream-api", "grpc"))
+    line = one_error_line(serve_and_stop("--upstream-api", "grpc"))
     assert "--upstream-api" in line and "'grpc'" in line and "usage" not in line
 
 
 def test_a_bad_variable_is_one_line_naming_the_variable() -> None:
-    line = _one_line(_serve(env={"CONVOSTORE_UPSTREAM_API": "grpc"}))
+    line = one_error_line(serve_and_stop(env={"CONVOSTORE_UPSTREAM_API": "grpc"}))
     assert line.startswith("convostore: configuration error: CONVOSTORE_UPSTREAM_API:")
     assert "--upstream-api" not in line
 
 
 def test_a_bad_tracing_setting_is_one_line_too() -> None:
     # Read when the app is built, after the other settings: still one line, no traceback.
-    assert "error: CONVOSTORE_TRACING=" in _one_line(_serve(env={"CONVOSTORE_TRACING": "bogus"}))
+    assert "error: CONVOSTORE_TRACING=" in one_error_line(serve_and_stop(env={"CONVOSTORE_TRACING": "bogus"}))
 
 
 @pytest.mark.parametrize("value", ["0", "-3", "soon"])
 @pytest.mark.parametrize("variable", ["CONVOSTORE_UPSTREAM_TIMEOUT_SECONDS", "CONVOSTORE_DRAIN_SECONDS"])
 def test_seconds_must_be_positive(variable: str, value: str) -> None:
-    assert f"error: {variable}:" in _one_line(_serve(env={variable: value}))
+    assert f"error: {variable}:" in one_error_line(serve_and_stop(env={variable: value}))
 
 
 def test_a_mistyped_key_in_the_policy_file_stops_start_up(tmp_path: Path) -> None:
     policy = tmp_path / "policy.yaml"
     policy.write_text("tenants:\n  acme:\n    api_key: sk-acme-1\n")
-    line = _one_line(_serve("--config", str(policy), env={"CONVOSTORE_AUTH": "api_keys"}))
+    line = one_error_line(serve_and_stop("--config", str(policy), env={"CONVOSTORE_AUTH": "api_keys"}))
     assert "--config" in line and "tenants.acme: unknown key 'api_key'" in line
 
 

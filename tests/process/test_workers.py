@@ -20,7 +20,7 @@ from sidecar.config import Config, ConfigError, available_cpus
 from sidecar.workers import PID_HEADER, PID_HEADER_FLAG
 from tests.fixtures.redis_servers import RedisServer
 from tests.fixtures.sidecar_process import CONVOSTORE_BIN
-from tests.process.processes import REPO, Process, fake_engine, sidecar
+from tests.process.processes import Process, fake_engine, one_error_line, serve_and_stop, sidecar
 
 
 @pytest.fixture
@@ -138,41 +138,24 @@ async def test_a_worker_that_dies_is_restarted_and_its_counts_kept(two_workers: 
     assert await asyncio.to_thread(two_workers.wait, 30) == 0
 
 
-def _serve(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("CONVOSTORE_") and k != "REDIS_URL"}
-    return subprocess.run(
-        [str(CONVOSTORE_BIN), "serve", "--listen", "127.0.0.1:1", *args],
-        env={**clean, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=REPO,
-    )
-
-
-def _one_line(result: subprocess.CompletedProcess[str]) -> str:
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2 and len(lines) == 1, result.stderr
-    return lines[0]
-
-
 def test_memory_with_two_workers_is_one_line_naming_the_setting() -> None:
-    line = _one_line(_serve("--workers", "2"))
+    line = one_error_line(serve_and_stop("--workers", "2"))
     assert line.startswith("convostore: configuration error: --workers (CONVOSTORE_WORKERS):")
     assert "memory://" in line
-    line = _one_line(_serve(env={"CONVOSTORE_WORKERS": "3", "REDIS_URL": "memory://"}))
+    line = one_error_line(serve_and_stop(env={"CONVOSTORE_WORKERS": "3", "REDIS_URL": "memory://"}))
     assert line.startswith("convostore: configuration error: CONVOSTORE_WORKERS:")
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "many", "1.5"])
 def test_a_bad_workers_value_is_one_line(value: str) -> None:
-    assert "error: CONVOSTORE_WORKERS:" in _one_line(_serve(env={"CONVOSTORE_WORKERS": value}))
+    assert "error: CONVOSTORE_WORKERS:" in one_error_line(serve_and_stop(env={"CONVOSTORE_WORKERS": value}))
 
 
 def test_a_bad_setting_read_by_the_workers_is_still_one_line(redis_server: RedisServer) -> None:
     # CONVOSTORE_TRACING is read when the app is built; the supervisor checks it before starting workers.
-    result = _serve("--workers", "2", "--redis-url", redis_server.url, env={"CONVOSTORE_TRACING": "bogus"})
-    assert "error: CONVOSTORE_TRACING=" in _one_line(result)
+    tracing = {"CONVOSTORE_TRACING": "bogus"}
+    result = serve_and_stop("--workers", "2", "--redis-url", redis_server.url, env=tracing)
+    assert "error: CONVOSTORE_TRACING=" in one_error_line(result)
 
 
 def test_a_taken_port_with_workers_is_one_line(redis_server: RedisServer) -> None:
