@@ -5,6 +5,7 @@ turn is stored when the terminal event passes; if the engine fails first (an err
 an event of the wrong shape, anything that raises) it ends with `response.failed` and is stored `failed`;
 if the client leaves first the engine request is cancelled and it is stored `incomplete`; if the sidecar's
 drain deadline passes first (docs/api.md §1) it ends with an `error` event and is stored `incomplete`.
+Where the events go is an EventSink: an SSE body here, a WebSocket's messages in ws_session.py.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import orjson
@@ -33,6 +34,26 @@ class ClientGone(Exception):
     """The client's connection broke while the relay wrote to it."""
 
 
+class EventSink(Protocol):
+    """Where a relay's events go. A write to a client that has gone raises ConnectionResetError or
+    RuntimeError; `response` is what the handler returns."""
+
+    @property
+    def response(self) -> web.StreamResponse: ...
+
+    async def open(self) -> None: ...
+
+    async def write(self, events: list[dict[str, Any]]) -> None: ...
+
+    async def write_last(self, events: list[dict[str, Any]]) -> None:
+        """The batch that ends with the terminal event: nothing follows it."""
+        ...
+
+    async def close(self) -> None:
+        """After the relay, whatever happened (quietly: the client may be gone)."""
+        ...
+
+
 class EventStreamResponse(web.StreamResponse):
     """A `text/event-stream` response. Its headers (the stateful ones included) go out at `prepare()`,
     before the engine's first event: a client learns the response id even during a long prefill."""
@@ -43,16 +64,41 @@ class EventStreamResponse(web.StreamResponse):
         )
 
 
+class SSESink:
+    """The events as a `text/event-stream` body."""
+
+    def __init__(self, request: web.Request, headers: dict[str, str]) -> None:
+        self._request = request
+        self._response = EventStreamResponse(headers)
+
+    @property
+    def response(self) -> web.StreamResponse:
+        return self._response
+
+    async def open(self) -> None:
+        await self._response.prepare(self._request)
+
+    async def write(self, events: list[dict[str, Any]]) -> None:
+        await self._response.write(encode_events(events))
+
+    async def write_last(self, events: list[dict[str, Any]]) -> None:
+        # Nothing can follow a terminal event: it and the end of the body go out in one write.
+        await self._response.write_eof(encode_events(events))
+
+    async def close(self) -> None:
+        with contextlib.suppress(ConnectionResetError, RuntimeError):
+            await self._response.write_eof()
+
+
 async def relay_stream(
     request: web.Request,
     engine: aiohttp.ClientResponse,
     translator: StreamTranslator,
-    headers: dict[str, str],
+    sink: EventSink,
     save: Callable[[dict[str, Any]], Awaitable[Any]],
-) -> web.StreamResponse:
+) -> None:
     await require_event_stream(engine)
-    response = EventStreamResponse(headers)
-    await response.prepare(request)
+    await sink.open()
     drain = request.app[DRAIN]
     drain.track(engine)
 
@@ -64,19 +110,18 @@ async def relay_stream(
             return
         try:
             if translator.status is None:
-                await response.write(encode_events(events))
+                await sink.write(events)
                 return
             if not saved and translator.final_response is not None:
                 # Store before the terminal event (always the batch's last) goes out: a client that chains
                 # the moment it sees `response.completed` must find the turn. What precedes it need not wait.
                 if len(events) > 1:
-                    await response.write(encode_events(events[:-1]))
+                    await sink.write(events[:-1])
                     events = events[-1:]
                 saved = True
                 if not await asyncio.shield(save_quietly(save, translator.final_response)):
                     events = [ev.unstored(events[-1], NOT_STORED)]
-            # Nothing can follow a terminal event: it and the end of the body go out in one write.
-            await response.write_eof(encode_events(events))
+            await sink.write_last(events)
         except (ConnectionResetError, RuntimeError) as exc:
             raise ClientGone from exc
 
@@ -105,15 +150,13 @@ async def relay_stream(
         await settle_departed_client(engine, translator, save, saved=saved)
         if isinstance(exc, asyncio.CancelledError):
             raise
-        return response
+        return
     finally:
         drain.untrack(engine)
         engine.release()
     if final is not None and not saved:
         await asyncio.shield(save_quietly(save, final))
-    with contextlib.suppress(ConnectionResetError, RuntimeError):
-        await response.write_eof()
-    return response
+    await sink.close()
 
 
 async def _pump(
