@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -33,7 +32,7 @@ from .common import idempotency_key, read_json, request_hash, stateful_headers
 from .engine_answer import read_engine_json
 from .replay import replay_stored
 from .responses_request import CreateRequest, parse_create, responses_engine_body
-from .sse_relay import EventSink, SSESink, relay_stream
+from .sse_relay import relay_stream
 
 routes = web.RouteTableDef()
 
@@ -44,13 +43,28 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     if body.get("background") is True:
         return await _create_background(request, raw, body)
     create = parse_create(body)
-    # An unknown X-Prompt-Pack is a 400 before anything is reserved.
-    pack, _ = request.app[CONTEXT].choose(create.model, request.headers.get(PACK_HEADER))
+    plan, headers, idem, hashed = await plan_create(request, raw, create)
     store = request.app[STORE]
+    if plan.replay is not None:  # the key was used before with this body: its first answer, no engine call
+        return await replay_stored(
+            request, store, plan.tenant, plan.replay, stream=create.stream, headers=headers
+        )
+    # From here a refusal (of the request or by the engine) gives back the reserved id and the key.
+    async with turn_settled(store, plan):
+        return await _answer(request, create, plan, headers, idem, hashed)
+
+
+async def plan_create(
+    request: web.Request, raw: bytes, create: CreateRequest
+) -> tuple[TurnPlan, dict[str, str], str | None, str]:
+    """What every create call does before the engine (foreground or background): an unknown X-Prompt-Pack
+    refused before anything is reserved, the turn planned (history resolved, id reserved, key claimed),
+    its stateful headers; with the idempotency key and the request hash the turn is stored under."""
+    pack, _ = request.app[CONTEXT].choose(create.model, request.headers.get(PACK_HEADER))
     idem = idempotency_key(request)
     hashed = request_hash(raw, "responses")
     plan = await plan_turn(
-        store,
+        request.app[STORE],
         request[TENANT],
         previous_response_id=create.previous_response_id,
         conversation_id=create.conversation_id,
@@ -64,32 +78,12 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         conversation_id=plan.conversation_id,
         # Streams send headers before the write: the version the write makes, unless another lands first.
         version=plan.version + 1 if create.store else plan.version,
-        # Until _answer builds the prompt (summaries, real counts): the pack's and tools' prefix, an estimate.
-        fingerprint=prefix_fingerprint(pack=pack.prefix, tools=canonical_tools(body.get("tools"))),
+        # Until the prompt is built (summaries, real counts): the pack's and tools' prefix, an estimate.
+        fingerprint=prefix_fingerprint(pack=pack.prefix, tools=canonical_tools(create.body.get("tools"))),
         estimated_tokens=estimate_tokens(plan.history_bytes),
         response_id=plan.response_id,
     )
-    if plan.replay is not None:  # the key was used before with this body: its first answer, no engine call
-        return await replay_stored(
-            request, store, plan.tenant, plan.replay, stream=create.stream, headers=headers
-        )
-    # From here a refusal (of the request or by the engine) gives back the reserved id and the key.
-    async with turn_settled(store, plan):
-        return await _answer(request, create, plan, headers, idem, hashed)
-
-
-# What a session (WebSocket mode) keeps of each turn: its plan, its final response, what was stored.
-KeepTurn = Callable[[TurnPlan, dict[str, Any], TurnResult | None], None]
-
-
-async def answer_in_session(
-    request: web.Request, create: CreateRequest, plan: TurnPlan, hashed: str, sink: EventSink, keep: KeepTurn
-) -> None:
-    """WebSocket mode (ws_session.py): a planned turn streamed to `sink` as POST streams it (no idempotency
-    key: a message has no headers), given back if it ends unstored; `keep` sees how each turn ended."""
-    async with turn_settled(request.app[STORE], plan):
-        await _answer(request, create, plan, {}, None, hashed, sink, keep)
-
+    return plan, headers, idem, hashed
 
 async def _answer(
     request: web.Request,
@@ -98,8 +92,6 @@ async def _answer(
     headers: dict[str, str],
     idem: str | None,
     hashed: str,
-    sink: EventSink | None = None,
-    keep: KeepTurn | None = None,
 ) -> web.StreamResponse:
     base = build_response_resource(
         response_id=plan.response_id,
@@ -122,12 +114,9 @@ async def _answer(
 
     async def save(final: dict[str, Any]) -> TurnResult | None:
         request.app[METRICS].observe_usage(final.get("usage"))
-        result = None
-        if create.store:
-            result = await record_response(store, plan, final, idempotency_key=idem, request_hash=hashed)
-        if keep is not None:
-            keep(plan, final, result)
-        return result
+        if not create.store:
+            return None
+        return await record_response(store, plan, final, idempotency_key=idem, request_hash=hashed)
 
     if not create.stream:
         final = await _complete(engine_response, api, base, plan)
@@ -144,9 +133,7 @@ async def _answer(
         if api == "responses"
         else ChatStreamTranslator(base, plan.mint)
     )
-    sink = sink or SSESink(request, headers)
-    await relay_stream(request, engine_response, translator, sink, save)
-    return sink.response
+    return await relay_stream(request, engine_response, translator, headers, save)
 
 
 async def turn_prompt(request: web.Request, create: CreateRequest, plan: TurnPlan) -> Prompt:
@@ -165,18 +152,10 @@ async def turn_prompt(request: web.Request, create: CreateRequest, plan: TurnPla
     )
 
 
-def _engine_request(
-    api: str, create: CreateRequest, plan: TurnPlan, prompt: Prompt | None = None
-) -> tuple[str, bytes]:
-    """The engine's path and body, from the turn's prompt (turn_prompt); without one, the full history
-    with no pack and no trimming."""
-    if prompt is None:
-        items = [*plan.history, *(b for _, b in plan.input_items)]
-        instructions = create.body.get("instructions")
-        body, first_input = create.body, len(plan.history)
-    else:
-        items, instructions = prompt.items, prompt.system
-        body, first_input = prompt.engine_fields(create.body), prompt.first_input
+def _engine_request(api: str, create: CreateRequest, plan: TurnPlan, prompt: Prompt) -> tuple[str, bytes]:
+    """The engine's path and body, from the turn's prompt (turn_prompt)."""
+    items, instructions = prompt.items, prompt.system
+    body, first_input = prompt.engine_fields(create.body), prompt.first_input
     if api == "responses":
         return "/v1/responses", responses_engine_body(body, items, stream=create.stream)
     messages = items_to_messages(decode_items(items), instructions, first_input=first_input)
@@ -210,35 +189,21 @@ def _reason(exc: Exception) -> str:
 async def _create_background(request: web.Request, raw: bytes, body: dict[str, Any]) -> web.StreamResponse:
     """`background: true`: the run starts on this replica and the call returns at once, queued (or, with
     `stream`, follows the run's event log, which a client may drop and resume anywhere)."""
-    create = parse_create({k: v for k, v in body.items() if k != "background"})
+    create = parse_create(body)
     if not create.store:
         raise InvalidRequest("Background mode requires 'store' to be true.", param="background")
-    store, upstream, idem = request.app[STORE], request.app[UPSTREAM], idempotency_key(request)
-    hashed = request_hash(raw, "responses")
-    plan = await plan_turn(
-        store,
-        request[TENANT],
-        previous_response_id=create.previous_response_id,
-        conversation_id=create.conversation_id,
-        idempotency_key=idem,
-        request_hash=hashed,
-        new_items=create.items,
-    )
-    headers = stateful_headers(
-        request_id=request[REQUEST_ID],
-        conversation_id=plan.conversation_id,
-        version=plan.version + 1,
-        fingerprint=prefix_fingerprint(tools=canonical_tools(body.get("tools"))),
-        estimated_tokens=estimate_tokens(plan.history_bytes),
-        response_id=plan.response_id,
-    )
+    plan, headers, idem, hashed = await plan_create(request, raw, create)
+    store, upstream = request.app[STORE], request.app[UPSTREAM]
     if plan.replay is not None:
         return await replay_stored(
             request, store, plan.tenant, plan.replay, stream=create.stream, headers=headers
         )
     async with turn_settled(store, plan):
         api = await upstream.ensure_api()
-        path, engine_body = _engine_request(api, dataclasses.replace(create, stream=True), plan)
+        prompt = await turn_prompt(request, create, plan)  # context_length_exceeded: a 400, nothing kept
+        headers["X-Prefix-Fingerprint"] = prompt.fingerprint
+        headers["X-Estimated-Input-Tokens"] = str(prompt.input_tokens)
+        path, engine_body = _engine_request(api, dataclasses.replace(create, stream=True), plan, prompt)
         engine_headers = upstream.headers(
             request.headers, forward_client_key=request.app[CONFIG].auth == "none"
         )
@@ -248,7 +213,7 @@ async def _create_background(request: web.Request, raw: bytes, body: dict[str, A
             status="queued",
             model=create.model,
             output=[],
-            request={**create.body, "background": True},
+            request=create.body,
             previous_response_id=create.previous_response_id,
             conversation_id=plan.conversation_id if plan.in_conversation else None,
         )

@@ -34,8 +34,6 @@ def parse_create(body: dict[str, Any]) -> CreateRequest:
     for name in ("stream", "store", "background"):
         if name in body and body[name] is not None and not isinstance(body[name], bool):
             raise InvalidRequest(f"Invalid type for '{name}': expected a boolean.", param=name)
-    if body.get("background"):
-        raise InvalidRequest("Background mode is not supported by this sidecar yet.", param="background")
     model = body.get("model", "")
     if not isinstance(model, str):
         raise InvalidRequest("Invalid type for 'model': expected a string.", param="model")
