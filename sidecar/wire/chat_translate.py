@@ -7,8 +7,9 @@ from collections.abc import Callable
 from typing import Any
 
 from . import events as ev
+from .captured_stream import CapturedStream
 from .resource import complete_output_item, normalise_usage
-from .stream_state import CapturedStream, MalformedEvent, ResponseStreamState
+from .stream_state import MalformedEvent, ResponseStreamState
 
 JSONObject = dict[str, Any]
 MintId = Callable[[str], str]

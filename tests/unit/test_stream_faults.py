@@ -13,11 +13,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sidecar.wire.captured_stream import CapturedStream
 from sidecar.wire.chat_chunks import ChatClientStream, with_sidecar_call_ids
 from sidecar.wire.chat_translate import ChatStreamTranslator, chat_completion_to_output
 from sidecar.wire.sse import DONE, SSEDecoder, SSEMessage, encode_events
 from sidecar.wire.stream_repair import ResponsesStreamRewriter, rewrite_response
-from sidecar.wire.stream_state import CapturedStream, MalformedEvent
+from sidecar.wire.stream_state import MalformedEvent
 from tests.conformance import TERMINAL_EVENTS, assert_event_sequence, sdk_replay
 from tests.unit.stream_helpers import Event, base, minter
 
