@@ -175,11 +175,30 @@ def _tokenizers(value: Any, where: str) -> None:
         _path(path, _join(where, model))
 
 
+# Compaction tokens are signed with this key; every replica needs the same one (docs/api.md §9).
+COMPACTION_KEY_MIN_BYTES = 32
+
+
+def _compaction_key(value: Any, where: str) -> None:
+    _string(value, where)
+    if len(value.encode()) < COMPACTION_KEY_MIN_BYTES:
+        raise PolicyError(where, f"must be at least {COMPACTION_KEY_MIN_BYTES} bytes (a random secret)")
+
+
+def _compaction(value: Any, where: str) -> None:
+    if value is None:
+        return
+    _fields(value, where, {"key": _compaction_key, "key_file": _path})
+    if "key" in value and "key_file" in value:
+        raise PolicyError(where, "set one of 'key' or 'key_file', not both")
+
+
 _TOP: dict[str, Check] = {
     "packs": _named(_PACK),
     "policies": _named(_POLICY),
     "tokenizers": _tokenizers,
     "tenants": _named(_TENANT),
+    "compaction": _compaction,
 }
 
 

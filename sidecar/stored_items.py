@@ -9,7 +9,13 @@ import orjson
 from .ids import mint_in_conversation
 from .normalise import encode_item
 
-ID_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "fco", "reasoning": "rs"}
+ID_PREFIX = {
+    "message": "msg",
+    "function_call": "fc",
+    "function_call_output": "fco",
+    "reasoning": "rs",
+    "compaction": "cmp",
+}
 
 
 def with_sidecar_ids(items: list[dict[str, Any]], tag: str) -> list[tuple[str, bytes]]:

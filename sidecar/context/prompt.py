@@ -70,6 +70,7 @@ async def build_prompt(
     request_tools: list[Any] | None = None,
     chat_tools: bool = False,
     truncation: str = "disabled",
+    compacted: Sequence[str] = (),
 ) -> Prompt:
     """The engine's prompt for a turn. Folding is a pure function of the history and the policy; the
     budget (`max_input_tokens`) folds earlier and drops the oldest summary text only when `truncation` is
@@ -77,7 +78,8 @@ async def build_prompt(
     all_raw = [*history, *new_input]
     tools = [*(pack.chat_tools if chat_tools else pack.tools), *(request_tools or [])]
     tools_bytes = canonical_json(tools) if tools else b"[]"
-    head = [part for part in (pack.system, instructions) if part]
+    # Summaries carried by compaction items (compaction.py) follow the instructions, as summary text.
+    head = [*(part for part in (pack.system, instructions) if part), *compacted]
     counts = await counter.items([*pack.few_shot, *all_raw])
     few_shot_tokens = sum(counts[: len(pack.few_shot)])
     item_tokens = counts[len(pack.few_shot) :]
@@ -129,7 +131,9 @@ async def build_prompt(
         first_input=len(sent) - len(new_input),
         tools=tools if pack.tools else None,
         fingerprint=prefix_fingerprint(
-            pack=pack.prefix, tools=tools_bytes, summary=SUMMARY_SEPARATOR.join(sent_summaries).encode()
+            pack=pack.prefix,
+            tools=tools_bytes,
+            summary=SUMMARY_SEPARATOR.join([*compacted, *sent_summaries]).encode(),
         ),
         input_tokens=total,
         token_source=counter.source,
@@ -137,7 +141,7 @@ async def build_prompt(
         summarised_turns=blocks[-1][1] if blocks else 0,
         dropped_summaries=dropped,
         summary_seconds=summary_seconds,
-        reshaped=bool(pack.system or pack.few_shot or pack.tools or sent_summaries),
+        reshaped=bool(pack.system or pack.few_shot or pack.tools or sent_summaries or compacted),
     )
 
 

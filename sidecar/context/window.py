@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import orjson
 
+from .compaction import CompactionCodec, CompactionKeyError, expand_compactions, load_compaction_key
 from .packs import Pack, choose_pack, load_packs
 from .policy import UnsupportedSummariser, WindowPolicy, load_policies, policy_for
 from .prompt import Prompt, build_prompt
@@ -43,6 +44,7 @@ class ContextWindow:
         self.policies = load_policies(policy)
         self.tokenizers = load_tokenizers(policy)
         self.cache = CountCache()
+        self.compaction = CompactionCodec(load_compaction_key(policy))
         self.metrics = metrics
         self._engine_down_until = 0.0
         self._estimated_models: set[str] = set()
@@ -57,14 +59,16 @@ class ContextWindow:
         pack, policy = self.choose(model, pack_header)
         return not pack.empty or policy.trims or (model or "") in self.tokenizers
 
-    def counter(self, model: str | None, policy: WindowPolicy, upstream: Upstream | None) -> TokenCounter:
-        """The model's tokenizer file; else, when a budget is enforced, the engine's own count (a round trip
-        per new item, so only when it matters); else the estimate."""
+    def counter(
+        self, model: str | None, policy: WindowPolicy, upstream: Upstream | None, *, exact: bool = False
+    ) -> TokenCounter:
+        """The model's tokenizer file; else, when a budget is enforced or `exact` asks for it (input_tokens),
+        the engine's own count (a round trip per new item, so only when it matters); else the estimate."""
         name = model or ""
         tokenizer = self.tokenizers.get(name)
         if tokenizer is not None:
             return TokenCounter(TOKENIZER, name, self.cache, tokenizer=tokenizer)
-        if policy.max_input_tokens is not None and upstream is not None:
+        if (policy.max_input_tokens is not None or exact) and upstream is not None:
 
             async def engine(text: str) -> int | None:
                 return await self._engine_count(upstream, name, text)
@@ -88,19 +92,27 @@ class ContextWindow:
         chat_tools: bool = False,
         truncation: str = "disabled",
         policy_override: WindowPolicy | None = None,
+        tenant: str | None = None,
+        exact: bool = False,
     ) -> Prompt:
+        """With `tenant`, compaction items are verified and sent as their summaries (compaction.py); a
+        caller that passes none leaves them as they are."""
         pack, policy = self.choose(model, pack_header)
         policy = policy_override or policy
+        compacted: list[str] = []
+        if tenant is not None:
+            history, new_input, compacted = expand_compactions(self.compaction, tenant, history, new_input)
         return await build_prompt(
             pack=pack,
             policy=policy,
-            counter=self.counter(model, policy, upstream),
+            counter=self.counter(model, policy, upstream, exact=exact),
             history=history,
             new_input=new_input,
             instructions=instructions,
             request_tools=request_tools,
             chat_tools=chat_tools,
             truncation=truncation,
+            compacted=compacted,
         )
 
     async def turn_prompt(
@@ -116,6 +128,7 @@ class ContextWindow:
         request_tools: list[Any] | None = None,
         chat_tools: bool = False,
         truncation: str = "disabled",
+        tenant: str | None = None,
     ) -> Prompt:
         """A turn's prompt, compared with the prompt of the history it continues (the previous turn's, to
         within its output's tokens): a new fingerprint is counted and logged, new summary blocks too."""
@@ -127,6 +140,7 @@ class ContextWindow:
             "request_tools": request_tools,
             "chat_tools": chat_tools,
             "truncation": truncation,
+            "tenant": tenant,
         }
         prompt = await self.prompt(history=history, new_input=new_input, **common)
         if history and self.choose(model, pack_header)[1].trims:
@@ -201,5 +215,5 @@ def open_context_window(policy: Mapping[str, Any], metrics: Metrics | None = Non
 
     try:
         return ContextWindow(policy, metrics)
-    except (UnsupportedSummariser, TokenizerLoadError) as exc:
+    except (UnsupportedSummariser, TokenizerLoadError, CompactionKeyError) as exc:
         raise ConfigError(f"CONVOSTORE_CONFIG: {exc}") from None

@@ -86,7 +86,9 @@ def parse_item(raw: Any, param: str) -> Item:
         }
     elif item_type == "item_reference":
         item = {"type": "item_reference", "id": _string(raw, "id", param)}
-    else:  # reasoning and compaction items are opaque: stored and re-sent as given
+    elif item_type == "compaction":  # its token is checked where it is expanded (context/compaction.py)
+        item = {"type": "compaction", "encrypted_content": _string(raw, "encrypted_content", param)}
+    else:  # reasoning items are opaque: stored and re-sent as given
         item = dict(_canonical_value(raw))
     if "status" in raw and item_type in ("message", "function_call", "function_call_output"):
         item["status"] = _string(raw, "status", param)

@@ -1,0 +1,226 @@
+"""Compaction (`POST /v1/responses/compact`): fold a window into one `compaction` item whose opaque,
+tamper-evident `encrypted_content` only this sidecar (any replica sharing the policy file's key) expands
+back into the summary text when a later request sends it in `input`.
+
+The token is `cs1.<payload>.<mac>`, both base64url: the payload is zlib'd JSON (summary text, how many
+turns it covers, the model, when), the mac an HMAC-SHA256 over the tenant and the payload. The tenant is
+not in the payload, only in the mac: another tenant's token fails exactly like a forged one, and tokens
+name no tenant. The summary is signed, not encrypted: whoever holds a token can read its summary (it is
+their own conversation's).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import time
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ..errors import InvalidRequest
+from ..policy import COMPACTION_KEY_MIN_BYTES
+from ..wire.items import Item
+from .summarise import template_summary
+from .trim import split_turns
+
+TOKEN_PREFIX = "cs1"
+_MAC_CONTEXT = b"convostore.compaction.v1\x00"
+# Turns compact keeps verbatim when the model's policy sets no `keep_last_turns`.
+DEFAULT_KEEP_LAST_TURNS = 2
+SUMMARY_SEPARATOR = "\n\n"
+_NEEDLE = b'"type":"compaction"'  # how a compaction item's stored (canonical) bytes always read
+
+
+class CompactionKeyError(ValueError):
+    """The policy file's compaction key cannot be used; the message names its path."""
+
+
+class CompactionNotConfigured(InvalidRequest):
+    """No `compaction` key in the policy file: tokens could not be verified by another replica or after a
+    restart, so none are issued (and none are accepted)."""
+
+    code = "compaction_not_configured"
+
+
+@dataclass(frozen=True, slots=True)
+class CompactedSummary:
+    text: str
+    turns: int  # how many turns of the conversation the summary covers (the next fold numbers from here)
+    model: str
+
+
+def load_compaction_key(policy: Mapping[str, Any]) -> bytes | None:
+    """`compaction.key` (a string) or the contents of `compaction.key_file`; None when neither is set."""
+    spec = policy.get("compaction") or {}
+    if spec.get("key") is not None:
+        return str(spec["key"]).encode()
+    path = spec.get("key_file")
+    if path is None:
+        return None
+    try:
+        key = Path(path).read_bytes().strip()
+    except OSError as exc:
+        raise CompactionKeyError(f"compaction.key_file: cannot read {path}: {exc.strerror}") from None
+    if len(key) < COMPACTION_KEY_MIN_BYTES:
+        raise CompactionKeyError(
+            f"compaction.key_file: {path} holds {len(key)} bytes; "
+            f"a key needs at least {COMPACTION_KEY_MIN_BYTES}"
+        )
+    return key
+
+
+class CompactionCodec:
+    """Signs and verifies compaction tokens with one key (None: compaction is refused)."""
+
+    def __init__(self, key: bytes | None) -> None:
+        self._key = key
+
+    @property
+    def configured(self) -> bool:
+        return self._key is not None
+
+    def sign(self, tenant: str, summary: CompactedSummary) -> str:
+        payload = {"s": summary.text, "n": summary.turns, "m": summary.model, "iat": int(time.time())}
+        body = _b64(zlib.compress(orjson.dumps(payload)))
+        return f"{TOKEN_PREFIX}.{body}.{_b64(self._mac(tenant, body))}"
+
+    def verify(self, tenant: str, token: Any, param: str) -> CompactedSummary:
+        """The summary a token carries, or a 400 naming `param` when it is not one this sidecar issued
+        for this tenant (forged, altered, truncated, another tenant's, or signed with another key)."""
+        if self._key is None:
+            raise _not_configured(param)
+        parts = token.split(".") if isinstance(token, str) else []
+        if len(parts) != 3 or parts[0] != TOKEN_PREFIX:
+            raise _invalid(param)
+        body, mac = parts[1], parts[2]
+        try:
+            given = _unb64(mac)
+        except (binascii.Error, ValueError):
+            raise _invalid(param) from None
+        if not hmac.compare_digest(given, self._mac(tenant, body)):
+            raise _invalid(param)
+        # Only a payload this sidecar signed is decompressed and parsed.
+        payload = orjson.loads(zlib.decompress(_unb64(body)))
+        return CompactedSummary(text=payload["s"], turns=int(payload["n"]), model=payload["m"])
+
+    def _mac(self, tenant: str, body: str) -> bytes:
+        if self._key is None:
+            raise _not_configured(None)
+        message = _MAC_CONTEXT + tenant.encode() + b"\x00" + body.encode()
+        return hmac.new(self._key, message, hashlib.sha256).digest()
+
+
+def _not_configured(param: str | None) -> CompactionNotConfigured:
+    return CompactionNotConfigured(
+        "Compaction is not configured: set compaction.key (or compaction.key_file) in the policy file "
+        "(CONVOSTORE_CONFIG); every replica needs the same key.",
+        param=param,
+    )
+
+
+def _invalid(param: str) -> InvalidRequest:
+    return InvalidRequest(
+        f"Invalid '{param}': not a compaction this server issued for this caller (forged, altered or "
+        "another tenant's).",
+        param=param,
+        code="invalid_encrypted_content",
+    )
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def is_compaction(raw: bytes) -> bool:
+    """Whether stored item bytes are a compaction item (the fast check runs at C speed on every item)."""
+    return _NEEDLE in raw and orjson.loads(raw).get("type") == "compaction"
+
+
+def expand_compactions(
+    codec: CompactionCodec, tenant: str, history: Sequence[bytes], new_input: Sequence[bytes]
+) -> tuple[list[bytes], list[bytes], list[str]]:
+    """The history and new input without their compaction items, and the summaries those carried, oldest
+    first: the prompt sends them as summary text (prompt.py) and the engine never sees a token. A bad
+    token in the new input is a 400 naming `input[i].encrypted_content`."""
+    summaries: list[str] = []
+    kept_history: list[bytes] = []
+    for raw in history:
+        if is_compaction(raw):
+            item_id = orjson.loads(raw).get("id")
+            param = f"history item {item_id}.encrypted_content"
+            summaries.append(_verify_item(codec, tenant, raw, param).text)
+        else:
+            kept_history.append(raw)
+    kept_input: list[bytes] = []
+    for n, raw in enumerate(new_input):
+        if is_compaction(raw):
+            summaries.append(_verify_item(codec, tenant, raw, f"input[{n}].encrypted_content").text)
+        else:
+            kept_input.append(raw)
+    return kept_history, kept_input, summaries
+
+
+def _verify_item(codec: CompactionCodec, tenant: str, raw: bytes, param: str) -> CompactedSummary:
+    return codec.verify(tenant, orjson.loads(raw).get("encrypted_content"), param)
+
+
+@dataclass(frozen=True, slots=True)
+class Compacted:
+    """A compacted window: `output` (the pinned instructions, one compaction item unless nothing was
+    folded, then the kept turns verbatim) and what was folded."""
+
+    output: list[Item]
+    folded_turns: int
+    summary: CompactedSummary | None
+
+
+def compact_window(
+    codec: CompactionCodec,
+    tenant: str,
+    model: str,
+    items: Sequence[Item],
+    *,
+    first_input: int,
+    keep_last_turns: int | None,
+    mint: Callable[[str], str],
+) -> Compacted:
+    """Fold every turn but the last `keep_last_turns` into one compaction item. Earlier compaction items
+    (verified) are folded too: their summaries come first and turn numbers carry on after them, so
+    compacting a compacted window again loses nothing."""
+    earlier: list[CompactedSummary] = []
+    rest: list[Item] = []
+    for n, item in enumerate(items):
+        if item.get("type") == "compaction":
+            param = (
+                f"input[{n - first_input}].encrypted_content"
+                if n >= first_input
+                else (f"history item {item.get('id')}.encrypted_content")
+            )
+            earlier.append(codec.verify(tenant, item.get("encrypted_content"), param))
+        else:
+            rest.append(item)
+    pinned, spans = split_turns(rest)
+    keep = keep_last_turns or DEFAULT_KEEP_LAST_TURNS
+    folded = max(0, len(spans) - keep)
+    if not folded and not earlier:
+        return Compacted(output=list(rest), folded_turns=0, summary=None)
+    covered = sum(s.turns for s in earlier)
+    texts = [s.text for s in earlier]
+    if folded:
+        texts.append(template_summary(covered + 1, [rest[slice(*spans[t])] for t in range(folded)]))
+    summary = CompactedSummary(SUMMARY_SEPARATOR.join(texts), covered + folded, model)
+    item = {"type": "compaction", "id": mint("cmp"), "encrypted_content": codec.sign(tenant, summary)}
+    kept_from = spans[folded][0] if folded < len(spans) else len(rest)
+    output = [*rest[:pinned], item, *rest[kept_from:]]
+    return Compacted(output=output, folded_turns=folded, summary=summary)
