@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -32,7 +33,7 @@ from .common import idempotency_key, read_json, request_hash, stateful_headers
 from .engine_answer import read_engine_json
 from .replay import replay_stored
 from .responses_request import CreateRequest, parse_create, responses_engine_body
-from .sse_relay import relay_stream
+from .sse_relay import EventSink, SSESink, relay_stream
 
 routes = web.RouteTableDef()
 
@@ -85,6 +86,20 @@ async def plan_create(
     )
     return plan, headers, idem, hashed
 
+
+# What a session (WebSocket mode) keeps of each turn: its plan, its final response, what was stored.
+KeepTurn = Callable[[TurnPlan, dict[str, Any], TurnResult | None], None]
+
+
+async def answer_in_session(
+    request: web.Request, create: CreateRequest, plan: TurnPlan, hashed: str, sink: EventSink, keep: KeepTurn
+) -> None:
+    """WebSocket mode (ws_session.py): a planned turn streamed to `sink` as POST streams it (no idempotency
+    key: a message has no headers), given back if it ends unstored; `keep` sees how each turn ended."""
+    async with turn_settled(request.app[STORE], plan):
+        await _answer(request, create, plan, {}, None, hashed, sink, keep)
+
+
 async def _answer(
     request: web.Request,
     create: CreateRequest,
@@ -92,6 +107,8 @@ async def _answer(
     headers: dict[str, str],
     idem: str | None,
     hashed: str,
+    sink: EventSink | None = None,
+    keep: KeepTurn | None = None,
 ) -> web.StreamResponse:
     base = build_response_resource(
         response_id=plan.response_id,
@@ -114,9 +131,12 @@ async def _answer(
 
     async def save(final: dict[str, Any]) -> TurnResult | None:
         request.app[METRICS].observe_usage(final.get("usage"))
-        if not create.store:
-            return None
-        return await record_response(store, plan, final, idempotency_key=idem, request_hash=hashed)
+        result = None
+        if create.store:
+            result = await record_response(store, plan, final, idempotency_key=idem, request_hash=hashed)
+        if keep is not None:
+            keep(plan, final, result)
+        return result
 
     if not create.stream:
         final = await _complete(engine_response, api, base, plan)
@@ -133,7 +153,9 @@ async def _answer(
         if api == "responses"
         else ChatStreamTranslator(base, plan.mint)
     )
-    return await relay_stream(request, engine_response, translator, headers, save)
+    sink = sink or SSESink(request, headers)
+    await relay_stream(request, engine_response, translator, sink, save)
+    return sink.response
 
 
 async def turn_prompt(request: web.Request, create: CreateRequest, plan: TurnPlan) -> Prompt:
