@@ -1,6 +1,7 @@
 """`python -m bench [--quick]` (proxies under load), `python -m bench store [--quick]` (the Store API) and
 `python -m bench soak [--quick]` (the sidecar on Redis under long load: RSS, fds, connections, loop lag) and
-`python -m bench fuzz [--quick]` (10,000+ fuzzed requests per store backend: never a 5xx, the store exact)."""
+`python -m bench fuzz [--quick]` (10,000+ fuzzed requests per store backend: never a 5xx, the store exact) and
+`python -m bench apc [--quick]` (llama.cpp's prefix cache reuse: full history, trimming, a naive window)."""
 
 from __future__ import annotations
 
@@ -45,7 +46,17 @@ def main(argv: list[str] | None = None) -> None:
     fuzz.add_argument("--out", type=Path, dest="fuzz_out", help="JSON path (default bench/results/fuzz.json)")
     fuzz.add_argument("--requests", type=int, help="requests per backend (default 10000)")
     fuzz.add_argument("--backends", default="memory,redis", help="comma-separated: memory, redis")
+    apc = commands.add_parser("apc", help="llama.cpp prefix reuse: full history, trimming, a naive window")
+    apc.add_argument("--quick", action="store_true", dest="apc_quick", help="9 turns: one fold")
+    apc.add_argument("--out", type=Path, dest="apc_out", help="JSON path (default bench/results/apc.json)")
+    apc.add_argument("--turns", type=int, help="chained turns per configuration (default 18)")
     args = parser.parse_args(argv)
+    if args.command == "apc":
+        from .apc import run as run_apc
+
+        quick = args.quick or args.apc_quick
+        run_apc(quick=quick, out=args.apc_out or args.out or RESULTS / "apc.json", turns=args.turns)
+        return
     if args.command == "fuzz":
         from .fuzz import main as run_fuzz
 
