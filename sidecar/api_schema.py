@@ -194,7 +194,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
     ("GET", "/v1/sessions/resolve"): Operation(
         "The chat history a response or a conversation resolves to, as the engine would get it",
-        query={"previous_response_id": STRING, "conversation_id": CLIENT_ID},
+        query={"previous_response_id": STRING, "conversation_id": CLIENT_ID, "model": STRING},
         answer=_object(
             {
                 "conversation_id": STRING,
@@ -222,7 +222,10 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
     ("POST", "/v1/sessions/{conversation_id}/trim"): Operation(
         "Trim what is sent to the engine (never what is stored)",
-        body=_object({}, {"keep_last_turns": NULLABLE_COUNT, "max_input_tokens": NULLABLE_COUNT}),
+        body=_object(
+            {},
+            {"keep_last_turns": NULLABLE_COUNT, "max_input_tokens": NULLABLE_COUNT, "model": NULLABLE_STRING},
+        ),
         answer=_object(
             {"conversation_id": STRING, "version": COUNT, "summarised_turns": COUNT, **SESSION_COUNTERS}
         ),
@@ -234,6 +237,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             {
                 "conversation_id": STRING,
                 "version": COUNT,
+        query={"model": STRING},
                 "turns": COUNT,
                 "session_size_bytes": COUNT,
                 "created_at": INTEGER,
