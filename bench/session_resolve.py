@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile", action="store_true", help="py-spy the sidecar while it resolves")
     parser.add_argument("--out", type=Path, default=RESULTS / "session_resolve.json")
     args = parser.parse_args(argv)
+    args.out.parent.mkdir(parents=True, exist_ok=True)  # py-spy writes beside it
     with ExitStack() as stack:
         redis = stack.enter_context(RedisServer())
         proxy = stack.enter_context(sidecar("http://127.0.0.1:9", redis.url))
@@ -130,8 +131,10 @@ def main(argv: list[str] | None = None) -> None:
                 resolve = {"resolve_response": paths["resolve_response"], "healthz": paths["healthz"]}
                 measure(client, resolve, args.samples)
             finally:
-                spy.send_signal(2)
-                spy.communicate(timeout=60)
+                spy.send_signal(2)  # SIGINT: py-spy writes its output and exits
+                _, err = spy.communicate(timeout=60)
+            if not raw.exists():
+                raise SystemExit(f"py-spy failed: {err.decode(errors='replace')}")
             print(summarise_stacks(raw, top=40))
         result = {
             "turns": args.turns,
@@ -140,7 +143,6 @@ def main(argv: list[str] | None = None) -> None:
             "samples": args.samples,
             "ms": measure(client, paths, args.samples),
         }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     print(f"session API, {args.turns}-turn conversation ({size} bytes resolved), {args.samples} calls each:")
     print(f"  {'call':22s} {'p50':>7s} {'p99':>7s} {'p50 over healthz':>17s}")

@@ -13,7 +13,7 @@ import orjson
 from ..errors import ContextLengthExceeded
 from ..fingerprint import prefix_fingerprint
 from ..normalise import canonical_json
-from ..wire.chat_messages import Message, items_to_messages
+from ..wire.chat_messages import Message, stored_items_to_messages
 from ..wire.items import Item
 from .packs import Pack
 from .policy import WindowPolicy
@@ -45,8 +45,7 @@ class Prompt:
     reshaped: bool  # a pack or summaries apply: `system`/`tools` replace the client's instructions/tools
 
     def chat_messages(self) -> list[Message]:
-        items = [orjson.loads(i) for i in self.items]
-        return items_to_messages(items, self.system, first_input=self.first_input)
+        return stored_items_to_messages(self.items, self.system, first_input=self.first_input)
 
     def engine_fields(self, body: dict[str, Any]) -> dict[str, Any]:
         """A request body with the prompt's system text as `instructions` and its tools, when a pack or a

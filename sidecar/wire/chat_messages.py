@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
+
+import orjson
 
 from ..errors import InvalidRequest
 from .items import Item, check_item_count, is_one_of, parse_item
@@ -10,6 +13,15 @@ from .items import Item, check_item_count, is_one_of, parse_item
 Message = dict[str, Any]
 
 CHAT_ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+
+
+def stored_items_to_messages(
+    stored: Sequence[bytes], instructions: str | None = None, *, first_input: int = 0
+) -> list[Message]:
+    """`items_to_messages` of stored item bytes, decoded in one orjson call for the whole history: per item
+    the call overhead was a third of the decoding (the session API's resolve converts ~100 per call)."""
+    items = orjson.loads(b"[" + b",".join(stored) + b"]") if stored else []
+    return items_to_messages(items, instructions, first_input=first_input)
 
 
 def items_to_messages(

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from sidecar.errors import InvalidRequest
 from sidecar.stored_items import with_sidecar_ids
-from sidecar.wire.chat_messages import items_to_messages
+from sidecar.wire.chat_messages import items_to_messages, stored_items_to_messages
 from sidecar.wire.items import parse_item
 
 # Quotes, backslashes, control characters, markers of the stored encoding, non-ASCII and astral text.
@@ -76,7 +76,8 @@ def _general(stored: list[bytes], instructions: str | None) -> bytes:
 
 
 def _converted(stored: list[bytes], instructions: str | None) -> bytes:
-    return orjson.dumps(items_to_messages([orjson.loads(i) for i in stored], instructions))
+    """What the session API and stateful chat run: the stored bytes decoded in one call."""
+    return orjson.dumps(stored_items_to_messages(stored, instructions))
 
 
 @settings(max_examples=300, deadline=None)
