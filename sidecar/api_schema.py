@@ -233,11 +233,11 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
     ("GET", "/v1/sessions/{conversation_id}"): Operation(
         "A conversation's counters and every stored item, in order",
+        query={"model": STRING},
         answer=_object(
             {
                 "conversation_id": STRING,
                 "version": COUNT,
-        query={"model": STRING},
                 "turns": COUNT,
                 "session_size_bytes": COUNT,
                 "created_at": INTEGER,
