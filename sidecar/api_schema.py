@@ -104,6 +104,10 @@ ITEM: Schema = {
                 {"call_id": {"type": "string", "minLength": 1}, "output": {"type": ["string", "array"]}}
             ),
         },
+        {
+            "if": _object({"type": {"const": "compaction"}}),
+            "then": _object({"encrypted_content": {"type": "string", "minLength": 1}}),
+        },
     ],
 }
 ITEMS: Schema = {"type": "array", "items": ITEM, "maxItems": MAX_ITEMS_PER_REQUEST}
@@ -368,6 +372,29 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "This document", answer={"type": "object", "required": ["openapi", "paths"]}, tags=("ops",)
     ),
 }
+
+# Counting and compaction take the create body (the same parser) and answer without a turn.
+_CREATE_BODY = OPERATIONS[("POST", "/v1/responses")].body
+OPERATIONS[("POST", "/v1/responses/input_tokens")] = Operation(
+    "Count the input tokens of the prompt a create call with this body would send (nothing is stored)",
+    body=_CREATE_BODY,
+    answer=_object({"object": {"const": "response.input_tokens"}, "input_tokens": COUNT}),
+    tags=("responses",),
+)
+OPERATIONS[("POST", "/v1/responses/compact")] = Operation(
+    "Compact a window: the last turns kept, the rest one compaction item (nothing is stored)",
+    body=_CREATE_BODY,
+    answer=_object(
+        {
+            "id": STRING,
+            "object": {"const": "response.compaction"},
+            "created_at": INTEGER,
+            "output": {"type": "array", "items": STORED_ITEM},
+            "usage": _object({"input_tokens": COUNT, "output_tokens": COUNT, "total_tokens": COUNT}),
+        }
+    ),
+    tags=("responses",),
+)
 
 # Path parameters by name: conversation ids become part of Redis keys, so their syntax is checked.
 PATH_PARAMETERS: dict[str, Schema] = {

@@ -12,7 +12,17 @@ from .auth import Authenticator
 from .config import Config
 from .context.window import open_context_window
 from .drain import DRAIN, Drain
-from .handlers import chat, conversations, openapi, ops, response_objects, responses, sessions
+from .handlers import (
+    chat,
+    compact,
+    conversations,
+    input_tokens,
+    openapi,
+    ops,
+    response_objects,
+    responses,
+    sessions,
+)
 from .handlers.passthrough import passthrough
 from .metrics import Metrics
 from .middleware import PUBLIC_RESOURCES, request_context
@@ -54,6 +64,9 @@ def create_app(config: Config) -> web.Application:
     )
     app.add_routes(sessions.routes)
     app.add_routes(responses.routes)
+    # Before response_objects: these fixed paths must not be read as /v1/responses/{response_id}/...
+    app.add_routes(input_tokens.routes)
+    app.add_routes(compact.routes)
     app.add_routes(response_objects.routes)
     app.add_routes(conversations.routes)
     app.add_routes(chat.routes)

@@ -171,6 +171,7 @@ async def turn_prompt(request: web.Request, create: CreateRequest, plan: TurnPla
         instructions=create.body.get("instructions"),
         request_tools=create.body.get("tools"),
         truncation=create.truncation,
+        tenant=plan.tenant,  # compaction items in the input or history are verified for this tenant
     )
 
 

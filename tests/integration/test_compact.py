@@ -1,0 +1,216 @@
+"""`POST /v1/responses/compact` through the openai SDK (`client.responses.compact`), on both upstream modes
+and both store backends: the recent turns kept, the rest one compaction item whose token only this
+sidecar expands — for the tenant it was made for, unaltered — into the summary the engine then gets."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import openai
+import openresponses_types as spec
+import orjson
+import pytest
+
+from tests.conformance import _validate
+from tests.integration.responses_stack import engine_view
+from tests.integration.test_input_tokens import OpenStack, combos, globex, stack_opener
+
+
+@pytest.fixture
+async def open_stack(
+    request: pytest.FixtureRequest, make_sidecar: Callable[..., Any], tmp_path: Path
+) -> AsyncIterator[OpenStack]:
+    async for opener in stack_opener(request, make_sidecar, tmp_path):
+        yield opener
+
+
+def turns(n: int, start: int = 1) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    for t in range(start, start + n):
+        items += [
+            {"role": "user", "content": f"question {t} about the cat"},
+            {"role": "assistant", "content": f"answer {t} : it slept"},
+        ]
+    return items
+
+
+def check_compaction(body: dict[str, Any]) -> None:
+    """The answer is a CompactResource (Open Responses) with exactly one compaction item."""
+    _validate(spec.CompactResource, body)
+    assert [i["type"] for i in body["output"]].count("compaction") == 1
+
+
+def compaction_of(output: list[Any]) -> Any:
+    (item,) = [i for i in output if i.type == "compaction"]
+    return item
+
+
+@combos
+async def test_compact_keeps_the_last_turns_and_the_window_sent_back_reaches_the_engine_as_a_summary(
+    open_stack: OpenStack, api: str, store: str
+) -> None:
+    stack = await open_stack(api, store)
+    client = stack.client
+    window = [*turns(4), {"role": "user", "content": "question 5 about the cat"}]
+    raw = await client.responses.with_raw_response.compact(model="m", input=window, instructions="Be brief.")
+    compacted = raw.parse()
+    check_compaction(stack.transport.exchanges[-1].json)
+    assert compacted.object == "response.compaction"
+    window_json = stack.transport.exchanges[-1].json["output"]
+    assert raw.headers["X-Compacted-Turns"] == "3"  # keep_last_turns: 2 of the 5 turns
+    kept = [(i.role, i.content[0].text) for i in compacted.output if i.type == "message"]
+    assert kept == [
+        ("user", "question 4 about the cat"),
+        ("assistant", "answer 4 : it slept"),
+        ("user", "question 5 about the cat"),
+    ]
+    assert compacted.output[0].type == "compaction"
+    token = compaction_of(compacted.output).encrypted_content
+    assert "question 1" not in token  # opaque
+    assert compacted.usage.input_tokens > 0 and compacted.usage.output_tokens == 0
+    # Counted by the model's counter over the whole window compacted, unfolded: at least what create
+    # would send for it (which folds by the policy).
+    full = await client.responses.input_tokens.count(model="m", input=window, instructions="Be brief.")
+    assert compacted.usage.input_tokens >= full.input_tokens
+    # Nothing was stored or sent to the engine for a generation.
+    assert await stack.engine_bodies() == []
+
+    # The window sent back: the engine gets the summary as summary text, never the token.
+    sent_back = window_json  # as the client got it
+    response = await client.responses.create(model="m", input=sent_back)
+    instructions, history = engine_view(api, (await stack.engine_bodies())[-1])
+    assert instructions is not None and instructions.startswith("Summary of turns 1-3:")
+    assert "question 1 about the cat" in instructions and "answer 3 : it slept" in instructions
+    assert "question 4" not in instructions
+    assert history == [
+        ("user", "question 4 about the cat"),
+        ("assistant", "answer 4 : it slept"),
+        ("user", "question 5 about the cat"),
+    ]
+    assert token not in orjson.dumps((await stack.engine_bodies())[-1]).decode()
+    # The stored input keeps the compaction item as sent, with a sidecar id.
+    items = await client.responses.input_items.list(response.id, order="asc")
+    assert items.data[0].type == "compaction"
+    assert items.data[0].encrypted_content == token  # type: ignore[union-attr]
+    assert items.data[0].id.startswith("cmp_")
+    # A turn chained after it still expands the stored item (the history holds the token).
+    await client.responses.create(model="m", input="and then ?", previous_response_id=response.id)
+    instructions, _ = engine_view(api, (await stack.engine_bodies())[-1])
+    assert instructions is not None and instructions.startswith("Summary of turns 1-3:")
+    # input_tokens counts the expanded summary, not the token.
+    counted = await client.responses.input_tokens.count(model="m", input=sent_back)
+    assert counted.input_tokens < full.input_tokens
+
+
+@combos
+async def test_compact_a_stored_chain_and_compact_again(open_stack: OpenStack, api: str, store: str) -> None:
+    stack = await open_stack(api, store)
+    client = stack.client
+    previous = None
+    for n in range(1, 4):
+        previous = (
+            await client.responses.create(model="m", input=f"question {n} ?", previous_response_id=previous)
+        ).id
+    assert previous is not None
+    compacted = await client.responses.compact(model="m", previous_response_id=previous)
+    check_compaction(stack.transport.exchanges[-1].json)
+    assert [i.type for i in compacted.output] == ["compaction", "message", "message", "message", "message"]
+    # Compacting a compacted window again: one compaction item, the earlier summary carried on.
+    window = [*stack.transport.exchanges[-1].json["output"], *turns(2, start=4)]
+    await client.responses.compact(model="m", input=window)
+    check_compaction(stack.transport.exchanges[-1].json)
+    await client.responses.create(model="m", input=stack.transport.exchanges[-1].json["output"])
+    instructions, _ = engine_view(api, (await stack.engine_bodies())[-1])
+    assert instructions is not None
+    assert instructions.index("Summary of turn 1:") < instructions.index("Summary of turns 2-3:")
+    # Nothing new to fold and no compaction yet: the window comes back as it was, no compaction item.
+    short = await client.responses.compact(model="m", input="just one question")
+    assert [i.type for i in short.output] == ["message"]
+    # A conversation's items are compacted too.
+    conversation = await client.conversations.create(items=turns(3))
+    from_conversation = await client.responses.compact(
+        model="m", extra_body={"conversation": conversation.id}
+    )
+    assert from_conversation.output[0].type == "compaction"
+
+
+def altered(token: str) -> str:
+    prefix, body, mac = token.split(".")
+    return f"{prefix}.{body[:-2]}{'A' if body[-2] != 'A' else 'B'}{body[-1]}.{mac}"
+
+
+@combos
+async def test_forged_altered_or_foreign_tokens_are_a_400_and_nothing_is_stored(
+    open_stack: OpenStack, api: str, store: str
+) -> None:
+    stack = await open_stack(api, store)
+    client = stack.client
+    compacted = await client.responses.compact(model="m", input=turns(4))
+    token = compaction_of(compacted.output).encrypted_content
+    stored = await stack.stored_count()
+    for bad, who in (
+        (altered(token), client),
+        ("cs1.e30.AAAA", client),
+        ("made up", client),
+        (token, globex(stack)),  # another tenant's token
+    ):
+        window = [{"role": "user", "content": "before"}, {"type": "compaction", "encrypted_content": bad}]
+        for call in (who.responses.create, who.responses.input_tokens.count, who.responses.compact):
+            with pytest.raises(openai.BadRequestError) as caught:
+                await call(model="m", input=window)  # type: ignore[operator]
+            assert caught.value.param == "input[1].encrypted_content", caught.value
+            assert caught.value.code == "invalid_encrypted_content"
+    with pytest.raises(openai.BadRequestError) as caught:
+        await client.responses.create(model="m", input=[{"type": "compaction"}])  # type: ignore[list-item]
+    assert caught.value.param == "input[0].encrypted_content"
+    assert await stack.engine_bodies() == []
+    assert await stack.stored_count() == stored
+
+
+@combos
+async def test_compact_refuses_what_create_refuses(open_stack: OpenStack, api: str, store: str) -> None:
+    stack = await open_stack(api, store)
+    client = stack.client
+    with pytest.raises(openai.BadRequestError) as caught:
+        await client.responses.compact(model="m", previous_response_id="resp_nope")
+    assert caught.value.code == "previous_response_not_found"
+    response = await client.responses.create(model="m", input="secret")
+    with pytest.raises(openai.BadRequestError) as caught:
+        await globex(stack).responses.compact(model="m", previous_response_id=response.id)
+    assert caught.value.code == "previous_response_not_found"
+    with pytest.raises(openai.BadRequestError) as caught:
+        await client.responses.compact(model="m", input="x", extra_headers={"X-Prompt-Pack": "sales"})
+    assert caught.value.param == "X-Prompt-Pack"
+    with pytest.raises(openai.BadRequestError) as caught:
+        await client.responses.compact(model="m")
+    assert caught.value.param == "input"
+
+
+async def test_without_a_key_compact_is_refused_and_tokens_are_not_accepted(
+    open_stack: OpenStack, tmp_path: Path
+) -> None:
+    keyed = await open_stack("responses", "memory")
+    token = compaction_of((await keyed.client.responses.compact(model="m", input=turns(3))).output)
+    stack = await open_stack("responses", "memory", policy="tenants: {acme: {api_keys: [sk-acme]}}\n")
+    with pytest.raises(openai.BadRequestError) as caught:
+        await stack.client.responses.compact(model="m", input=turns(3))
+    assert caught.value.code == "compaction_not_configured"
+    with pytest.raises(openai.BadRequestError) as caught:
+        await stack.client.responses.create(
+            model="m", input=[{"type": "compaction", "encrypted_content": token.encrypted_content}]
+        )
+    assert caught.value.code == "compaction_not_configured"
+    assert caught.value.param == "input[0].encrypted_content"
+    # A sidecar with another key refuses the first one's tokens like forgeries.
+    other = await open_stack(
+        "responses",
+        "memory",
+        policy="tenants: {acme: {api_keys: [sk-acme]}}\ncompaction: {key: " + "o" * 40 + "}\n",
+    )
+    with pytest.raises(openai.BadRequestError) as caught:
+        await other.client.responses.create(
+            model="m", input=[{"type": "compaction", "encrypted_content": token.encrypted_content}]
+        )
+    assert caught.value.code == "invalid_encrypted_content"
