@@ -1,5 +1,6 @@
 -- Delete a conversation with every key it owns: segments (and so every item), response records,
--- idempotency records; and the slot's record list once no record or reservation is left in it.
+-- idempotency records, stored summaries; and the slot's record list once no record or reservation is left
+-- in it.
 -- KEYS[1]  the conversation's meta hash  cs:{t}:<tenant>:<conv>:meta
 -- ARGV[1]  tenant
 -- ARGV[2]  conversation id
@@ -21,7 +22,7 @@ end
 for _, key in ipairs(redis.call('ZRANGE', prefix .. 'idems', 0, -1)) do
   redis.call('DEL', prefix .. 'idem:' .. key)
 end
-redis.call('DEL', prefix .. 'resps', prefix .. 'idems', KEYS[1])
+redis.call('DEL', prefix .. 'resps', prefix .. 'idems', prefix .. 'sum', KEYS[1])
 -- Another conversation may share the slot (a tag collision): keep the list while anything lives in it.
 local left = redis.call('LRANGE', records_key, 0, -1)
 for i = 1, #left do

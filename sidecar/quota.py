@@ -201,6 +201,12 @@ class CountingStore:
 
     async def close(self) -> None:
         return await self._inner.close()
+    async def add_summary(self, tenant: str, conversation_id: str, block: str, text: bytes) -> bytes | None:
+        return await self._inner.add_summary(tenant, conversation_id, block, text)
+
+    async def read_summaries(self, tenant: str, conversation_id: str, keys: list[str]) -> list[bytes | None]:
+        return await self._inner.read_summaries(tenant, conversation_id, keys)
+
 
     async def append_turn(self, turn: Turn) -> TurnResult:
         result = await self._inner.append_turn(turn)

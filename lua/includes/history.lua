@@ -14,6 +14,7 @@ local function touch_conversation(prefix, meta_key, records_key, ttl)
   for s = 0, tonumber(m[1] or '1') - 1 do redis.call('PEXPIRE', prefix .. 'seg:' .. s, ttl) end
   redis.call('PEXPIRE', prefix .. 'resps', ttl)
   redis.call('PEXPIRE', prefix .. 'idems', ttl)
+  redis.call('PEXPIRE', prefix .. 'sum', ttl)  -- stored summaries (add_summary-1.lua)
   if m[2] then redis.call('PEXPIRE', prefix .. 'idem:' .. m[2], ttl) end
   redis.call('PEXPIRE', records_key, ttl)
 end

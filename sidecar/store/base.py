@@ -207,6 +207,17 @@ class Store(Protocol):
         """Whether the conversation lives, without refreshing its expiry (for quota reconciliation)."""
         ...
 
+    # Summaries of folded turns (sidecar/context/summarisers.py): in the conversation's slot, expiring and
+    # deleted with it; append-only, so every replica sends the same bytes for a block once one is stored.
+    async def add_summary(self, tenant: str, conversation_id: str, block: str, text: bytes) -> bytes | None:
+        """Store `text` as the summary of `block` unless one is stored already: the stored one (this, or
+        the first), or None when the conversation is unknown (nothing stored)."""
+        ...
+
+    async def read_summaries(self, tenant: str, conversation_id: str, keys: list[str]) -> list[bytes | None]:
+        """The stored summary of each block key, None where none is (or the conversation is unknown)."""
+        ...
+
     # Per-tenant quotas: shared by every replica on Redis, in-process on memory.
     async def take_request(self, tenant: str, per_minute: int) -> RateDecision: ...
 

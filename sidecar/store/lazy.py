@@ -116,6 +116,12 @@ class LazyStore:
     async def delete_conversation(self, tenant: str, conversation_id: str) -> bool:
         return await self._store().delete_conversation(tenant, conversation_id)
 
+    async def add_summary(self, tenant: str, conversation_id: str, block: str, text: bytes) -> bytes | None:
+        return await self._store().add_summary(tenant, conversation_id, block, text)
+
+    async def read_summaries(self, tenant: str, conversation_id: str, keys: list[str]) -> list[bytes | None]:
+        return await self._store().read_summaries(tenant, conversation_id, keys)
+
     async def conversation_exists(self, tenant: str, conversation_id: str) -> bool:
         return await self._store().conversation_exists(tenant, conversation_id)
 

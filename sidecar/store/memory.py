@@ -66,6 +66,7 @@ class _Conversation:
     session_bytes: int = 0
     turns: int = 0
     updated_ms: int = 0
+    summaries: dict[str, bytes] = field(default_factory=dict)  # block key -> summary (add_summary)
 
 
 @dataclass(slots=True)
@@ -451,6 +452,17 @@ class MemoryStore:
 
     # -- quotas (the same arithmetic as lua/take_request-1.lua and account_usage-1.lua) --------
     async def take_request(self, tenant: str, per_minute: int) -> RateDecision:
+    async def add_summary(self, tenant: str, conversation_id: str, block: str, text: bytes) -> bytes | None:
+        conv = self._live_conversation(tenant, conversation_id)
+        if conv is None:
+            return None
+        return conv.summaries.setdefault(block, text)
+
+    async def read_summaries(self, tenant: str, conversation_id: str, keys: list[str]) -> list[bytes | None]:
+        conv = self._live_conversation(tenant, conversation_id)
+        stored = conv.summaries if conv is not None else {}
+        return [stored.get(key) for key in keys]
+
         interval, now = 60_000 / per_minute, time.monotonic() * 1000
         new_tat = max(self._rate.get(tenant, now), now) + interval
         allow_at = new_tat - 60_000

@@ -99,6 +99,8 @@ class RedisStore:
         self._delete_response: Script = client.register_script(load_script("delete_response-1"))
         self._delete_conversation: Script = client.register_script(load_script("delete_conversation-1"))
         self._set_metadata: Script = client.register_script(load_script("set_metadata-1"))
+        self._add_summary: Script = client.register_script(load_script("add_summary-1"))
+        self._read_summaries: Script = client.register_script(load_script("read_summaries-1"))
         self._remove_item: Script = client.register_script(load_script("remove_item-1"))
         self._abandon_turn: Script = client.register_script(load_script("abandon_turn-1"))
         self._take_request: Script = client.register_script(load_script("take_request-1"))
@@ -282,6 +284,18 @@ class RedisStore:
     async def conversation_exists(self, tenant: str, conversation_id: str) -> bool:
         conv = ConversationKeys(conversation_tag(tenant, conversation_id), tenant, conversation_id)
         return bool(await self._call(lambda: self._client.exists(conv.meta)))
+
+    async def add_summary(self, tenant: str, conversation_id: str, block: str, text: bytes) -> bytes | None:
+        conv = ConversationKeys(conversation_tag(tenant, conversation_id), tenant, conversation_id)
+        stored = await self._run(self._add_summary, [conv.meta], [tenant, conversation_id, block, text])
+        return _as_bytes(stored) if stored is not None else None
+
+    async def read_summaries(self, tenant: str, conversation_id: str, keys: list[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+        conv = ConversationKeys(conversation_tag(tenant, conversation_id), tenant, conversation_id)
+        found = await self._run(self._read_summaries, [conv.meta], [tenant, conversation_id, *keys])
+        return [_as_bytes(summary) if summary is not None else None for summary in found]
 
     async def take_request(self, tenant: str, per_minute: int) -> RateDecision:
         allowed, remaining, reset_ms = await self._run(self._take_request, [rate_key(tenant)], [per_minute])
@@ -472,3 +486,7 @@ def _run_key(response_id: str) -> str | None:
 
 def _flat(events: list[tuple[int, bytes]]) -> list[Any]:
     return [value for seq, event in events for value in (seq, event)]
+def _as_bytes(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
+
+
