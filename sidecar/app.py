@@ -22,6 +22,7 @@ from .handlers import (
     response_objects,
     responses,
     sessions,
+    websocket,
 )
 from .handlers.passthrough import passthrough
 from .metrics import Metrics
@@ -63,6 +64,7 @@ def create_app(config: Config) -> web.Application:
         if route.resource is not None
     )
     app.add_routes(sessions.routes)
+    app.add_routes(websocket.routes)  # GET /v1/responses: WebSocket mode; a plain GET is the engine's
     app.add_routes(responses.routes)
     # Before response_objects: these fixed paths must not be read as /v1/responses/{response_id}/...
     app.add_routes(input_tokens.routes)

@@ -44,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--workers", help="processes sharing the port, or auto (CONVOSTORE_WORKERS, default auto)"
     )
+    serve.add_argument(
+        "--ws-idle-seconds", help="an idle Responses WebSocket is closed after (CONVOSTORE_WS_IDLE_SECONDS)"
+    )
     webhook = commands.add_parser("webhook", help="run the Kubernetes sidecar injection webhook (HTTPS)")
     webhook.add_argument("--listen", help="host:port (CONVOSTORE_WEBHOOK_LISTEN, default 0.0.0.0:8443)")
     webhook.add_argument("--tls-cert", help="PEM certificate chain (CONVOSTORE_WEBHOOK_TLS_CERT)")

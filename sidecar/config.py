@@ -43,6 +43,7 @@ VARIABLES = {
     "redis_wait_timeout_ms": "CONVOSTORE_REDIS_WAIT_TIMEOUT_MS",
     "drain_seconds": "CONVOSTORE_DRAIN_SECONDS",
     "workers": "CONVOSTORE_WORKERS",
+    "ws_idle_seconds": "CONVOSTORE_WS_IDLE_SECONDS",
 }
 _FLAGS = {"config_path": "--config"}
 
@@ -72,6 +73,8 @@ class Config:
     drain_seconds: float = 30.0
     # Processes sharing the port (SO_REUSEPORT), resolved from `auto` when the configuration is read.
     workers: int = 1
+    # A Responses WebSocket with no message and no response running for this long is closed (1001).
+    ws_idle_seconds: float = 300.0
     policy: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -119,7 +122,7 @@ def _validated(config: Config, raw: dict[str, Any], names: Mapping[str, str]) ->
         changes["log_format"] = _choice(raw["log_format"], LOG_FORMATS, name("log_format"))
     if "log_level" in raw:
         changes["log_level"] = _choice(str(raw["log_level"]).lower(), LOG_LEVELS, name("log_level"))
-    for key in ("upstream_timeout_seconds", "client_timeout_seconds", "drain_seconds"):
+    for key in ("upstream_timeout_seconds", "client_timeout_seconds", "drain_seconds", "ws_idle_seconds"):
         if key in raw:
             changes[key] = _seconds(raw[key], name(key))
     if "redis_wait_replicas" in raw:

@@ -6,7 +6,7 @@ import contextvars
 import os
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
 MS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 10000)
@@ -118,3 +118,23 @@ def mark_upstream_start() -> float:
     started = time.perf_counter()
     upstream_started.set(started)
     return started
+        # WebSocket mode (handlers/ws_session.py). Message types are the client's, bounded: `response.create`,
+        # `response.steer` or `other`; error messages by their HTTP status.
+        self.websockets_open = Gauge(
+            "convostore_websockets_open",
+            "Responses WebSockets open.",
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+        self.websocket_messages = Counter(
+            "convostore_websocket_messages",
+            "Client messages on Responses WebSockets, by type.",
+            ["type"],
+            registry=r,
+        )
+        self.websocket_errors = Counter(
+            "convostore_websocket_errors",
+            "Error messages sent on Responses WebSockets, by HTTP status.",
+            ["status"],
+            registry=r,
+        )

@@ -89,9 +89,22 @@ async def enforce_quotas(
     quotas = request.app[QUOTAS]
     if not quotas.any or request.match_info.route.resource in request.app[PUBLIC_RESOURCES]:
         return await handler(request)
-    tenant = request[TENANT]
+    rate_headers = await admit(request.app, request[TENANT], stores=_stores(request))
+    response = await handler(request)
+    if rate_headers and not response.prepared:
+        response.headers.update(rate_headers)
+    return response
+
+
+async def admit(app: web.Application, tenant: str, *, stores: bool) -> dict[str, str]:
+    """One request against its tenant's rate quota and, when it `stores`, its stored quota (a WebSocket's
+    `response.create` is checked here too): the rate headers to answer with, or RateLimited /
+    InsufficientQuota."""
+    quotas = app[QUOTAS]
+    if not quotas.any:
+        return {}
     limits = quotas.of(tenant)
-    store = request.app[STORE]
+    store = app[STORE]
     rate_headers: dict[str, str] = {}
     if limits.requests_per_minute is not None:
         decision = await store.take_request(tenant, limits.requests_per_minute)
@@ -101,26 +114,23 @@ async def enforce_quotas(
             "x-ratelimit-reset-requests": f"{decision.reset_ms}ms",
         }
         if not decision.allowed:
-            _count(request, tenant, "requests")
+            _count(app, tenant, "requests")
             raise RateLimited(
                 f"Rate limit reached: {limits.requests_per_minute} requests per minute. "
                 f"Retry in {math.ceil(decision.reset_ms / 1000)} s.",
                 headers={"Retry-After": str(max(1, math.ceil(decision.reset_ms / 1000))), **rate_headers},
             )
-    if limits.counts_storage and _stores(request):
+    if limits.counts_storage and stores:
         usage, _ = await store.usage(tenant)
         over = _over(limits, usage.stored_bytes, usage.conversations)
         if over is not None:
-            _count(request, tenant, over)
+            _count(app, tenant, over)
             raise InsufficientQuota(
                 f"Quota exceeded: the tenant's {over.replace('_', ' ')} limit is reached; delete "
                 "conversations to free it.",
                 headers={"Retry-After": "60"},
             )
-    response = await handler(request)
-    if rate_headers and not response.prepared:
-        response.headers.update(rate_headers)
-    return response
+    return rate_headers
 
 
 def _stores(request: web.Request) -> bool:
@@ -139,8 +149,8 @@ def _over(limits: Limits, stored_bytes: int, conversations: int) -> str | None:
     return None
 
 
-def _count(request: web.Request, tenant: str, kind: str) -> None:
-    request.app[METRICS].quota_rejections.labels(request.app[QUOTAS].tenant_class(tenant), kind).inc()
+def _count(app: web.Application, tenant: str, kind: str) -> None:
+    app[METRICS].quota_rejections.labels(app[QUOTAS].tenant_class(tenant), kind).inc()
 
 
 class CountingStore:

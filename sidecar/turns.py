@@ -274,3 +274,25 @@ async def record_response(
         idempotency_key=idempotency_key,
         request_hash=request_hash,
     )
+
+
+def plan_continuation(
+    tenant: str,
+    previous_response_id: str,
+    *,
+    conversation_id: str,
+    history: list[bytes],
+    version: int,
+    new_items: list[dict[str, Any]],
+    reserved_id: str | None = None,
+) -> TurnPlan:
+    """A turn continuing a response whose history the caller holds already (WebSocket mode keeps the one
+    it just produced), with no store round trip: stored under `reserved_id` (a record index begin_turn
+    reserved beforehand), or, without one, not stored (`store: false`)."""
+    tag = tag_of_minted_id(previous_response_id)
+    assert tag is not None  # the caller's own response: the sidecar minted it
+    response_id = reserved_id or mint_response_id(tag, UNSTORED_INDEX)
+    plan = TurnPlan(tenant, conversation_id, tag, previous_response_id, False, history, version, response_id)
+    plan.reserved = reserved_id is not None
+    plan.input_items = with_sidecar_ids(_dereference(new_items, history), tag)
+    return plan
