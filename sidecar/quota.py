@@ -197,6 +197,12 @@ class CountingStore:
     async def conversation_exists(self, tenant: str, conversation_id: str) -> bool:
         return await self._inner.conversation_exists(tenant, conversation_id)
 
+    async def add_summary(self, tenant: str, conversation_id: str, block: str, text: bytes) -> bytes | None:
+        return await self._inner.add_summary(tenant, conversation_id, block, text)
+
+    async def read_summaries(self, tenant: str, conversation_id: str, keys: list[str]) -> list[bytes | None]:
+        return await self._inner.read_summaries(tenant, conversation_id, keys)
+
     async def take_request(self, tenant: str, per_minute: int) -> RateDecision:
         return await self._inner.take_request(tenant, per_minute)
 
@@ -211,12 +217,6 @@ class CountingStore:
 
     async def close(self) -> None:
         return await self._inner.close()
-    async def add_summary(self, tenant: str, conversation_id: str, block: str, text: bytes) -> bytes | None:
-        return await self._inner.add_summary(tenant, conversation_id, block, text)
-
-    async def read_summaries(self, tenant: str, conversation_id: str, keys: list[str]) -> list[bytes | None]:
-        return await self._inner.read_summaries(tenant, conversation_id, keys)
-
 
     async def append_turn(self, turn: Turn) -> TurnResult:
         result = await self._inner.append_turn(turn)

@@ -450,8 +450,6 @@ class MemoryStore:
         conv = self._conversations.get((tenant, conversation_id))
         return conv is not None and conv.expires_at > time.monotonic()
 
-    # -- quotas (the same arithmetic as lua/take_request-1.lua and account_usage-1.lua) --------
-    async def take_request(self, tenant: str, per_minute: int) -> RateDecision:
     async def add_summary(self, tenant: str, conversation_id: str, block: str, text: bytes) -> bytes | None:
         conv = self._live_conversation(tenant, conversation_id)
         if conv is None:
@@ -463,6 +461,8 @@ class MemoryStore:
         stored = conv.summaries if conv is not None else {}
         return [stored.get(key) for key in keys]
 
+    # -- quotas (the same arithmetic as lua/take_request-1.lua and account_usage-1.lua) --------
+    async def take_request(self, tenant: str, per_minute: int) -> RateDecision:
         interval, now = 60_000 / per_minute, time.monotonic() * 1000
         new_tat = max(self._rate.get(tenant, now), now) + interval
         allow_at = new_tat - 60_000

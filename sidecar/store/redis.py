@@ -479,6 +479,10 @@ def _text(value: bytes | str | int) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _as_bytes(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
+
+
 def _run_key(response_id: str) -> str | None:
     parsed = parse_response_id(response_id)
     return run_key(parsed[0], response_id) if parsed is not None else None
@@ -486,7 +490,3 @@ def _run_key(response_id: str) -> str | None:
 
 def _flat(events: list[tuple[int, bytes]]) -> list[Any]:
     return [value for seq, event in events for value in (seq, event)]
-def _as_bytes(value: bytes | str) -> bytes:
-    return value if isinstance(value, bytes) else value.encode()
-
-
