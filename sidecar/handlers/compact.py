@@ -16,7 +16,7 @@ from ..context.packs import PACK_HEADER
 from ..context.policy import WindowPolicy
 from ..wire.resource import complete_output_item
 from .common import json_response, read_json
-from .input_tokens import TOKEN_SOURCE_HEADER, plan_window, window_prompt
+from .input_tokens import TOKEN_SOURCE_HEADER, plan_window, prompt_tokens, window_prompt
 from .responses_request import parse_create
 
 routes = web.RouteTableDef()
@@ -50,17 +50,18 @@ async def compact_response(request: web.Request) -> web.Response:
     )
     # usage: what the window compacted costs as input; the template summariser makes no model call.
     counted = await window_prompt(request, create, plan, policy_override=_UNTRIMMED)
+    tokens = await prompt_tokens(request, create, counted)
     resource = {
         "id": plan.mint("cmp"),
         "object": "response.compaction",
         "created_at": int(time.time()),
         "output": [complete_output_item(item) for item in compacted.output],
         "usage": {
-            "input_tokens": counted.input_tokens,
+            "input_tokens": tokens,
             "input_tokens_details": {"cached_tokens": 0},
             "output_tokens": 0,
             "output_tokens_details": {"reasoning_tokens": 0},
-            "total_tokens": counted.input_tokens,
+            "total_tokens": tokens,
         },
     }
     headers = {"X-Compacted-Turns": str(compacted.folded_turns), TOKEN_SOURCE_HEADER: counted.token_source}

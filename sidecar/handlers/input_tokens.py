@@ -3,14 +3,21 @@ would send out (pack, folds, summaries, compactions, instructions, tools), nothi
 
 from __future__ import annotations
 
+from typing import Any
+
+import aiohttp
+import orjson
 from aiohttp import web
 
 from ..appkeys import CONTEXT, STORE, UPSTREAM
 from ..context.packs import PACK_HEADER
 from ..context.policy import WindowPolicy
 from ..context.prompt import Prompt
+from ..context.tokens import ENGINE
 from ..middleware import TENANT
 from ..turns import TurnPlan, plan_turn
+from ..upstream import Upstream
+from ..wire.chat_translate import responses_to_chat_request
 from .common import json_response, read_json
 from .responses_request import CreateRequest, parse_create
 
@@ -27,12 +34,13 @@ async def count_input_tokens(request: web.Request) -> web.Response:
     create = parse_create(body)
     plan = await plan_window(request, create)
     prompt = await window_prompt(request, create, plan)
+    tokens = await prompt_tokens(request, create, prompt)
     headers = {
         "X-Prefix-Fingerprint": prompt.fingerprint,
-        "X-Estimated-Input-Tokens": str(prompt.input_tokens),
+        "X-Estimated-Input-Tokens": str(tokens),
         TOKEN_SOURCE_HEADER: prompt.token_source,
     }
-    return json_response({"object": "response.input_tokens", "input_tokens": prompt.input_tokens}, headers)
+    return json_response({"object": "response.input_tokens", "input_tokens": tokens}, headers)
 
 
 async def plan_window(request: web.Request, create: CreateRequest) -> TurnPlan:
@@ -69,3 +77,51 @@ async def window_prompt(
         exact=True,
         policy_override=policy_override,
     )
+
+
+TEMPLATE_TIMEOUT = aiohttp.ClientTimeout(total=10.0)
+
+
+async def prompt_tokens(request: web.Request, create: CreateRequest, prompt: Prompt) -> int:
+    """The prompt's tokens as the engine counts them: when the engine counts, the whole prompt rendered by
+    its own chat template (the markup around each message differs a lot between templates: ChatML on
+    Gemma's vocabulary costs ~10 tokens a message), else the prompt's own count (per-message estimate)."""
+    if prompt.token_source != ENGINE:
+        return prompt.input_tokens
+    chat = responses_to_chat_request(
+        {**prompt.engine_fields(create.body), "stream": False}, prompt.chat_messages()
+    )
+    templated = await _templated_count(request.app[UPSTREAM], chat)
+    return prompt.input_tokens if templated is None else templated
+
+
+async def _templated_count(upstream: Upstream, chat: dict[str, Any]) -> int | None:
+    """llama.cpp: /apply-template, then /tokenize of its text with the special tokens; vLLM: /tokenize of
+    the messages. None when the engine offers neither."""
+    fields: dict[str, Any] = {k: chat[k] for k in ("messages", "tools") if k in chat}
+    rendered = await _post(upstream, "/apply-template", fields)
+    if isinstance(rendered, dict) and isinstance(rendered.get("prompt"), str):
+        body = {"content": rendered["prompt"], "add_special": True, "parse_special": True}
+        tokens = await _post(upstream, "/tokenize", body)
+        if isinstance(tokens, dict) and isinstance(tokens.get("tokens"), list):
+            return len(tokens["tokens"])
+        return None
+    counted = await _post(
+        upstream, "/tokenize", {**fields, "model": chat.get("model"), "add_generation_prompt": True}
+    )
+    if isinstance(counted, dict) and isinstance(counted.get("count"), int):
+        return int(counted["count"])
+    return None
+
+
+async def _post(upstream: Upstream, path: str, body: dict[str, Any]) -> Any:
+    try:
+        async with upstream.session.post(
+            upstream.url(path),
+            data=orjson.dumps(body),
+            headers=upstream.headers({}, forward_client_key=False),
+            timeout=TEMPLATE_TIMEOUT,
+        ) as resp:
+            return await resp.json(loads=orjson.loads, content_type=None) if resp.ok else None
+    except (TimeoutError, aiohttp.ClientError, orjson.JSONDecodeError):
+        return None
