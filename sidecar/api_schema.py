@@ -281,6 +281,13 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         other_answers={"200 text/event-stream": SSE_EVENT},
         tags=("responses",),
     ),
+    ("GET", "/v1/responses"): Operation(
+        "WebSocket mode: with `Upgrade: websocket` the socket takes `response.create` messages (the create "
+        "body) and sends each streaming event as one JSON text message, errors as `{type: error, status, "
+        "error}` (docs/api.md); without the upgrade the request is the engine's",
+        headers={"Upgrade": {"type": "string", "enum": ["websocket"]}},
+        tags=("responses",),
+    ),
     ("GET", "/v1/responses/{response_id}"): Operation(
         "A stored response (a background one's progress); with stream=true a background run's events "
         "again, after `starting_after`",
