@@ -105,6 +105,7 @@ class LastTurn:
     history: list[bytes]  # its history, input and output: stored item bytes, oldest first
     version: int
     stored: bool
+    in_conversation: bool  # made with `conversation`: the next turn most likely names it again
 
 
 class Session:
@@ -175,7 +176,11 @@ class Session:
                 "a store: false response can continue it.",
                 param="previous_response_id",
             )
-        begun = await _reserved(reservation)
+        try:
+            begun = await _reserved(reservation)
+        except asyncio.CancelledError:  # the client left while it was being made
+            self._give_back(reservation)
+            raise
         if begun is None or begun.history is None:
             # No reservation (the store failed, or the response is gone): resolve as a POST would.
             plan, _, _, _ = await plan_create(self._request, raw, create)
@@ -197,11 +202,12 @@ class Session:
             history=[*plan.history, *(b for _, b in plan.input_items), *(b for _, b in output)],
             version=result.version if result is not None else plan.version,
             stored=result is not None,
+            in_conversation=plan.in_conversation,
         )
 
     def _reserve_next(self) -> None:
         last = self._last
-        if last is None or not last.stored or self._ws.closed:
+        if last is None or not last.stored or last.in_conversation or self._ws.closed:
             return
         self._next = asyncio.create_task(
             self._app[STORE].begin_turn(self._tenant, previous_response_id=last.response_id)

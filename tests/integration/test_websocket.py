@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from openai.types.responses.responses_server_event import ResponseWsError
 
 from sidecar.appkeys import STORE
+from sidecar.drain import DRAIN
 from tests.conformance import (
     EVENT_MODELS,
     assert_event_sequence,
@@ -327,3 +328,66 @@ async def test_a_plain_get_still_goes_to_the_engine(stack: Stack) -> None:
     assert resp.status == 405  # the fake engine's answer: it has only POST there
     gets = [r for r in recorded(stack.engine.server.app, "/v1/responses") if r["method"] == "GET"]
     assert len(gets) == 1
+
+
+async def test_a_drain_closes_idle_sockets_at_once_and_busy_ones_after_their_response(
+    make_sidecar: Callable[..., Any],
+) -> None:
+    stack = await _stack(make_sidecar, "chat", "memory://", drain_seconds=10)
+    config = stack.engine.server.app[CONFIG_KEY]
+    config.mode, config.delay, config.deltas = "slow", 0.05, 20
+    try:
+        idle = await stack.client.responses.connect().enter()
+        busy = await stack.client.responses.connect().enter()
+        await busy.response.create(model="m", input="finish me")
+        events = [await receive(busy)]
+        assert events[0]["type"] == "response.created"
+
+        async def stop_listening() -> None:
+            return None
+
+        drain = stack.sidecar.app[DRAIN]
+        draining = asyncio.create_task(drain.run(stop_listening, asyncio.Event()))
+        with pytest.raises(websockets.ConnectionClosed) as closed_idle:
+            await asyncio.wait_for(idle.recv_bytes(), 5)
+        assert closed_idle.value.rcvd is not None and closed_idle.value.rcvd.code == 1012
+        while events[-1]["type"] not in TERMINAL:
+            events.append(await receive(busy))
+        assert_event_sequence(events)
+        assert events[-1]["type"] == "response.completed"  # the running response finishes, whole
+        assert text_of(events) == "echo: finish me"
+        with pytest.raises(websockets.ConnectionClosed) as closed_busy:
+            await asyncio.wait_for(busy.recv_bytes(), 5)
+        assert closed_busy.value.rcvd is not None and closed_busy.value.rcvd.code == 1012
+        await asyncio.wait_for(draining, 5)
+        assert not drain.cut  # everything finished before the deadline
+    finally:
+        await stack.client.close()
+        await stack.engine.close()
+
+
+async def test_turns_on_a_conversation_are_stored_in_it(stack: Stack) -> None:
+    conversation = await stack.client.conversations.create()
+    async with stack.client.responses.connect() as conn:
+        for text in ("first", "second"):
+            await conn.response.create(model="m", input=text, conversation=conversation.id)
+            done = await one_response(conn)
+            assert done[-1]["response"]["conversation"] == {"id": conversation.id}
+    _, history = engine_view(stack.api, stack.engine_bodies()[-1])
+    assert [text for _, text in history] == ["first", "echo: first", "second"]
+    items = await stack.client.conversations.items.list(conversation.id, order="asc")
+    assert len(items.data) == 4
+
+
+async def test_a_turn_forking_from_an_earlier_response_resolves_it_from_the_store(stack: Stack) -> None:
+    async with stack.client.responses.connect() as conn:
+        await conn.response.create(model="m", input="root")
+        root = (await one_response(conn))[-1]["response"]["id"]
+        await conn.response.create(model="m", input="branch a", previous_response_id=root)
+        await one_response(conn)
+        await conn.response.create(model="m", input="branch b", previous_response_id=root)
+        fork = (await one_response(conn))[-1]["response"]
+    _, history = engine_view(stack.api, stack.engine_bodies()[-1])
+    assert [text for _, text in history] == ["root", "echo: root", "branch b"]
+    page = await stack.client.responses.input_items.list(fork["id"], order="asc")
+    assert len(page.data) == 3
