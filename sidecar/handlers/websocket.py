@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -21,11 +22,13 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from ..appkeys import CONFIG, METRICS
 from ..drain import DRAIN
 from ..errors import ConvoStoreError, InvalidRequest, ShuttingDown
+from ..middleware import TENANT
 from .common import parse_json_object
 from .passthrough import passthrough
 from .ws_session import Session, send_error
 
 routes = web.RouteTableDef()
+log = logging.getLogger("convostore.websocket")
 
 QUEUED_CREATES = 16  # `response.create` messages waiting behind the running one; more are refused
 DRAIN_CHECK_SECONDS = 0.5  # how soon an idle socket notices the sidecar is draining
@@ -61,7 +64,9 @@ class _Connection:
     def __init__(self, request: web.Request, ws: web.WebSocketResponse) -> None:
         self._app = request.app
         self._ws = ws
+        self._tenant = request[TENANT]
         self._session = Session(request, ws)
+        self._turns = 0
         self._creates: asyncio.Queue[tuple[dict[str, Any], bytes] | None] = asyncio.Queue()
         self._turn: asyncio.Task[None] | None = None
         self._idle_seconds = request.app[CONFIG].ws_idle_seconds
@@ -72,6 +77,7 @@ class _Connection:
         try:
             while (message := await self._next_create()) is not None:
                 self._turn = asyncio.create_task(self._session.run(*message))
+                self._turns += 1
                 await asyncio.wait([self._turn])
                 self._turn = None
                 self._last_seen = asyncio.get_running_loop().time()
@@ -84,6 +90,12 @@ class _Connection:
                 await reader
             await self._session.close()
             await self._ws.close()
+            log.info(
+                "WebSocket closed (%s) after %d response.create",
+                self._ws.close_code,
+                self._turns,
+                extra={"tenant": self._tenant, "route": "/v1/responses", "status": self._ws.close_code},
+            )
 
     async def _next_create(self) -> tuple[dict[str, Any], bytes] | None:
         """The next queued `response.create`; None once the client left, or after closing the socket for
@@ -176,4 +188,4 @@ class _Connection:
     async def _refuse(self, label: str | None, exc: ConvoStoreError) -> None:
         if label is not None:
             self._app[METRICS].websocket_messages.labels(label).inc()
-        await send_error(self._ws, self._app, exc)
+        await send_error(self._ws, self._app, exc, self._tenant)

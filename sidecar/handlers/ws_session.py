@@ -54,9 +54,15 @@ def error_message(exc: ConvoStoreError) -> bytes:
     return orjson.dumps({"type": "error", "status": exc.status, "sequence_number": 0, "error": error})
 
 
-async def send_error(ws: web.WebSocketResponse, app: web.Application, exc: ConvoStoreError) -> None:
-    """One error message; the socket stays open (a client already gone is not an error of ours)."""
+async def send_error(
+    ws: web.WebSocketResponse, app: web.Application, exc: ConvoStoreError, tenant: str | None
+) -> None:
+    """One error message; the socket stays open (a client already gone is not an error of ours). Logged
+    as the request log has a refused request: a warning for a 5xx, else info."""
     app[METRICS].websocket_errors.labels(str(exc.status)).inc()
+    level = logging.WARNING if exc.status >= 500 else logging.INFO
+    if log.isEnabledFor(level):
+        log.log(level, "WebSocket error message %d %s", exc.status, exc.code, extra={"tenant": tenant})
     with contextlib.suppress(ConnectionResetError, RuntimeError):
         await ws.send_frame(error_message(exc), WSMsgType.TEXT)
 
@@ -133,7 +139,7 @@ class Session:
                 self._request, create, plan, request_hash(raw, "responses"), sink, self._keep
             )
         except Exception as exc:
-            await send_error(self._ws, self._app, as_client_error(exc))
+            await send_error(self._ws, self._app, as_client_error(exc), self._tenant)
         if self._next is None:
             self._reserve_next()
 
@@ -204,6 +210,17 @@ class Session:
             stored=result is not None,
             in_conversation=plan.in_conversation,
         )
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "WebSocket response %s",
+                final.get("status"),
+                extra={
+                    "tenant": plan.tenant,
+                    "conversation_id": plan.conversation_id,
+                    "response_id": plan.response_id,
+                    "status": final.get("status"),
+                },
+            )
 
     def _reserve_next(self) -> None:
         last = self._last
