@@ -62,6 +62,11 @@ def usage_key(tenant: str) -> str:
     return f"cs:{{{_tenant_tag(tenant)}}}:usage"
 
 
+def running_key(tenant: str) -> str:
+    """The tenant's background responses holding a slot of its quota (a ZSET: response id -> stale at)."""
+    return f"cs:{{{_tenant_tag(tenant)}}}:bg"
+
+
 def run_key(tag: str, response_id: str) -> str:
     """A background run's HASH (tenant, status, record, owner, last sequence number, cancel flag). Its
     event log (a STREAM) and its lease (a STRING with a short PX) are this key plus `:ev` and `:lease`,

@@ -85,6 +85,37 @@ class Metrics:
             ["tenant_class", "kind"],
             registry=r,
         )
+        # Background responses (sidecar/runs/): runs going on this replica, how they ended ("lost" to another
+        # replica's reaper), follows of a run's event log by GET ?stream=true, runs a cancel stopped (on the
+        # replica that ran them, or the reaper that settled them), orphans this replica's reaper settled.
+        self.background_running = Gauge(
+            "convostore_background_responses_running",
+            "Background responses running on this replica.",
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+        self.background_started = Counter(
+            "convostore_background_responses_started", "Background responses started.", registry=r
+        )
+        self.background_finished = Counter(
+            "convostore_background_responses_finished",
+            "Background responses ended, by final status.",
+            ["status"],
+            registry=r,
+        )
+        self.background_resumed = Counter(
+            "convostore_background_streams_resumed",
+            "Background response streams resumed from the event log (GET ?stream=true).",
+            registry=r,
+        )
+        self.background_cancels = Counter(
+            "convostore_background_cancels", "Background responses stopped by a cancel.", registry=r
+        )
+        self.background_reaped = Counter(
+            "convostore_background_reaped",
+            "Background responses of a dead replica settled by this replica's reaper.",
+            registry=r,
+        )
         self.apc_fingerprint_changes = Counter(
             "convostore_apc_fingerprint_changes",
             "Turns whose prompt prefix fingerprint differs from the turn they continue.",
@@ -97,6 +128,32 @@ class Metrics:
             "convostore_summary_latency_ms",
             "Time to write the summary blocks of a turn that folded.",
             buckets=MS_BUCKETS,
+            registry=r,
+        )
+        self.summary_failures = Counter(
+            "convostore_summary_failures",
+            "Summaries the upstream or http summariser did not give (the template summary was stored).",
+            ["summariser"],
+            registry=r,
+        )
+        # WebSocket mode (handlers/ws_session.py). Message types are the client's, bounded: `response.create`,
+        # `response.steer` or `other`; error messages by their HTTP status.
+        self.websockets_open = Gauge(
+            "convostore_websockets_open",
+            "Responses WebSockets open.",
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+        self.websocket_messages = Counter(
+            "convostore_websocket_messages",
+            "Client messages on Responses WebSockets, by type.",
+            ["type"],
+            registry=r,
+        )
+        self.websocket_errors = Counter(
+            "convostore_websocket_errors",
+            "Error messages sent on Responses WebSockets, by HTTP status.",
+            ["status"],
             registry=r,
         )
 
@@ -118,23 +175,3 @@ def mark_upstream_start() -> float:
     started = time.perf_counter()
     upstream_started.set(started)
     return started
-        # WebSocket mode (handlers/ws_session.py). Message types are the client's, bounded: `response.create`,
-        # `response.steer` or `other`; error messages by their HTTP status.
-        self.websockets_open = Gauge(
-            "convostore_websockets_open",
-            "Responses WebSockets open.",
-            multiprocess_mode="livesum",
-            registry=r,
-        )
-        self.websocket_messages = Counter(
-            "convostore_websocket_messages",
-            "Client messages on Responses WebSockets, by type.",
-            ["type"],
-            registry=r,
-        )
-        self.websocket_errors = Counter(
-            "convostore_websocket_errors",
-            "Error messages sent on Responses WebSockets, by HTTP status.",
-            ["status"],
-            registry=r,
-        )

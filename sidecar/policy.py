@@ -158,6 +158,7 @@ _QUOTA: dict[str, Check] = {
     "requests_per_minute": _positive_int,
     "stored_bytes": _positive_int,
     "conversations": _positive_int,
+    "background_responses": _positive_int,  # running at once; unset = unlimited
 }
 _TENANT: dict[str, Check] = {
     "api_keys": _list_of(_api_key),

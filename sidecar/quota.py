@@ -25,6 +25,8 @@ RECONCILE_INTERVAL_SECONDS = 60.0
 DEFAULT_TENANT_QUOTA = "default"
 # Routes that store: a tenant over its stored quota may still read, delete and use the engine statelessly.
 _STORING_PREFIXES = ("/v1/responses", "/v1/conversations", "/v1/sessions/")
+# Background responses end at their own pace: a client refused a slot tries again soon.
+BACKGROUND_RETRY_AFTER_SECONDS = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +34,7 @@ class Limits:
     requests_per_minute: int | None = None
     stored_bytes: int | None = None
     conversations: int | None = None
+    background_responses: int | None = None  # running at once, counted across replicas
 
     @property
     def counts_storage(self) -> bool:
@@ -78,6 +81,7 @@ def _limits(spec: Mapping[str, Any]) -> Limits:
         requests_per_minute=quota.get("requests_per_minute"),
         stored_bytes=quota.get("stored_bytes"),
         conversations=quota.get("conversations"),
+        background_responses=quota.get("background_responses"),
     )
 
 
@@ -270,6 +274,36 @@ class CountingStore:
 
     async def due_runs(self, now_ms: int, limit: int) -> list[str]:
         return await self._inner.due_runs(now_ms, limit)
+
+    async def renew_run_turn(
+        self, tenant: str, conversation_id: str, response_id: str, claim: Claim | None
+    ) -> bool:
+        return await self._inner.renew_run_turn(tenant, conversation_id, response_id, claim)
+
+    async def hold_run_slot(
+        self, tenant: str, response_id: str, limit: int, stale_ms: int
+    ) -> tuple[bool, int]:
+        return await self._inner.hold_run_slot(tenant, response_id, limit, stale_ms)
+
+    async def release_run_slot(self, tenant: str, response_id: str) -> int:
+        return await self._inner.release_run_slot(tenant, response_id)
+
+
+async def take_background_slot(app: web.Application, tenant: str, response_id: str, stale_ms: int) -> bool:
+    """One of the tenant's slots for background responses running at once (quota `background_responses`),
+    held in the store so that every replica counts the same runs. True when taken (the run releases it when
+    it ends), False when the tenant has no such limit; RateLimited when every slot is in use."""
+    limit = app[QUOTAS].of(tenant).background_responses
+    if limit is None:
+        return False
+    held, _ = await app[STORE].hold_run_slot(tenant, response_id, limit, stale_ms)
+    if not held:
+        app[METRICS].quota_rejections.labels(app[QUOTAS].tenant_class(tenant), "background_responses").inc()
+        raise RateLimited(
+            f"Rate limit reached: {limit} background responses running at once. Retry when one has finished.",
+            headers={"Retry-After": str(BACKGROUND_RETRY_AFTER_SECONDS)},
+        )
+    return True
 
 
 async def reconcile(store: Store, tenant: str) -> int:

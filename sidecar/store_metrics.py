@@ -160,3 +160,16 @@ class MeteredStore:
 
     async def due_runs(self, now_ms: int, limit: int) -> list[str]:
         return await self._counted(self.inner.due_runs(now_ms, limit))
+
+    async def renew_run_turn(
+        self, tenant: str, conversation_id: str, response_id: str, claim: Claim | None
+    ) -> bool:
+        return await self._counted(self.inner.renew_run_turn(tenant, conversation_id, response_id, claim))
+
+    async def hold_run_slot(
+        self, tenant: str, response_id: str, limit: int, stale_ms: int
+    ) -> tuple[bool, int]:
+        return await self._counted(self.inner.hold_run_slot(tenant, response_id, limit, stale_ms))
+
+    async def release_run_slot(self, tenant: str, response_id: str) -> int:
+        return await self._counted(self.inner.release_run_slot(tenant, response_id))

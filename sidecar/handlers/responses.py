@@ -17,8 +17,10 @@ from ..context.prompt import Prompt
 from ..errors import InvalidRequest, UpstreamError
 from ..fingerprint import estimate_tokens, prefix_fingerprint
 from ..middleware import REQUEST_ID, TENANT
+from ..quota import take_background_slot
 from ..runs.context import RUNS
 from ..runs.follow import follow_run
+from ..runs.lease import SLOT_STALE_MS
 from ..runs.record import RunRecord
 from ..store import TurnResult
 from ..stored_items import decode_items
@@ -245,13 +247,20 @@ async def _create_background(request: web.Request, raw: bytes, body: dict[str, A
             if api == "responses"
             else ChatStreamTranslator(base, plan.mint)
         )
-        record = RunRecord.of(plan, base, idem, hashed)
-        await request.app[RUNS].start(
-            dataclasses.replace(plan),
-            record,
-            translator,
-            lambda: upstream.post(path, engine_body, engine_headers),
-        )
+        # Over the tenant's background quota: a 429, and the turn given back (nothing stored).
+        holds_slot = await take_background_slot(request.app, plan.tenant, plan.response_id, SLOT_STALE_MS)
+        record = RunRecord.of(plan, base, idem, hashed, holds_slot=holds_slot)
+        try:
+            await request.app[RUNS].start(
+                dataclasses.replace(plan),
+                record,
+                translator,
+                lambda: upstream.post(path, engine_body, engine_headers),
+            )
+        except BaseException:
+            if holds_slot:
+                await store.release_run_slot(plan.tenant, plan.response_id)
+            raise
         plan.reserved = False  # the run holds the reservation now: it stores the turn or gives it back
     if create.stream:
         runner = request.app[RUNS]

@@ -14,7 +14,7 @@ RUNS: web.AppKey[Runner] = web.AppKey("runs", Runner)
 
 
 async def runs_context(app: web.Application) -> AsyncIterator[None]:
-    runner = Runner(app[STORE], app[METRICS].observe_usage)
+    runner = Runner(app[STORE], app[METRICS])
     app[RUNS] = runner
     async with reaping(app[STORE], runner):
         try:

@@ -30,6 +30,8 @@ async def follow_run(
     headers: dict[str, str],
     first: RunState | None = None,
 ) -> web.StreamResponse:
+    if first is not None:  # given the run's state: a GET ?stream=true, not the create call's own stream
+        runner.metrics.background_resumed.inc()
     response = web.StreamResponse(
         headers={**headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     )

@@ -39,17 +39,20 @@ async def reap_once(store: Store, runner: Runner) -> int:
         elif outcome != "taken":
             await store.track_run(response_id, None)
         else:
-            await settle_orphan(store, runner.owner, tenant, response_id)
+            status = await settle_orphan(store, runner.owner, tenant, response_id)
             await store.track_run(response_id, None)
+            runner.metrics.background_reaped.inc()
+            if status == "cancelled":
+                runner.metrics.background_cancels.inc()
             settled_here += 1
     return settled_here
 
 
-async def settle_orphan(store: Store, owner: str, tenant: str, response_id: str) -> None:
-    """Store a run this replica took over, with what its log holds, and end it."""
+async def settle_orphan(store: Store, owner: str, tenant: str, response_id: str) -> str | None:
+    """Store a run this replica took over, with what its log holds, and end it; its final status."""
     state = await store.read_run(tenant, response_id, -1)
     if state is None:
-        return
+        return None
     record = RunRecord.decode(state.record)
     stored = await store.resolve_response(tenant, response_id, "output")
     if stored is not None:  # the runner stored its turn and died before it logged the end: that end
@@ -71,7 +74,15 @@ async def settle_orphan(store: Store, owner: str, tenant: str, response_id: str)
         except Exception:  # its reservation lapsed, or the store is away: the run still ends
             log.exception("storing orphaned background response %s failed", response_id)
     await store.finish_run(response_id, owner, str(final["status"]), numbered_events([terminal]))
-    log.warning("settled orphaned background response %s as %s", response_id, final["status"])
+    if record.holds_slot:
+        await store.release_run_slot(tenant, response_id)
+    log.warning(
+        "settled orphaned background response %s as %s",
+        response_id,
+        final["status"],
+        extra={"tenant": tenant, "response_id": response_id, "status": final["status"]},
+    )
+    return str(final["status"])
 
 
 @contextlib.asynccontextmanager

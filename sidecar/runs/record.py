@@ -25,10 +25,17 @@ class RunRecord:
     input_items: list[tuple[str, bytes]]
     idempotency_key: str | None
     request_hash: str
+    holds_slot: bool = False  # the run holds one of its tenant's quota slots (released when it ends)
 
     @classmethod
     def of(
-        cls, plan: TurnPlan, base: dict[str, Any], idempotency_key: str | None, request_hash: str
+        cls,
+        plan: TurnPlan,
+        base: dict[str, Any],
+        idempotency_key: str | None,
+        request_hash: str,
+        *,
+        holds_slot: bool = False,
     ) -> RunRecord:
         return cls(
             base,
@@ -39,6 +46,7 @@ class RunRecord:
             list(plan.input_items),
             idempotency_key,
             request_hash,
+            holds_slot,
         )
 
     def encode(self) -> bytes:
@@ -53,6 +61,7 @@ class RunRecord:
                 "input_items": [[item_id, item.decode()] for item_id, item in self.input_items],
                 "idempotency_key": self.idempotency_key,
                 "request_hash": self.request_hash,
+                "holds_slot": self.holds_slot,
             }
         )
 
@@ -68,6 +77,7 @@ class RunRecord:
             [(item_id, item.encode()) for item_id, item in data["input_items"]],
             data["idempotency_key"],
             data["request_hash"],
+            data.get("holds_slot", False),  # records written before quotas had none
         )
 
     def plan(self, tenant: str, response_id: str) -> TurnPlan:

@@ -21,12 +21,13 @@ import aiohttp
 import orjson
 
 from ..errors import ConvoStoreError, UpstreamError, engine_rejected
+from ..metrics import Metrics
 from ..store import Store
 from ..turns import TurnPlan, record_response, turn_settled
 from ..wire import events as ev
 from ..wire.sse import SSEDecoder
 from ..wire.translator import StreamTranslator, translate_messages
-from .lease import LEASE_MS, RENEW_SECONDS, now_ms
+from .lease import LEASE_MS, RENEW_SECONDS, SLOT_STALE_MS, TURN_RENEW_SECONDS, now_ms
 from .record import RunRecord
 
 log = logging.getLogger("convostore.runs")
@@ -51,15 +52,16 @@ class _Run:
     pending: list[dict[str, Any]] = field(default_factory=list)  # stamped, maybe not logged yet
     stop: str | None = None  # "cancel" (asked through the store) or "lost" (a reaper took the run over)
     pump: asyncio.Task[list[dict[str, Any]]] | None = None
+    status: str = "failed"  # how it ended here: the stored status, or "lost" to a reaper
 
 
 class Runner:
     """One per process: starts runs, tracks their tasks, wakes local followers when a run logs events."""
 
-    def __init__(self, store: Store, observe_usage: Callable[[Any], None] = lambda usage: None) -> None:
+    def __init__(self, store: Store, metrics: Metrics | None = None) -> None:
         self.store = store
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
-        self._observe_usage = observe_usage
+        self.metrics = metrics or Metrics()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._changed: dict[str, asyncio.Event] = {}
 
@@ -80,6 +82,9 @@ class Runner:
             raise RuntimeError(f"a run for {plan.response_id} exists already")
         run = _Run(plan, record, translator, engine_call)
         self._tasks[plan.response_id] = asyncio.create_task(self._run(run))
+        self.metrics.background_started.inc()
+        self.metrics.background_running.inc()
+        log.info("background response started", extra=_fields(plan))
         with contextlib.suppress(Exception):  # only the reapers' index: the lease is the truth
             await self.store.track_run(plan.response_id, now_ms() + LEASE_MS)
 
@@ -112,11 +117,18 @@ class Runner:
         finally:
             self._tasks.pop(rid, None)
             self._notify(rid)
+            self.metrics.background_running.dec()
+            self.metrics.background_finished.labels(run.status).inc()
+            log.info("background response finished", extra={**_fields(run.plan), "status": run.status})
             with contextlib.suppress(Exception):
                 await asyncio.shield(self.store.track_run(rid, None))
+            if run.record.holds_slot:  # a reaper that took the run over releases it too: harmless twice
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.store.release_run_slot(run.plan.tenant, rid))
 
     async def _drive(self, run: _Run) -> None:
         watcher = asyncio.create_task(self._watch(run))
+        keeper = asyncio.create_task(self._keep(run))
         run.pump = asyncio.create_task(self._pump(run))
         translator = run.translator
         try:
@@ -139,10 +151,14 @@ class Runner:
             tail = translator.fail("The sidecar could not run the engine's stream.", "server_error")
         finally:
             watcher.cancel()
+            keeper.cancel()
         if run.stop == "lost":
             log.warning("background response %s was taken over by another replica", run.plan.response_id)
+            run.status = "lost"
             return
         if run.stop == "cancel":
+            self.metrics.background_cancels.inc()
+            log.info("background response cancelled", extra=_fields(run.plan))
             await self._finish(run, [], cancelled=True)
             return
         await self._finish(run, tail)
@@ -195,6 +211,26 @@ class Runner:
                 run.pump.cancel()
             return
 
+    async def _keep(self, run: _Run) -> None:
+        """Keep what the run holds beyond its lease for as long as it runs: the reserved record index and
+        the idempotency claim of the turn it will store (they last a claim's life, CLAIM_SECONDS), and its
+        tenant's quota slot (stale after SLOT_STALE_MS)."""
+        plan = run.plan
+        keeps_turn = plan.reserved or plan.claim is not None
+        if not keeps_turn and not run.record.holds_slot:
+            return
+        while True:
+            await asyncio.sleep(TURN_RENEW_SECONDS)
+            try:
+                if keeps_turn:
+                    await self.store.renew_run_turn(
+                        plan.tenant, plan.conversation_id, plan.response_id, plan.claim
+                    )
+                if run.record.holds_slot:
+                    await self.store.hold_run_slot(plan.tenant, plan.response_id, 0, SLOT_STALE_MS)
+            except Exception:  # the store is away: the next renewal retries, well within a claim's life
+                log.warning("could not renew the turn of background response %s", plan.response_id)
+
     async def _finish(self, run: _Run, tail: list[dict[str, Any]], *, cancelled: bool = False) -> None:
         """Store the turn, then log the terminal event and end the run."""
         translator, rid = run.translator, run.plan.response_id
@@ -211,7 +247,8 @@ class Runner:
             events.append(terminal)
         else:
             final = translator.final_response or translator.incomplete("max_output_tokens")
-        self._observe_usage(final.get("usage"))
+        run.status = str(final["status"])
+        self.metrics.observe_usage(final.get("usage"))
         try:
             await record_response(
                 self.store,
@@ -233,6 +270,11 @@ class Runner:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _fields(plan: TurnPlan) -> dict[str, str]:
+    """A run's structured log fields (sidecar/logs.py)."""
+    return {"tenant": plan.tenant, "response_id": plan.response_id, "conversation_id": plan.conversation_id}
 
 
 def numbered_events(events: list[dict[str, Any]]) -> list[tuple[int, bytes]]:

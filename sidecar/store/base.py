@@ -275,3 +275,22 @@ class Store(Protocol):
     async def due_runs(self, now_ms: int, limit: int) -> list[str]:
         """Indexed runs due for a lease check at `now_ms`."""
         ...
+
+    async def renew_run_turn(
+        self, tenant: str, conversation_id: str, response_id: str, claim: Claim | None
+    ) -> bool:
+        """Extend a running run's reserved record index and idempotency claim to a claim's life from now
+        (never shorten them); whether the index is still reserved."""
+        ...
+
+    async def hold_run_slot(
+        self, tenant: str, response_id: str, limit: int, stale_ms: int
+    ) -> tuple[bool, int]:
+        """Take (or, already held, refresh) one of the tenant's `limit` slots for background responses
+        running at once, stale after `stale_ms` unless held again; `limit` 0 only refreshes. Whether it is
+        held, and how many the tenant holds."""
+        ...
+
+    async def release_run_slot(self, tenant: str, response_id: str) -> int:
+        """Release a run's slot (harmless twice); how many the tenant still holds."""
+        ...

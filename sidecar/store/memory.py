@@ -119,6 +119,8 @@ class MemoryStore:
         # Background runs by response id, and the reapers' index (response id -> check time, unix ms).
         self._runs: dict[str, _Run] = {}
         self._run_index: dict[str, int] = {}
+        # Per tenant, its background responses holding a quota slot (response id -> stale at, monotonic).
+        self._run_slots: dict[str, dict[str, float]] = {}
 
     # -- reads ---------------------------------------------------------------------------------
     def _live_conversation(self, tenant: str, conversation_id: str) -> _Conversation | None:
@@ -628,6 +630,55 @@ class MemoryStore:
     async def due_runs(self, now_ms: int, limit: int) -> list[str]:
         due = sorted((at, rid) for rid, at in self._run_index.items() if at <= now_ms)
         return [rid for _, rid in due[:limit]]
+
+    async def renew_run_turn(
+        self, tenant: str, conversation_id: str, response_id: str, claim: Claim | None
+    ) -> bool:
+        now = time.monotonic()
+        parsed = parse_response_id(response_id)
+        slot = self._slots.get(parsed[0]) if parsed is not None else None
+        held = False
+        if parsed is not None and slot is not None:
+            lapses_at = slot.reserved.get(parsed[1])
+            if lapses_at is not None and lapses_at > now:
+                slot.reserved[parsed[1]] = max(lapses_at, now + CLAIM_SECONDS)
+                held = True
+        record = self._idempotency.get((tenant, conversation_id), {}).get(claim.key) if claim else None
+        if (
+            claim is not None
+            and record is not None
+            and record.result is None
+            and record.response_id == response_id
+            and record.request_hash == claim.request_hash
+            and record.expires_at > now
+        ):
+            record.expires_at = max(record.expires_at, now + CLAIM_SECONDS)
+        return held
+
+    async def hold_run_slot(
+        self, tenant: str, response_id: str, limit: int, stale_ms: int
+    ) -> tuple[bool, int]:
+        now = time.monotonic()
+        running = {rid: at for rid, at in self._run_slots.get(tenant, {}).items() if at > now}
+        if response_id not in running and len(running) >= limit:
+            self._keep_run_slots(tenant, running)
+            return False, len(running)
+        running[response_id] = now + stale_ms / 1000
+        self._keep_run_slots(tenant, running)
+        return True, len(running)
+
+    async def release_run_slot(self, tenant: str, response_id: str) -> int:
+        now = time.monotonic()
+        running = {rid: at for rid, at in self._run_slots.get(tenant, {}).items() if at > now}
+        running.pop(response_id, None)
+        self._keep_run_slots(tenant, running)
+        return len(running)
+
+    def _keep_run_slots(self, tenant: str, running: dict[str, float]) -> None:
+        if running:
+            self._run_slots[tenant] = running
+        else:
+            self._run_slots.pop(tenant, None)
 
 
 def _walk(conv: _Conversation, segment: int, stop: int) -> list[tuple[int, int, tuple[str, bytes]]]:

@@ -26,7 +26,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..ids import conversation_tag, mint_response_id, parse_response_id, response_random
-from ..keys import RUNS_INDEX_KEY, ConversationKeys, rate_key, records_key, run_key, usage_key
+from ..keys import RUNS_INDEX_KEY, ConversationKeys, rate_key, records_key, run_key, running_key, usage_key
 from ..redact import mask_userinfo
 from .base import (
     CLAIM_SECONDS,
@@ -109,7 +109,7 @@ class RedisStore:
             name: client.register_script(load_script(f"{name}-1"))
             for name in (
                 "start_run", "append_run_events", "finish_run", "read_run", "cancel_run", "take_over_run",
-                "track_run", "due_runs",
+                "track_run", "due_runs", "renew_run_turn", "hold_run_slot", "release_run_slot",
             )
         }  # fmt: skip
 
@@ -388,6 +388,34 @@ class RedisStore:
     async def due_runs(self, now_ms: int, limit: int) -> list[str]:
         reply = await self._run(self._run_scripts["due_runs"], [RUNS_INDEX_KEY], [now_ms, limit])
         return [_text(r) for r in reply]
+
+    async def renew_run_turn(
+        self, tenant: str, conversation_id: str, response_id: str, claim: Claim | None
+    ) -> bool:
+        parsed = parse_response_id(response_id)
+        if parsed is None:
+            return False
+        args = [
+            response_id,
+            claim.key if claim else "",
+            claim.request_hash if claim else "",
+            tenant,
+            conversation_id,
+            self._claim_ttl,
+        ]
+        return bool(await self._run(self._run_scripts["renew_run_turn"], [records_key(parsed[0])], args))
+
+    async def hold_run_slot(
+        self, tenant: str, response_id: str, limit: int, stale_ms: int
+    ) -> tuple[bool, int]:
+        args = [response_id, limit, stale_ms]
+        held, running = await self._run(self._run_scripts["hold_run_slot"], [running_key(tenant)], args)
+        return bool(held), int(running)
+
+    async def release_run_slot(self, tenant: str, response_id: str) -> int:
+        return int(
+            await self._run(self._run_scripts["release_run_slot"], [running_key(tenant)], [response_id])
+        )
 
 
 async def _cluster_call_and_wait(
