@@ -1,7 +1,8 @@
 """`python -m bench [--quick]` (proxies under load), `python -m bench store [--quick]` (the Store API) and
 `python -m bench soak [--quick]` (the sidecar on Redis under long load: RSS, fds, connections, loop lag) and
 `python -m bench fuzz [--quick]` (10,000+ fuzzed requests per store backend: never a 5xx, the store exact) and
-`python -m bench apc [--quick]` (llama.cpp's prefix cache reuse: full history, trimming, a naive window)."""
+`python -m bench apc [--quick]` (llama.cpp's prefix cache reuse: full history, trimming, a naive window) and
+`python -m bench sweep [--quick]` (added latency and sidecar CPU against the history's length)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,10 @@ def main(argv: list[str] | None = None) -> None:
     fuzz.add_argument("--out", type=Path, dest="fuzz_out", help="JSON path (default bench/results/fuzz.json)")
     fuzz.add_argument("--requests", type=int, help="requests per backend (default 10000)")
     fuzz.add_argument("--backends", default="memory,redis", help="comma-separated: memory, redis")
+    sweep = commands.add_parser("sweep", help="added latency and sidecar CPU against the history's length")
+    sweep.add_argument("--quick", action="store_true", dest="sweep_quick", help="20 calls per history")
+    sweep.add_argument("--out", type=Path, dest="sweep_out", help="JSON (default bench/results/sweep.json)")
+    sweep.add_argument("--samples", type=int, dest="sweep_samples", help="timed calls per history (400)")
     apc = commands.add_parser("apc", help="llama.cpp prefix reuse: full history, trimming, a naive window")
     apc.add_argument("--quick", action="store_true", dest="apc_quick", help="9 turns: one fold")
     apc.add_argument("--out", type=Path, dest="apc_out", help="JSON path (default bench/results/apc.json)")
@@ -56,6 +61,13 @@ def main(argv: list[str] | None = None) -> None:
 
         quick = args.quick or args.apc_quick
         run_apc(quick=quick, out=args.apc_out or args.out or RESULTS / "apc.json", turns=args.turns)
+        return
+    if args.command == "sweep":
+        from .sweep import run as run_sweep
+
+        quick = args.quick or args.sweep_quick
+        out = args.sweep_out or args.out or RESULTS / "sweep.json"
+        run_sweep(quick=quick, out=out, samples=args.sweep_samples)
         return
     if args.command == "fuzz":
         from .fuzz import main as run_fuzz

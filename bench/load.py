@@ -3,7 +3,8 @@
     python -m bench.load --url http://127.0.0.1:PORT --concurrency 16 [--stream] --requests 4000 --seconds 10
 
 Runs in its own process on a raw asyncio HTTP/1.1 keep-alive client (one connection per worker), cheap enough
-that on 2 cores the generator is not what is measured. Writes one JSON object (to --out, or stdout):
+that on 2 cores the generator is not what is measured; `--client openai` uses the official SDK instead
+(non-stream only), to time what an application sees. Writes one JSON object (to --out, or stdout):
 latencies in ms of every timed request (non-stream: full response; stream: time to the first body byte,
 and to the end).
 """
@@ -117,6 +118,40 @@ class Connection:
         return status, data, first
 
 
+class SDKConnection:
+    """The official `openai` client (httpx keep-alive, each answer parsed into its models), timed from the
+    call to the parsed response: what an application sees, its own CPU per call included (issue 13: a
+    client that works between requests finds the sidecar slower than the raw client does)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        import openai
+
+        self.client = openai.AsyncOpenAI(
+            base_url=f"http://{host}:{port}/v1", api_key="bench", max_retries=0, timeout=30.0
+        )
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes, float]:
+        if path != "/v1/responses":
+            raise ValueError(f"the SDK client only creates responses, not {path}")
+        request = orjson.loads(body)
+        if request.get("stream"):
+            raise ValueError("the SDK client is timed on non-stream calls only")
+        import openai
+
+        start = time.perf_counter()
+        try:
+            answer = await self.client.responses.with_raw_response.create(**request)
+        except openai.APIStatusError as exc:  # counted as the raw client counts it: an error, chain broken
+            return exc.status_code, exc.response.content, time.perf_counter() - start
+        except openai.APIConnectionError as exc:
+            raise OSError(str(exc)) from None
+        answer.parse()
+        return answer.http_response.status_code, answer.http_response.content, time.perf_counter() - start
+
+    def close(self) -> None:
+        pass  # the pool is closed with the loop; nothing to reconnect after an error
+
+
 def response_id(body: bytes, stream: bool) -> str:
     """The new response's id: the body's `id`, or for a stream the id in its `response.completed` event."""
     if not stream:
@@ -141,7 +176,11 @@ class Results:
 
 
 async def worker(
-    conn: Connection, args: argparse.Namespace, rng: random.Random, results: Results, budget: dict[str, Any]
+    conn: Connection | SDKConnection,
+    args: argparse.Namespace,
+    rng: random.Random,
+    results: Results,
+    budget: dict[str, Any],
 ) -> None:
     while True:
         previous: str | None = None
@@ -177,7 +216,8 @@ async def worker(
 async def run(args: argparse.Namespace) -> Results:
     url = urlsplit(args.url)
     host, port = url.hostname or "127.0.0.1", url.port or 80
-    conns = [Connection(host, port) for _ in range(args.concurrency)]
+    kind = SDKConnection if args.client == "openai" else Connection
+    conns = [kind(host, port) for _ in range(args.concurrency)]
     rngs = [random.Random(args.seed * 1000 + n) for n in range(args.concurrency)]
     try:
         # Warm-up: every connection opened, every code path hot; nothing recorded.
@@ -208,6 +248,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="timed seconds at most")
     parser.add_argument("--warmup", type=int, default=200, help="untimed requests first")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--client", choices=("raw", "openai"), default="raw", help="raw asyncio HTTP/1.1, or the openai SDK"
+    )
     parser.add_argument("--out", type=Path, help="write the JSON here instead of stdout")
     args = parser.parse_args(argv)
     import uvloop

@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SCENARIOS = {"nonstream@1", "stream-ttfb@1", "nonstream@16", "stream-ttfb@16"}
+SCENARIOS = {"nonstream@1", "stream-ttfb@1", "nonstream-sdk@1", "nonstream@16", "stream-ttfb@16"}
 
 
 def run_bench(*args: str, timeout: float = 240) -> None:
