@@ -8,13 +8,14 @@ from dataclasses import dataclass
 from typing import Any
 
 DEFAULT_SUMMARY_EVERY_TURNS = 4
-# The only summariser served: deterministic, so folds and summaries are pure functions of the history and
-# every replica sends the same bytes with nothing stored. `upstream` and `http` stop start-up (load_policies).
-SERVED_SUMMARISERS = ("template",)
+# `template` is deterministic: its summaries are pure functions of the history, nothing stored. `upstream`
+# (the engine) and `http` (an endpoint) write summaries in the background and store them (summarisers.py).
+SERVED_SUMMARISERS = ("template", "upstream", "http")
 
 
 class UnsupportedSummariser(ValueError):
-    """A policy names a summariser this version does not serve; the message names its path."""
+    """A policy's summariser cannot be served (an unknown name, an unusable URL); the message names its
+    path."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +25,7 @@ class WindowPolicy:
     summary_every_turns: int = DEFAULT_SUMMARY_EVERY_TURNS
     max_input_tokens: int | None = None  # None: no budget
     summariser: str = "template"
+    summariser_url: str | None = None  # for `http`
     pack: str | None = None
 
     @property
@@ -42,8 +44,13 @@ def load_policies(policy: Mapping[str, Any]) -> dict[str, WindowPolicy]:
         summariser = spec.get("summariser") or "template"
         if summariser not in SERVED_SUMMARISERS:
             raise UnsupportedSummariser(
-                f"policies.{name}.summariser: {summariser!r} is not supported yet; use 'template' "
-                "(deterministic summaries, no model call)"
+                f"policies.{name}.summariser: must be one of {', '.join(SERVED_SUMMARISERS)}, "
+                f"not {summariser!r}"
+            )
+        url = spec.get("summariser_url")
+        if summariser == "http" and not str(url or "").startswith(("http://", "https://")):
+            raise UnsupportedSummariser(
+                f"policies.{name}.summariser_url: an http:// or https:// URL, not {url!r}"
             )
         policies[name] = WindowPolicy(
             name=name,
@@ -51,6 +58,7 @@ def load_policies(policy: Mapping[str, Any]) -> dict[str, WindowPolicy]:
             summary_every_turns=spec.get("summary_every_turns") or DEFAULT_SUMMARY_EVERY_TURNS,
             max_input_tokens=spec.get("max_input_tokens"),
             summariser=summariser,
+            summariser_url=url if summariser == "http" else None,
             pack=spec.get("pack"),
         )
     return policies

@@ -18,6 +18,7 @@ from ..wire.items import Item
 from .packs import Pack
 from .policy import WindowPolicy
 from .summarise import template_summary
+from .summarisers import FoldedBlock, StoredSummaries
 from .tokens import MESSAGE_OVERHEAD, TokenCounter
 from .trim import Span, next_block, regular_blocks, split_turns
 
@@ -43,6 +44,8 @@ class Prompt:
     dropped_summaries: int
     summary_seconds: float
     reshaped: bool  # a pack or summaries apply: `system`/`tools` replace the client's instructions/tools
+    # Stored summaries (`upstream`/`http`): blocks the policy folds whose summary is not stored yet.
+    pending: tuple[FoldedBlock, ...] = ()
 
     def chat_messages(self) -> list[Message]:
         return stored_items_to_messages(self.items, self.system, first_input=self.first_input)
@@ -70,6 +73,7 @@ async def build_prompt(
     chat_tools: bool = False,
     truncation: str = "disabled",
     compacted: Sequence[str] = (),
+    stored: StoredSummaries | None = None,
 ) -> Prompt:
     """The engine's prompt for a turn. Folding is a pure function of the history and the policy; the
     budget (`max_input_tokens`) folds earlier and drops the oldest summary text only when `truncation` is
@@ -95,10 +99,24 @@ async def build_prompt(
         first_current = _first_current_turn(spans, len(history))
         blocks = regular_blocks(len(spans), first_current, policy)
     started = time.perf_counter()
-    summaries = [_summary(items, spans, block) for block in blocks]
+    pending: list[FoldedBlock] = []
+    deferred: list[Span] = []
+    if stored is not None and blocks:
+        # Only blocks with a stored summary fold; the rest wait (verbatim) for the summariser's text.
+        ready, summaries, pending = await stored.regular(items, all_raw, spans, blocks)
+        blocks, deferred = ready, blocks[len(ready) :]
+    else:
+        summaries = [_summary(items, spans, block) for block in blocks]
     kept = _kept_from(pinned, spans, blocks)
     total = fixed + await _text_tokens(counter, summaries) + sum(item_tokens[:pinned] + item_tokens[kept:])
     budget = policy.max_input_tokens
+    while stored is not None and deferred and budget is not None and total > budget:
+        # Waiting must never refuse a turn the template would have served: fold now, as stored.
+        blocks.append(deferred.pop(0))
+        summaries.append(await stored.forced(items, all_raw, spans, blocks[-1]))
+        kept = _kept_from(pinned, spans, blocks)
+        total = fixed + await _text_tokens(counter, summaries)
+        total += sum(item_tokens[:pinned] + item_tokens[kept:])
     dropped = 0
     if budget is not None and total > budget:
         alone = fixed + sum(item_tokens[:pinned]) + sum(item_tokens[_input_turn_start(spans, len(history)) :])
@@ -110,7 +128,11 @@ async def build_prompt(
             if block is None:
                 break
             blocks.append(block)
-            summaries.append(_summary(items, spans, block))
+            summaries.append(
+                _summary(items, spans, block)
+                if stored is None
+                else await stored.forced(items, all_raw, spans, block)
+            )
             kept = _kept_from(pinned, spans, blocks)
             total = fixed + await _text_tokens(counter, summaries[dropped:])
             total += sum(item_tokens[:pinned] + item_tokens[kept:])
@@ -141,6 +163,7 @@ async def build_prompt(
         dropped_summaries=dropped,
         summary_seconds=summary_seconds,
         reshaped=bool(pack.system or pack.few_shot or pack.tools or sent_summaries or compacted),
+        pending=tuple(block for block in pending if block.last_turn > (blocks[-1][1] if blocks else 0)),
     )
 
 

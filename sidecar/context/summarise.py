@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..wire.items import Item
@@ -23,15 +24,22 @@ def template_summary(first_turn: int, turns: list[list[Item]]) -> str:
     return "\n".join(lines)
 
 
-def _line(item: Item) -> str | None:
+def transcript(items: Sequence[Item]) -> str:
+    """The folded turns in full, one line per item, for a summariser that reads them (upstream, http)."""
+    lines = (_line(item, cut=lambda text: text) for item in items)
+    return "\n".join(line for line in lines if line)
+
+
+def _line(item: Item, cut: Callable[[str], str] | None = None) -> str | None:
+    cut = cut or _excerpt
     kind = item.get("type", "message")
     if kind == "message":
-        return f"{item.get('role')}: {_excerpt(message_text(item))}"
+        return f"{item.get('role')}: {cut(message_text(item))}"
     if kind == "function_call":
-        return f"assistant called {item.get('name')}({_excerpt(str(item.get('arguments', '')))})"
+        return f"assistant called {item.get('name')}({cut(str(item.get('arguments', '')))})"
     if kind == "function_call_output":
         output = item.get("output")
-        return f"tool result: {_excerpt(output if isinstance(output, str) else parts_text(output))}"
+        return f"tool result: {cut(output if isinstance(output, str) else parts_text(output))}"
     return None  # reasoning and other opaque items leave no line
 
 

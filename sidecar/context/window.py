@@ -15,6 +15,8 @@ from .compaction import CompactionCodec, CompactionKeyError, expand_compactions,
 from .packs import Pack, choose_pack, load_packs
 from .policy import UnsupportedSummariser, WindowPolicy, load_policies, policy_for
 from .prompt import Prompt, build_prompt
+from .summarisers import TEMPLATE, StoredSummaries
+from .summarisers_remote import SummaryWriter
 from .tokens import (
     ENGINE,
     ESTIMATE,
@@ -27,6 +29,7 @@ from .tokens import (
 
 if TYPE_CHECKING:
     from ..metrics import Metrics
+    from ..store.base import Store
     from ..upstream import Upstream
 
 log = logging.getLogger("convostore.context")
@@ -46,6 +49,7 @@ class ContextWindow:
         self.cache = CountCache()
         self.compaction = CompactionCodec(load_compaction_key(policy))
         self.metrics = metrics
+        self.summary_writer = SummaryWriter(metrics)  # upstream/http summaries, off the hot path
         self._engine_down_until = 0.0
         self._estimated_models: set[str] = set()
 
@@ -94,14 +98,22 @@ class ContextWindow:
         policy_override: WindowPolicy | None = None,
         tenant: str | None = None,
         exact: bool = False,
+        store: Store | None = None,
+        conversation_id: str | None = None,
+        writable: bool = False,
     ) -> Prompt:
         """With `tenant`, compaction items are verified and sent as their summaries (compaction.py); a
-        caller that passes none leaves them as they are."""
+        caller that passes none leaves them as they are. With `store` and `conversation_id` too, an
+        `upstream`/`http` policy folds with the stored summaries (summarisers.py); without, with the
+        template's."""
         pack, policy = self.choose(model, pack_header)
         policy = policy_override or policy
         compacted: list[str] = []
         if tenant is not None:
             history, new_input, compacted = expand_compactions(self.compaction, tenant, history, new_input)
+        stored = None
+        if policy.summariser != TEMPLATE and store is not None and tenant is not None and conversation_id:
+            stored = StoredSummaries(store, tenant, conversation_id, policy, writable=writable)
         return await build_prompt(
             pack=pack,
             policy=policy,
@@ -113,6 +125,7 @@ class ContextWindow:
             chat_tools=chat_tools,
             truncation=truncation,
             compacted=compacted,
+            stored=stored,
         )
 
     async def turn_prompt(
@@ -129,9 +142,12 @@ class ContextWindow:
         chat_tools: bool = False,
         truncation: str = "disabled",
         tenant: str | None = None,
+        store: Store | None = None,
     ) -> Prompt:
         """A turn's prompt, compared with the prompt of the history it continues (the previous turn's, to
-        within its output's tokens): a new fingerprint is counted and logged, new summary blocks too."""
+        within its output's tokens): a new fingerprint is counted and logged, new summary blocks too.
+        Blocks an `upstream`/`http` policy could not fold yet (no stored summary) are summarised in the
+        background."""
         common: dict[str, Any] = {
             "model": model,
             "pack_header": pack_header,
@@ -141,15 +157,30 @@ class ContextWindow:
             "chat_tools": chat_tools,
             "truncation": truncation,
             "tenant": tenant,
+            "store": store,
+            "conversation_id": conversation_id,
         }
-        prompt = await self.prompt(history=history, new_input=new_input, **common)
-        if history and self.choose(model, pack_header)[1].trims:
+        policy = self.choose(model, pack_header)[1]
+        before = None
+        if history and policy.trims:
+            # First: a summary this turn's prompt stores (a fold the budget cannot defer) is a change.
             try:
                 before = await self.prompt(history=history, **common)
             except Exception:  # the earlier turn's prompt is only compared with; this turn's stands
                 before = None
-            if before is not None:
-                self.note_change(conversation_id, before, prompt)
+        prompt = await self.prompt(history=history, new_input=new_input, writable=True, **common)
+        if before is not None:
+            self.note_change(conversation_id, before, prompt)
+        if prompt.pending and store is not None and tenant is not None:
+            self.summary_writer.schedule(
+                prompt.pending,
+                store=store,
+                upstream=upstream,
+                tenant=tenant,
+                conversation_id=conversation_id,
+                policy=policy,
+                model=model,
+            )
         return prompt
 
     def note_change(self, conversation_id: str, before: Prompt, after: Prompt) -> None:
@@ -166,6 +197,8 @@ class ContextWindow:
             return
         self.metrics.apc_fingerprint_changes.inc()
         new_blocks = len(after.summaries) - len(before.summaries)
+        # Blocks a turn folds itself are template summaries (an upstream/http summary is counted by the
+        # writer that stores it; a turn folds one only once stored, in its prompt and the one before alike).
         if new_blocks > 0:
             self.metrics.summaries.labels(summariser="template").inc(new_blocks)
             self.metrics.summary_latency_ms.observe(after.summary_seconds * 1000)

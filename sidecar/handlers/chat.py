@@ -127,6 +127,8 @@ async def _answer(
         new_input=[b for _, b in plan.input_items],
         request_tools=body.get("tools"),
         chat_tools=True,
+        tenant=plan.tenant,
+        store=store,  # stored summaries (upstream/http summarisers)
     )
     headers["X-Prefix-Fingerprint"] = prompt.fingerprint
     headers["X-Estimated-Input-Tokens"] = str(prompt.input_tokens)

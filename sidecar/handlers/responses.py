@@ -174,6 +174,7 @@ async def turn_prompt(request: web.Request, create: CreateRequest, plan: TurnPla
         request_tools=create.body.get("tools"),
         truncation=create.truncation,
         tenant=plan.tenant,  # compaction items in the input or history are verified for this tenant
+        store=request.app[STORE],  # stored summaries (upstream/http summarisers)
     )
 
 

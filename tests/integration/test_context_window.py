@@ -240,12 +240,15 @@ async def test_the_session_api_resolves_and_trims_as_the_proxy_sends(
     assert packed["prefix_fingerprint"] != resolved["prefix_fingerprint"]
 
 
-async def test_an_unserved_summariser_stops_start_up(
+async def test_an_unusable_summariser_url_stops_start_up(
     make_sidecar: Any, engine: TestServer, tmp_path: Path
 ) -> None:
     from sidecar.config import ConfigError
 
-    with pytest.raises(ConfigError, match=r"policies\.default\.summariser"):
+    with pytest.raises(ConfigError, match=r"policies\.default\.summariser_url"):
         await sidecar_with(
-            make_sidecar, engine, tmp_path, policy="policies: {default: {summariser: upstream}}\n"
+            make_sidecar,
+            engine,
+            tmp_path,
+            policy="policies: {default: {summariser: http, summariser_url: 'host:9000'}}\n",
         )

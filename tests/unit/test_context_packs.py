@@ -92,9 +92,17 @@ def test_the_model_picks_its_policy_else_default() -> None:
 
 
 @pytest.mark.parametrize("summariser", ["upstream", "http"])
-def test_an_unserved_summariser_stops_start_up_naming_it(summariser: str) -> None:
-    policy = {"policies": {"gemma": {"summariser": summariser, "summariser_url": "http://x"}}}
-    with pytest.raises(ConfigError, match=r"policies\.gemma\.summariser: .* not supported yet"):
+def test_the_upstream_and_http_summarisers_are_served(summariser: str) -> None:
+    policy = {"policies": {"gemma": {"summariser": summariser, "summariser_url": "http://x/summarise"}}}
+    served = open_context_window(policy).policies["gemma"]
+    assert served.summariser == summariser
+    assert served.summariser_url == ("http://x/summarise" if summariser == "http" else None)
+
+
+@pytest.mark.parametrize("url", ["ftp://x/summarise", "summariser.internal:9000", ""])
+def test_an_http_summariser_without_an_http_url_stops_start_up_naming_it(url: str) -> None:
+    policy = {"policies": {"gemma": {"summariser": "http", "summariser_url": url}}}
+    with pytest.raises(ConfigError, match=r"policies\.gemma\.summariser_url: an http:// or https:// URL"):
         open_context_window(policy)
 
 
