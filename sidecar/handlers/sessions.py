@@ -25,8 +25,8 @@ from ..ids import conversation_tag, validate_client_id
 from ..middleware import REQUEST_ID, TENANT
 from ..response_record import compact_record
 from ..store.base import History, Turn
-from ..stored_items import join_items, with_sidecar_ids
-from ..wire.chat_messages import message_to_items, messages_to_items
+from ..stored_items import with_sidecar_ids
+from ..wire.chat_messages import json_array, message_to_items, messages_to_items
 from ..wire.items import check_item_count, parse_input, parse_item
 from ..wire.resource import build_response_resource, complete_output_item
 from .common import (
@@ -334,8 +334,8 @@ async def get_session(request: web.Request) -> web.Response:
             "updated_at": history.updated_ms // 1000,
         }
     )
-    # Stored item bytes are spliced in as they are: never decoded and re-encoded.
-    return json_response(head[:-1] + b',"items":' + join_items(history.items) + b"}")
+    # Stored item bytes are spliced in as they are (never decoded and re-encoded), in one allocation.
+    return json_response(json_array(history.items, head[:-1] + b',"items":', b"}"))
 
 
 @routes.delete("/v1/sessions/{conversation_id}")

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from sidecar.errors import InvalidRequest
 from sidecar.stored_items import with_sidecar_ids
-from sidecar.wire.chat_messages import items_to_messages, stored_items_to_messages
+from sidecar.wire.chat_messages import items_to_messages, json_array, stored_items_to_messages
 from sidecar.wire.items import parse_item
 
 # Quotes, backslashes, control characters, markers of the stored encoding, non-ASCII and astral text.
@@ -98,3 +98,9 @@ def test_an_inexpressible_stored_part_is_still_the_same_400() -> None:
     with pytest.raises(InvalidRequest) as general:
         _general(stored, None)
     assert fast.value.param == general.value.param == "input[0].content[0].file_id"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=20), max_size=6), st.binary(max_size=8), st.binary(max_size=8))
+def test_json_array_splices_like_concatenation(items: list[bytes], prefix: bytes, suffix: bytes) -> None:
+    assert json_array(items, prefix, suffix) == prefix + b"[" + b",".join(items) + b"]" + suffix
