@@ -170,7 +170,7 @@ async def test_an_orphaned_run_is_settled_failed_by_another_replica(
     while (await raw_get(second, created.id))["status"] == "queued":
         await asyncio.sleep(0.05)
     await asyncio.sleep(0.5)
-    first.app[RUNS].store = _Unreachable()  # type: ignore[assignment]  # the runner can write no more
+    first.app[RUNS].store = _Unreachable()  # the runner can write no more
     started = asyncio.get_running_loop().time()
     done = await poll(other, created.id, timeout=LEASE_MS / 1000 + 8)
     assert asyncio.get_running_loop().time() - started < LEASE_MS / 1000 + 3

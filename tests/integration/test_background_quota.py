@@ -117,7 +117,7 @@ async def test_a_reaped_run_releases_its_slot(
     assert [r.status for r in running] == [200, 200]
     assert (await start(second, tenant, "refused")).status == 429
     await asyncio.sleep(0.5)
-    first.app[RUNS].store = _Unreachable()  # type: ignore[assignment]  # its replica is gone for the store
+    first.app[RUNS].store = _Unreachable()  # its replica is gone for the store
     client = sdk(second, tenant)
     for r in running:
         done = await poll(client, (await r.json())["id"], timeout=LEASE_MS / 1000 + 8)
