@@ -7,12 +7,16 @@ request at a time, through several clients, interleaved request by request so th
 cell alike:
 
 - `bench-raw`: `bench/load.py`'s raw asyncio keep-alive connection (what `python -m bench` measures);
+- `bench-raw+sleep` / `bench-raw+spin`: the same, then (untimed) 1.5 ms asleep / 1.5 ms of CPU spinning
+  before the next request, as an application between calls;
+- `httpx` / `httpx-sdk-headers`: the SDK's transport alone, without / with the headers the SDK adds;
 - `openai-sdk`: the official `openai` client (httpx, keep-alive, the answer parsed into its models), what an
   application sees;
 - `new-connection`: a plain `http.client` connection opened and closed for every request, as a client
   without a pool does.
 
-It prints p50 per client and target, and p50 added over the engine; the finding is in bench/README.md.
+It prints p50 per client and target, p50 added over the engine and the client's own CPU per request; the
+finding is in bench/README.md ("What a client sees").
 """
 
 from __future__ import annotations
@@ -38,6 +42,15 @@ from .report import summarise, write_json
 RESULTS = Path(__file__).parent / "results"
 TARGETS = ("direct", "passthrough", "sidecar-redis")
 TURNS = 20
+CLIENTS = (
+    "bench-raw",
+    "bench-raw+sleep",
+    "bench-raw+spin",
+    "httpx",
+    "httpx-sdk-headers",
+    "openai-sdk",
+    "new-connection",
+)
 
 # What the openai SDK (3.x) sends besides the body.
 SDK_HEADERS = {
@@ -256,7 +269,7 @@ def print_table(result: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--requests", type=int, default=600, help="timed requests per client and target")
-    parser.add_argument("--clients", default="bench-raw,httpx,openai-sdk,new-connection")
+    parser.add_argument("--clients", default=",".join(CLIENTS), help="comma-separated: " + ", ".join(CLIENTS))
     parser.add_argument("--out", type=Path, default=RESULTS / "client_view.json")
     args = parser.parse_args(argv)
     result = run(args.requests, args.out, tuple(args.clients.split(",")))
