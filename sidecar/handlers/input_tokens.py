@@ -76,6 +76,10 @@ async def window_prompt(
         tenant=plan.tenant,
         exact=True,
         policy_override=policy_override,
+        # An upstream/http policy folds with the summaries already stored, as create would; none is written.
+        store=request.app[STORE],
+        conversation_id=plan.conversation_id,
+        writable=False,
     )
 
 

@@ -13,6 +13,7 @@ import openai
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from sidecar.appkeys import CONTEXT
 from sidecar.ids import parse_response_id
 from tests.fixtures.fake_engine import create_fake_engine, recorded
 from tests.integration.responses_stack import COMBOS, RecordingTransport, Stack, check_exchange
@@ -250,3 +251,44 @@ async def test_another_tenants_response_is_not_found(open_stack: OpenStack, api:
         await openai.AsyncOpenAI(
             api_key="sk-wrong", base_url=str(stack.sidecar.make_url("/v1")), max_retries=0
         ).responses.input_tokens.count(model="m", input="x")
+
+
+async def test_an_upstream_summariser_policy_counts_with_the_stored_summaries(
+    make_sidecar: Callable[..., Any], engine: TestServer, tmp_path: Path
+) -> None:
+    tokenizer = build_tokenizer(tmp_path / "tokenizer.json")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "policies: {default: {keep_last_turns: 2, summary_every_turns: 2, summariser: upstream}}\n"
+        f"tokenizers: {{m: {tokenizer}}}\n"
+    )
+    sidecar = await make_sidecar(
+        upstream=str(engine.make_url("")).rstrip("/"), redis_url="memory://", config_path=str(policy)
+    )
+    writer = sidecar.server.app[CONTEXT].summary_writer
+    previous = None
+    for n in range(1, 8):
+        body: dict[str, Any] = {"model": "m", "input": f"question {n}"}
+        if previous:
+            body["previous_response_id"] = previous
+        resp = await sidecar.post("/v1/responses", json=body)
+        assert resp.status == 200, await resp.text()
+        previous = (await resp.json())["id"]
+        await writer.idle()
+    engine_calls = len(recorded(engine.app, "/v1/responses"))
+    body = {"model": "m", "input": "question 8", "previous_response_id": previous}
+    counted = await sidecar.post("/v1/responses/input_tokens", json=body)
+    assert counted.status == 200, await counted.text()
+    await writer.idle()
+    assert len(recorded(engine.app, "/v1/responses")) == engine_calls  # no summary was asked for
+    created = await sidecar.post("/v1/responses", json=body)
+    # The engine's own summaries of turns 1-4 are in both: the fingerprint covers the summary text.
+    assert counted.headers["X-Prefix-Fingerprint"] == created.headers["X-Prefix-Fingerprint"]
+    assert (await counted.json())["input_tokens"] == int(created.headers["X-Estimated-Input-Tokens"])
+    (sent,) = [
+        r["body"]
+        for r in recorded(engine.app, "/v1/responses")
+        if isinstance(r["body"]["input"], list)
+        and r["body"]["input"][-1]["content"][0]["text"] == "question 8"
+    ]
+    assert sent["instructions"].count("Summary of turns") == 2
