@@ -129,10 +129,13 @@ class Upstream:
 def client_session(config: Config) -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(limit=512, limit_per_host=512, keepalive_timeout=60, ttl_dns_cache=300)
     # A proxy keeps no cookies of the engine's: DummyCookieJar skips cookie handling on every request.
+    # Bodies are never decompressed here (pass-through relays the engine's encoding as it is), so aiohttp's
+    # default Accept-Encoding must not ask for one: a compressing engine would answer the stateful routes
+    # with gzip they parse as JSON, and a pass-through client that asked for none with gzip it cannot read.
     return aiohttp.ClientSession(
         connector=connector,
         auto_decompress=False,
-        skip_auto_headers=("User-Agent",),
+        skip_auto_headers=("User-Agent", "Accept-Encoding"),
         cookie_jar=aiohttp.DummyCookieJar(),
     )
 
