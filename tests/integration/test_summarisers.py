@@ -76,7 +76,16 @@ async def sidecar_with(
     path = tmp_path / "policy.yaml"
     path.write_text(policy)
     upstream = str(engine.make_url("")).rstrip("/")
-    return await make_sidecar(upstream=upstream, upstream_api=api, redis_url=redis_url, config_path=str(path))
+    client: Client = await make_sidecar(
+        upstream=upstream, upstream_api=api, redis_url=redis_url, config_path=str(path)
+    )
+    return client
+
+
+async def idle(sidecar: Client) -> None:
+    """Wait for the summaries the sidecar is writing in the background."""
+    assert sidecar.app is not None
+    await sidecar.app[CONTEXT].summary_writer.idle()
 
 
 async def chain(
@@ -93,7 +102,7 @@ async def chain(
         assert resp.status == 200, await resp.text()
         previous = (await resp.json())["id"]
         fingerprints.append(resp.headers["X-Prefix-Fingerprint"])
-        await sidecar.server.app[CONTEXT].summary_writer.idle()
+        await idle(sidecar)
     assert previous is not None
     return previous, fingerprints
 
@@ -154,7 +163,7 @@ async def test_continuing_twice_sends_the_same_stored_bytes_and_a_branch_gets_it
 ) -> None:
     policy = POLICY.format(summariser="upstream", url="null")
     sidecar = await sidecar_with(make_sidecar, engine, tmp_path, redis_url, policy)
-    ids = []
+    ids: list[str] = []
     for n in range(1, 7):
         last, _ = await chain(sidecar, range(n, n + 1), previous=ids[-1] if ids else None)
         ids.append(last)
@@ -224,7 +233,7 @@ async def test_an_http_summariser_writes_the_summary(
             )
             assert resp.status == 200, await resp.text()
             fingerprints.append(resp.headers["X-Prefix-Fingerprint"])
-            await sidecar.server.app[CONTEXT].summary_writer.idle()
+            await idle(sidecar)
     assert changes(fingerprints) == [5]
     [request] = summariser.requests
     assert request["object"] == "convostore.summary_request"
@@ -288,7 +297,7 @@ async def test_the_budget_folds_at_once_with_a_stored_template_summary(
         assert int(resp.headers["X-Estimated-Input-Tokens"]) <= 470
         previous = (await resp.json())["id"]
         systems.append(turn_requests(engine)[-1].get("instructions") or "")
-    await sidecar.server.app[CONTEXT].summary_writer.idle()
+    await idle(sidecar)
     assert summariser.requests  # it was asked, and answered too late
     assert systems[3] == ""  # turn 4 waits for the summary: everything verbatim, within the budget
     template = "Summary of turns 1-2:\n- user: question 1"
