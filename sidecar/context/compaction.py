@@ -91,21 +91,23 @@ class CompactionCodec:
         body = _b64(zlib.compress(orjson.dumps(payload)))
         return f"{TOKEN_PREFIX}.{body}.{_b64(self._mac(tenant, body))}"
 
-    def verify(self, tenant: str, token: Any, param: str) -> CompactedSummary:
-        """The summary a token carries, or a 400 naming `param` when it is not one this sidecar issued
-        for this tenant (forged, altered, truncated, another tenant's, or signed with another key)."""
+    def verify(self, tenant: str, token: Any, param: str, what: str | None = None) -> CompactedSummary:
+        """The summary a token carries, or a 400 naming `param` (and `what`, by default `param`) when it is
+        not one this sidecar issued for this tenant (forged, altered, truncated, another tenant's, or
+        signed with another key)."""
         if self._key is None:
             raise _not_configured(param)
+        what = what or f"'{param}'"
         parts = token.split(".") if isinstance(token, str) else []
         if len(parts) != 3 or parts[0] != TOKEN_PREFIX:
-            raise _invalid(param)
+            raise _invalid(param, what)
         body, mac = parts[1], parts[2]
         try:
             given = _unb64(mac)
         except (binascii.Error, ValueError):
-            raise _invalid(param) from None
+            raise _invalid(param, what) from None
         if not hmac.compare_digest(given, self._mac(tenant, body)):
-            raise _invalid(param)
+            raise _invalid(param, what)
         # Only a payload this sidecar signed is decompressed and parsed.
         payload = orjson.loads(zlib.decompress(_unb64(body)))
         return CompactedSummary(text=payload["s"], turns=int(payload["n"]), model=payload["m"])
@@ -125,10 +127,10 @@ def _not_configured(param: str | None) -> CompactionNotConfigured:
     )
 
 
-def _invalid(param: str) -> InvalidRequest:
+def _invalid(param: str, what: str) -> InvalidRequest:
     return InvalidRequest(
-        f"Invalid '{param}': not a compaction this server issued for this caller (forged, altered or "
-        "another tenant's).",
+        f"Invalid {what}: not a compaction this server issued for this caller (forged, altered, another "
+        "tenant's, or signed with another key).",
         param=param,
         code="invalid_encrypted_content",
     )
@@ -157,9 +159,7 @@ def expand_compactions(
     kept_history: list[bytes] = []
     for raw in history:
         if is_compaction(raw):
-            item_id = orjson.loads(raw).get("id")
-            param = f"history item {item_id}.encrypted_content"
-            summaries.append(_verify_item(codec, tenant, raw, param).text)
+            summaries.append(_verify_stored(codec, tenant, orjson.loads(raw)).text)
         else:
             kept_history.append(raw)
     kept_input: list[bytes] = []
@@ -173,6 +173,13 @@ def expand_compactions(
 
 def _verify_item(codec: CompactionCodec, tenant: str, raw: bytes, param: str) -> CompactedSummary:
     return codec.verify(tenant, orjson.loads(raw).get("encrypted_content"), param)
+
+
+def _verify_stored(codec: CompactionCodec, tenant: str, item: Item) -> CompactedSummary:
+    """A compaction item of the stored history (added through the Conversations API unchecked, or signed
+    with a key since replaced): named as the history is elsewhere, by `previous_response_id`."""
+    what = f"stored item '{item.get('id')}' (encrypted_content)"
+    return codec.verify(tenant, item.get("encrypted_content"), "previous_response_id", what)
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,12 +208,10 @@ def compact_window(
     earlier: list[CompactedSummary] = []
     rest: list[Item] = []
     for n, item in enumerate(items):
-        if item.get("type") == "compaction":
-            param = (
-                f"input[{n - first_input}].encrypted_content"
-                if n >= first_input
-                else (f"history item {item.get('id')}.encrypted_content")
-            )
+        if item.get("type") == "compaction" and n < first_input:
+            earlier.append(_verify_stored(codec, tenant, item))
+        elif item.get("type") == "compaction":
+            param = f"input[{n - first_input}].encrypted_content"
             earlier.append(codec.verify(tenant, item.get("encrypted_content"), param))
         else:
             rest.append(item)

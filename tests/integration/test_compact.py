@@ -214,3 +214,22 @@ async def test_without_a_key_compact_is_refused_and_tokens_are_not_accepted(
             model="m", input=[{"type": "compaction", "encrypted_content": token.encrypted_content}]
         )
     assert caught.value.code == "invalid_encrypted_content"
+
+
+@combos
+async def test_a_forged_item_stored_through_the_conversations_api_is_refused_when_it_would_be_sent(
+    open_stack: OpenStack, api: str, store: str
+) -> None:
+    stack = await open_stack(api, store)
+    client = stack.client
+    # The Conversations API stores items as given: the token is checked where it is expanded.
+    conversation = await client.conversations.create(
+        items=[{"type": "compaction", "encrypted_content": "cs1.e30.AAAA"}]  # type: ignore[list-item]
+    )
+    for call in (client.responses.create, client.responses.input_tokens.count, client.responses.compact):
+        with pytest.raises(openai.BadRequestError) as caught:
+            await call(model="m", input="hi", extra_body={"conversation": conversation.id})  # type: ignore[operator]
+        assert caught.value.code == "invalid_encrypted_content"
+        assert caught.value.param == "previous_response_id"
+        assert "stored item 'cmp_" in caught.value.message
+    assert await stack.engine_bodies() == []
