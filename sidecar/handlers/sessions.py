@@ -158,7 +158,9 @@ async def resolve(request: web.Request) -> web.Response:
         )
         if history is None:
             raise conversation_not_found(conversation)
-    prompt = await _session_prompt(request, history.items, model=_model_query(request))
+    prompt = await _session_prompt(
+        request, history.items, model=_model_query(request), conversation_id=history.conversation_id
+    )
     fingerprint, tokens = prompt.fingerprint, prompt.input_tokens
     answer = {
         "conversation_id": history.conversation_id,
@@ -303,7 +305,12 @@ async def trim(request: web.Request) -> web.Response:
     conversation_id, history = await load_conversation(request)
     try:
         prompt = await _session_prompt(
-            request, history.items, model=model, override=override, truncation="auto"
+            request,
+            history.items,
+            model=model,
+            override=override,
+            truncation="auto",
+            conversation_id=conversation_id,
         )
     except ContextLengthExceeded as exc:
         exc.param = "max_input_tokens" if body.get("max_input_tokens") is not None else None
@@ -321,7 +328,9 @@ async def trim(request: web.Request) -> web.Response:
 @routes.get("/v1/sessions/{conversation_id}")
 async def get_session(request: web.Request) -> web.Response:
     conversation_id, history = await load_conversation(request)
-    prompt = await _session_prompt(request, history.items, model=_model_query(request))
+    prompt = await _session_prompt(
+        request, history.items, model=_model_query(request), conversation_id=conversation_id
+    )
     head = orjson.dumps(
         {
             "conversation_id": conversation_id,
@@ -363,9 +372,11 @@ async def _session_prompt(
     model: str | None,
     override: WindowPolicy | None = None,
     truncation: str = "auto",
+    conversation_id: str | None = None,
 ) -> Prompt:
-    """The prompt for a history as the proxy would send it next: pack, folds and real counts. A history
-    over the budget is trimmed ("auto"), since there is no request here to refuse."""
+    """The prompt for a history as the proxy would send it next: pack, folds (with the conversation's
+    stored summaries) and real counts. A history over the budget is trimmed ("auto"), since there is no
+    request here to refuse."""
     return await request.app[CONTEXT].prompt(
         model=model,
         pack_header=request.headers.get(PACK_HEADER),
@@ -373,6 +384,9 @@ async def _session_prompt(
         history=items,
         truncation=truncation,
         policy_override=override,
+        tenant=request[TENANT],
+        store=request.app[STORE],
+        conversation_id=conversation_id,
     )
 
 
@@ -389,9 +403,10 @@ async def _counters_after_write(
     if history is None:  # deleted in between: what was written is all there is to count
         return prefix_fingerprint(), estimate_tokens(session_bytes)
     try:
-        prompt = await _session_prompt(request, history.items, model=None)
+        prompt = await _session_prompt(request, history.items, model=None, conversation_id=conversation_id)
         if appended and len(history.items) > appended:
-            before = await _session_prompt(request, history.items[:-appended], model=None)
+            earlier = history.items[:-appended]
+            before = await _session_prompt(request, earlier, model=None, conversation_id=conversation_id)
             context.note_change(conversation_id, before, prompt)
     except ContextLengthExceeded:  # the write stands; the next turn will say what does not fit
         return prefix_fingerprint(), estimate_tokens(session_bytes)

@@ -306,3 +306,21 @@ async def test_the_budget_folds_at_once_with_a_stored_template_summary(
     # Both blocks were folded at once with the template, and the endpoint's late answers were not kept.
     assert sample(metrics, "convostore_summaries_total", summariser="template") == 2
     assert sample(metrics, "convostore_summaries_total", summariser="http") == 0
+
+
+async def test_the_session_api_resolves_with_the_stored_summaries(
+    make_sidecar: Any, engine: TestServer, tmp_path: Path, redis_url: str
+) -> None:
+    policy = POLICY.format(summariser="upstream", url="null")
+    sidecar = await sidecar_with(make_sidecar, engine, tmp_path, redis_url, policy, api="chat")
+    last, fingerprints = await chain(sidecar, range(1, 6))
+    sent = turn_requests(engine, "/v1/chat/completions")[-1]["messages"]
+    resolved = await (await sidecar.get("/v1/sessions/resolve", params={"previous_response_id": last})).json()
+    # What a gateway gets is what the proxy sent: the stored summary, then the verbatim turns.
+    assert resolved["messages"][0] == sent[0]
+    assert resolved["messages"][0]["content"].startswith("Summary of turns 1-2:\necho: ")
+    assert resolved["messages"][1:4] == sent[1:4]
+    assert resolved["prefix_fingerprint"] == fingerprints[-1]
+    session = await (await sidecar.get(f"/v1/sessions/{resolved['conversation_id']}")).json()
+    assert session["prefix_fingerprint"] == fingerprints[-1]
+    assert len(session["items"]) == 10  # trimming shapes what is sent, never what is stored
