@@ -105,8 +105,9 @@ class SummaryWriter:
                 else:
                     text = await engine_summary(upstream, block, model)
                 written = f"{block.heading}\n{text}"
-            except (SummaryFailed, TimeoutError, aiohttp.ClientError) as exc:
-                reason = str(exc) or exc.__class__.__name__
+            except Exception as exc:  # whatever the summariser did, the fold gets the template summary
+                known = isinstance(exc, SummaryFailed)
+                reason = str(exc) if known else exc.__class__.__name__  # never echo the content
                 log.warning(
                     "the %s summariser failed for turns %d-%d (%s): the template summary is stored",
                     summariser,

@@ -15,6 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from sidecar.appkeys import CONTEXT
+from sidecar.context import summarisers_remote
 from sidecar.context.summarisers_remote import INSTRUCTIONS
 from tests.fixtures.fake_engine import recorded
 from tests.integration.test_metrics_and_logs import sample
@@ -47,6 +48,7 @@ class SummaryEndpoint:
         self.requests: list[dict[str, Any]] = []
         self.status = 200
         self.delay = 0.0
+        self.answer: dict[str, Any] | None = None  # instead of the summary
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -54,6 +56,8 @@ class SummaryEndpoint:
         await asyncio.sleep(self.delay)
         if self.status != 200:
             return web.json_response({"error": "down"}, status=self.status)
+        if self.answer is not None:
+            return web.json_response(self.answer)
         return web.json_response(
             {"summary": f"They talked about turns {body['first_turn']} to {body['last_turn']}."}
         )
@@ -251,15 +255,24 @@ async def test_an_http_summariser_writes_the_summary(
     assert sample(metrics, "convostore_summaries_total", summariser="http") == 1
 
 
+@pytest.mark.parametrize("failure", ["503", "no summary", "too slow"])
 async def test_a_failing_summariser_leaves_the_template_summary_counted(
     make_sidecar: Any,
     engine: TestServer,
     tmp_path: Path,
     redis_url: str,
     endpoint: tuple[SummaryEndpoint, str],
+    failure: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     summariser, url = endpoint
-    summariser.status = 503
+    if failure == "503":
+        summariser.status = 503
+    elif failure == "no summary":
+        summariser.answer = {"summary": "  "}
+    else:
+        monkeypatch.setattr(summarisers_remote, "HTTP_SUMMARY_TIMEOUT", 0.2)
+        summariser.delay = 1.0
     policy = POLICY.format(summariser="http", url=url)
     sidecar = await sidecar_with(make_sidecar, engine, tmp_path, redis_url, policy)
     _, fingerprints = await chain(sidecar, range(1, 6))
