@@ -5,6 +5,7 @@ is reaped; over it a 429 rate_limit_exceeded with Retry-After and nothing stored
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -141,6 +142,44 @@ async def test_a_resumed_stream_is_counted(make_sidecar: Any, engine: TestServer
         assert b"response.completed" in await resumed.read()
     metrics = await (await sidecar.get("/convostore/metrics")).text()
     assert sample(metrics, "convostore_background_streams_resumed_total") == 2
+
+
+async def test_runs_log_start_finish_cancel_and_reap_with_their_ids(
+    make_sidecar: Any, engine: TestServer, redis_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="convostore.runs")
+    upstream = str(engine.make_url(""))
+    first = await make_sidecar(redis_url=redis_server.url, upstream=upstream, auth="trusted_header")
+    second = await make_sidecar(redis_url=redis_server.url, upstream=upstream, auth="trusted_header")
+    tenant = f"logged-{os.urandom(3).hex()}"
+    client = sdk(second, tenant)
+    slow(engine, 0.0, 2)
+    done = (await (await start(first, tenant, "done")).json())["id"]
+    await poll(client, done)
+    slow(engine, 0.2, 40)
+    cancelled = (await (await start(first, tenant, "cancelled")).json())["id"]
+    orphan = (await (await start(first, tenant, "orphan")).json())["id"]
+    await client.responses.cancel(cancelled)
+    await asyncio.sleep(0.5)
+    first.app[RUNS].store = _Unreachable()  # the orphan's replica is gone for the store
+    for response_id in (done, cancelled, orphan):
+        await poll(client, response_id, timeout=LEASE_MS / 1000 + 8)
+    await client.close()
+
+    def lines(message: str) -> dict[str, Any]:
+        return {
+            r.response_id: r  # type: ignore[attr-defined]
+            for r in caplog.records
+            if r.getMessage().startswith(message) and getattr(r, "tenant", None) == tenant
+        }
+
+    started = lines("background response started")
+    assert set(started) == {done, cancelled, orphan}
+    assert all(r.conversation_id for r in started.values())  # type: ignore[attr-defined]
+    assert lines("background response cancelled").keys() == {cancelled}
+    finished = {rid: r.status for rid, r in lines("background response finished").items()}  # type: ignore[attr-defined]
+    assert finished[cancelled] == "cancelled"
+    assert lines("settled orphaned background response").keys() >= {orphan}
 
 
 @pytest.mark.parametrize("value", [0, -1, "2", 1.5, True])
