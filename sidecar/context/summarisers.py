@@ -71,13 +71,30 @@ class StoredSummaries:
     — resolve, the previous turn's prompt — never write)."""
 
     def __init__(
-        self, store: Store, tenant: str, conversation_id: str, policy: WindowPolicy, *, writable: bool
+        self,
+        store: Store,
+        tenant: str,
+        conversation_id: str,
+        policy: WindowPolicy,
+        *,
+        writable: bool,
+        seen: dict[str, bytes | None] | None = None,
     ) -> None:
         self.store = store
         self.tenant = tenant
         self.conversation_id = conversation_id
         self.identity = summariser_identity(policy)
         self.writable = writable
+        # What was read for this turn (its prompt and the one it continues share it): one snapshot, one
+        # round trip for both.
+        self.seen = {} if seen is None else seen
+
+    async def _read(self, keys: list[str]) -> list[bytes | None]:
+        missing = [key for key in keys if key not in self.seen]
+        if missing:
+            found = await self.store.read_summaries(self.tenant, self.conversation_id, missing)
+            self.seen.update(zip(missing, found, strict=True))
+        return [self.seen[key] for key in keys]
 
     async def regular(
         self, items: list[Item], raw: Sequence[bytes], spans: list[Span], blocks: list[Span]
@@ -86,7 +103,7 @@ class StoredSummaries:
         and every block still without one (for the writer). The blocks after the folded ones stay verbatim
         for now, unless the budget needs them (`forced`)."""
         folded = [folded_block(self.identity, items, raw, spans, block) for block in blocks]
-        stored = await self.store.read_summaries(self.tenant, self.conversation_id, [b.key for b in folded])
+        stored = await self._read([b.key for b in folded])
         texts: list[str] = []
         for text in stored:
             if text is None:
@@ -100,7 +117,7 @@ class StoredSummaries:
         """A block folded now to fit the budget: its stored summary, else the template one — stored first
         when writable, so the summary this turn sends is the one every later turn sends."""
         folded = folded_block(self.identity, items, raw, spans, block)
-        [text] = await self.store.read_summaries(self.tenant, self.conversation_id, [folded.key])
+        [text] = await self._read([folded.key])
         if text is not None:
             return text.decode()
         if not self.writable:
@@ -108,4 +125,5 @@ class StoredSummaries:
         kept = await self.store.add_summary(
             self.tenant, self.conversation_id, folded.key, folded.template.encode()
         )
+        self.seen[folded.key] = kept
         return kept.decode() if kept is not None else folded.template

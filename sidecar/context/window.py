@@ -101,6 +101,7 @@ class ContextWindow:
         store: Store | None = None,
         conversation_id: str | None = None,
         writable: bool = False,
+        summaries_seen: dict[str, bytes | None] | None = None,
     ) -> Prompt:
         """With `tenant`, compaction items are verified and sent as their summaries (compaction.py); a
         caller that passes none leaves them as they are. With `store` and `conversation_id` too, an
@@ -113,7 +114,9 @@ class ContextWindow:
             history, new_input, compacted = expand_compactions(self.compaction, tenant, history, new_input)
         stored = None
         if policy.summariser != TEMPLATE and store is not None and tenant is not None and conversation_id:
-            stored = StoredSummaries(store, tenant, conversation_id, policy, writable=writable)
+            stored = StoredSummaries(
+                store, tenant, conversation_id, policy, writable=writable, seen=summaries_seen
+            )
         return await build_prompt(
             pack=pack,
             policy=policy,
@@ -159,6 +162,7 @@ class ContextWindow:
             "tenant": tenant,
             "store": store,
             "conversation_id": conversation_id,
+            "summaries_seen": {},  # both prompts read the stored summaries once
         }
         policy = self.choose(model, pack_header)[1]
         before = None

@@ -141,3 +141,32 @@ def test_the_transcript_keeps_whole_texts() -> None:
     long = "word " * 100
     lines = transcript([orjson.loads(user(long)), orjson.loads(assistant("ok"))]).split("\n")
     assert lines == [f"user: {long}", "assistant: ok"]
+
+
+def test_a_turns_two_prompts_read_the_stored_summaries_once() -> None:
+    class CountingReads(MemoryStore):
+        reads = 0
+
+        async def read_summaries(
+            self, tenant: str, conversation_id: str, keys: list[str]
+        ) -> list[bytes | None]:
+            self.reads += 1
+            return await super().read_summaries(tenant, conversation_id, keys)
+
+    async def run() -> None:
+        store = CountingReads(3600)
+        await store.append_turn(Turn(TENANT, CONV, [("msg_1", user("hi"))], n_input=1, mint_response=True))
+        seen: dict[str, bytes | None] = {}
+        history = turns(4)  # turn 5 adds no block: both prompts fold turns 1-2
+        for new in ([], [user("question 5")]):  # the prompt continued, then the turn's own
+            await build_prompt(
+                pack=NO_PACK,
+                policy=UPSTREAM,
+                counter=TokenCounter(ESTIMATE, "", CountCache()),
+                history=history,
+                new_input=new,
+                stored=StoredSummaries(store, TENANT, CONV, UPSTREAM, writable=bool(new), seen=seen),
+            )
+        assert store.reads == 1
+
+    asyncio.run(run())
