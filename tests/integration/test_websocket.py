@@ -262,10 +262,13 @@ async def test_a_client_that_closes_mid_response_stops_the_engine_and_the_respon
 
 async def test_an_idle_socket_is_closed_with_a_reason(make_sidecar: Callable[..., Any]) -> None:
     stack = await _stack(make_sidecar, "responses", "memory://", ws_idle_seconds=0.3)
+    config = stack.engine.server.app[CONFIG_KEY]
+    config.mode, config.delay, config.deltas = "slow", 0.1, 8  # a response longer than the idle limit
     try:
         conn = await stack.client.responses.connect().enter()
         await conn.response.create(model="m", input="hi")
-        assert text_of(await one_response(conn)) == "echo: hi"
+        done = await one_response(conn)  # a running response is no idleness
+        assert done[-1]["type"] == "response.completed" and text_of(done) == "echo: hi"
         with pytest.raises(websockets.ConnectionClosed) as closed:
             await asyncio.wait_for(conn.recv_bytes(), 5)
         assert closed.value.rcvd is not None
