@@ -394,3 +394,10 @@ async def test_a_turn_forking_from_an_earlier_response_resolves_it_from_the_stor
     assert [text for _, text in history] == ["root", "echo: root", "branch b"]
     page = await stack.client.responses.input_items.list(fork["id"], order="asc")
     assert len(page.data) == 3
+
+
+async def test_an_idempotency_key_on_the_handshake_is_refused(stack: Stack) -> None:
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        await stack.client.responses.connect(extra_headers={"Idempotency-Key": "k1"}).enter()
+    assert refused.value.response.status_code == 400
+    assert b"Idempotency-Key" in refused.value.response.body
