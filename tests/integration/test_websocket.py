@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from openai.types.responses.responses_server_event import ResponseWsError
 
 from sidecar.appkeys import STORE
+from sidecar.config import Config, ConfigError
 from sidecar.drain import DRAIN
 from tests.conformance import (
     EVENT_MODELS,
@@ -25,7 +26,7 @@ from tests.conformance import (
     assert_stream_event,
 )
 from tests.fixtures.fake_engine import CONFIG_KEY, create_fake_engine, recorded
-from tests.integration.responses_stack import ENGINE_PATHS, engine_view
+from tests.integration.responses_stack import ENGINE_PATHS, engine_view, parse_sse
 
 Client = TestClient[Any, Any]
 JSON = dict[str, Any]
@@ -401,3 +402,33 @@ async def test_an_idempotency_key_on_the_handshake_is_refused(stack: Stack) -> N
         await stack.client.responses.connect(extra_headers={"Idempotency-Key": "k1"}).enter()
     assert refused.value.response.status_code == 400
     assert b"Idempotency-Key" in refused.value.response.body
+
+
+async def test_the_socket_sends_the_events_an_sse_stream_of_the_same_body_sends(stack: Stack) -> None:
+    body: JSON = {"model": "m", "input": "same body", "instructions": "be brief", "metadata": {"k": "v"}}
+    resp = await stack.sidecar.post("/v1/responses", json={**body, "stream": True})
+    sse = parse_sse(await resp.read())
+    async with stack.client.responses.connect() as conn:
+        metrics = (await (await stack.sidecar.get("/convostore/metrics")).read()).decode()
+        assert "convostore_websockets_open 1.0" in metrics
+        await conn.send({"type": "response.create", **body})
+        socket = await one_response(conn)
+
+    def shape(events: list[JSON]) -> list[tuple[Any, ...]]:
+        return [(e["type"], e["sequence_number"], e.get("delta"), e.get("output_index")) for e in events]
+
+    assert shape(socket) == shape(sse)
+    final_sse, final_socket = sse[-1]["response"], socket[-1]["response"]
+    different = {"id", "created_at", "completed_at", "output"}
+    assert {k: v for k, v in final_socket.items() if k not in different} == {
+        k: v for k, v in final_sse.items() if k not in different
+    }
+
+
+def test_the_idle_limit_is_a_positive_number_of_seconds() -> None:
+    assert Config.from_env({"CONVOSTORE_WS_IDLE_SECONDS": "2.5"}).ws_idle_seconds == 2.5
+    assert Config.from_env({}).ws_idle_seconds == 300
+    with pytest.raises(ConfigError, match="CONVOSTORE_WS_IDLE_SECONDS"):
+        Config.from_env({"CONVOSTORE_WS_IDLE_SECONDS": "0"})
+    with pytest.raises(ConfigError, match="--ws-idle-seconds"):
+        Config.from_env({}, ws_idle_seconds="soon")
