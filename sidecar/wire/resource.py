@@ -154,8 +154,14 @@ def _flag(value: Any, default: bool) -> bool:
     return default if value is None else bool(value)
 
 
+# A token count past this is garbage (and 2**64 would not even serialise): read as 0, like a missing one.
+_MAX_COUNT = 2**53
+
+
 def _count(value: Any) -> int:
-    return int(value) if isinstance(value, int | float) else 0
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < _MAX_COUNT:
+        return int(value)
+    return 0
 
 
 def _service_tier(value: Any) -> str:

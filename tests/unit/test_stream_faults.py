@@ -307,3 +307,24 @@ def test_a_whole_chat_answer_gets_the_stored_call_ids() -> None:
     assert final is not None
     assert [c["id"] for c in message["tool_calls"]] == [i["call_id"] for i in final["output"]]
     assert len({c["id"] for c in message["tool_calls"]}) == 2
+
+
+@pytest.mark.parametrize("garbage", [2.0**64, 1e300, -5, True, "7"])
+def test_a_token_count_out_of_range_reads_as_zero_and_the_stream_can_still_be_sent(garbage: Any) -> None:
+    # found by the corrupted-stream property above: a float count of 2**64 became an int orjson cannot write
+    usage = {
+        "object": "chat.completion.chunk",
+        "choices": [],
+        "usage": {"prompt_tokens": 3, "completion_tokens": garbage},
+    }
+    translator = ChatStreamTranslator(base(), minter())
+    out = [
+        event
+        for chunk in [*CHAT_STREAM[:3], chat_chunk({}, "stop"), usage]
+        for event in translator.translate(chunk)
+    ]
+    out += translator.end(done=True)
+    encode_events(out)
+    final = translator.final_response
+    assert final is not None
+    assert final["usage"]["output_tokens"] == 0 and final["usage"]["input_tokens"] == 3
