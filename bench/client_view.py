@@ -38,6 +38,7 @@ from .load import Connection, input_text
 from .processes import RedisServer, free_port, python_module, started
 from .proxy_bench import ENGINE_DELTAS, sidecar
 from .report import summarise, write_json
+from .sweep import cpu_ns
 
 RESULTS = Path(__file__).parent / "results"
 TARGETS = ("direct", "passthrough", "sidecar-redis")
@@ -170,8 +171,9 @@ def new_connection(url: str, body: dict[str, Any]) -> tuple[str, int]:
 
 
 @contextmanager
-def targets() -> Iterator[dict[str, str]]:
-    """The engine, the pass-through before it and the sidecar on a redis-server, all up at once."""
+def targets() -> Iterator[dict[str, tuple[str, int]]]:
+    """The engine, the pass-through before it and the sidecar on a redis-server, all up at once: (url, pid)
+    of the process whose CPU each target's row reports (the engine's for direct, the proxy's otherwise)."""
     with ExitStack() as stack:
         port = free_port()
         argv = python_module("bench.engine", "--port", str(port), "--deltas", str(ENGINE_DELTAS))
@@ -181,7 +183,11 @@ def targets() -> Iterator[dict[str, str]]:
         passthrough = stack.enter_context(started("passthrough", argv, port))
         redis = stack.enter_context(RedisServer())
         proxy = stack.enter_context(sidecar(engine.url, redis.url))
-        yield {"direct": engine.url, "passthrough": passthrough.url, "sidecar-redis": proxy.url}
+        yield {
+            "direct": (engine.url, engine.pid),
+            "passthrough": (passthrough.url, passthrough.pid),
+            "sidecar-redis": (proxy.url, proxy.pid),
+        }
 
 
 def run(requests: int, out: Path, clients: tuple[str, ...]) -> dict[str, Any]:
@@ -209,10 +215,11 @@ def run(requests: int, out: Path, clients: tuple[str, ...]) -> dict[str, Any]:
     cells = [(client, target) for client in chosen for target in TARGETS]
     latency: dict[tuple[str, str], list[float]] = {cell: [] for cell in cells}
     client_cpu: dict[tuple[str, str], float] = dict.fromkeys(cells, 0.0)
+    server_cpu: dict[tuple[str, str], int] = dict.fromkeys(cells, 0)
     sizes: dict[tuple[str, str], int] = {}
     previous: dict[tuple[str, str], str | None] = dict.fromkeys(cells)
     try:
-        with targets() as urls:
+        with targets() as processes:
             for n in range(requests + requests // 10):  # the first tenth warms up, untimed
                 text = input_text(rng, 200)
                 for cell in cells:
@@ -220,11 +227,14 @@ def run(requests: int, out: Path, clients: tuple[str, ...]) -> dict[str, Any]:
                     body: dict[str, Any] = {"model": "bench-model", "input": text}
                     if n % TURNS and previous[cell] is not None:
                         body["previous_response_id"] = previous[cell]
+                    url, pid = processes[target]
+                    served = cpu_ns(pid)
                     begun, cpu = time.perf_counter(), time.process_time()
-                    previous[cell], sizes[cell] = chosen[client](urls[target], body)
+                    previous[cell], sizes[cell] = chosen[client](url, body)
                     if n >= requests // 10:
                         latency[cell].append((time.perf_counter() - begun) * 1000)
                         client_cpu[cell] += time.process_time() - cpu
+                        server_cpu[cell] += cpu_ns(pid) - served
                     if client in between:
                         between[client]()
     finally:
@@ -244,6 +254,8 @@ def run(requests: int, out: Path, clients: tuple[str, ...]) -> dict[str, Any]:
                 "answer_bytes": sizes[(client, target)],
                 # the client's own CPU per request: work a client does on the answer, in its latency
                 "client_cpu_us": client_cpu[(client, target)] / len(latency[(client, target)]) * 1e6,
+                # the serving process's own CPU per request (the engine's for direct), from schedstat
+                "server_cpu_us": server_cpu[(client, target)] / len(latency[(client, target)]) / 1000,
             }
     result = {"kind": "client_view", "requests_per_cell": requests, "results": table}
     write_json(out, result)
@@ -251,14 +263,15 @@ def run(requests: int, out: Path, clients: tuple[str, ...]) -> dict[str, Any]:
 
 
 def print_table(result: dict[str, Any]) -> None:
-    print("concurrency 1, non-stream: p50 ms (added over the engine) and the client's CPU µs per request:")
-    print(f"  {'client':18s} " + " ".join(f"{t:>26s}" for t in TARGETS))
+    print("concurrency 1, non-stream: p50 ms (added over the engine), CPU µs per call: client / server")
+    print(f"  {'client':18s} " + " ".join(f"{t:>30s}" for t in TARGETS))
     for client, row in result["results"].items():
         cells = [
-            f"{row[t]['p50']:.3f} ({row[t]['added_p50']:+.3f}) {row[t]['client_cpu_us']:4.0f}us"
+            f"{row[t]['p50']:.3f} ({row[t]['added_p50']:+.3f}) "
+            f"{row[t]['client_cpu_us']:4.0f}/{row[t]['server_cpu_us']:4.0f}"
             for t in TARGETS
         ]
-        print(f"  {client:18s} " + " ".join(f"{c:>26s}" for c in cells))
+        print(f"  {client:18s} " + " ".join(f"{c:>30s}" for c in cells))
     sizes = {t: row[t]["answer_bytes"] for t in TARGETS}
     print(f"  answer bytes: {sizes}")
     for client, row in result["results"].items():
