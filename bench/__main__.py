@@ -55,12 +55,14 @@ def main(argv: list[str] | None = None) -> None:
     apc.add_argument("--quick", action="store_true", dest="apc_quick", help="9 turns: one fold")
     apc.add_argument("--out", type=Path, dest="apc_out", help="JSON path (default bench/results/apc.json)")
     apc.add_argument("--turns", type=int, help="chained turns per configuration (default 18)")
+    apc.add_argument("--swa-full", action="store_true", help="llama.cpp keeps the full sliding-window cache")
     args = parser.parse_args(argv)
     if args.command == "apc":
         from .apc import run as run_apc
 
         quick = args.quick or args.apc_quick
-        run_apc(quick=quick, out=args.apc_out or args.out or RESULTS / "apc.json", turns=args.turns)
+        out = args.apc_out or args.out or RESULTS / ("apc-swa-full.json" if args.swa_full else "apc.json")
+        run_apc(quick=quick, out=out, turns=args.turns, swa_full=args.swa_full)
         return
     if args.command == "sweep":
         from .sweep import run as run_sweep

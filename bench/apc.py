@@ -10,6 +10,9 @@ each prompt came from its cache:
 
 prefix reuse = Σ min(cached_tokens, previous prompt tokens) / Σ previous prompt tokens, over turns 2..N.
 Targets: (a) ≥ 0.95; (b) ≥ 0.85, the fingerprint changing only at folds, every prompt within the budget.
+For (b) the reuse is split between folds and at folds, next to the ideal the design allows
+(bench/apc_folds.py). `--swa-full` starts llama.cpp with the full sliding-window-attention cache (Gemma 3's
+SWA layers otherwise keep only the last window, so a prompt that diverges earlier re-reads everything).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from openai import OpenAI
 
 from tests.fixtures.llamacpp import LlamaCppEngine
 from tests.fixtures.sidecar_process import SidecarProcess
+
+from .apc_folds import TurnCheck, check_turns, reuse_split, turn_prompt
 
 PACK = "apc-bench"
 FULL_MODEL = "apc-full"  # policies.default: the pack, the whole history
@@ -104,6 +109,7 @@ class Turn:
     fingerprint: str | None
     seconds: float
     estimated_input_tokens: int | None = None  # X-Estimated-Input-Tokens: the sidecar's count
+    response_id: str | None = None
 
 
 @dataclass
@@ -189,7 +195,8 @@ def chain_through_sidecar(client: OpenAI, model: str, turns: int, name: str, **p
         fingerprint = raw.headers.get("X-Prefix-Fingerprint")
         estimated = raw.headers.get("X-Estimated-Input-Tokens")
         seconds = time.perf_counter() - started
-        run.turns.append(Turn(prompt, cached, fingerprint, seconds, int(estimated) if estimated else None))
+        estimate = int(estimated) if estimated else None
+        run.turns.append(Turn(prompt, cached, fingerprint, seconds, estimate, answer.id))
         previous = answer.id
     return run
 
@@ -249,10 +256,22 @@ def machine() -> dict[str, Any]:
     return {"cpus": len(os.sched_getaffinity(0)), "cpu": cpu, "platform": platform.platform()}
 
 
-def run(*, quick: bool, out: Path, turns: int | None = None) -> dict[str, Any]:
+def fold_checks(sidecar_url: str, engine_url: str, trimmed: Run, folds: list[int]) -> list[TurnCheck]:
+    """(b)'s prompts rebuilt from the sidecar's resolve and the engine's template, turn against turn."""
+    prompts = [turn_prompt(sidecar_url, engine_url, t.response_id or "", TRIM_MODEL) for t in trimmed.turns]
+    counts = [t.prompt_tokens for t in trimmed.turns]
+    cached = [t.cached_tokens for t in trimmed.turns]
+    return check_turns(engine_url, prompts, counts, cached, folds)
+
+
+def run(*, quick: bool, out: Path, turns: int | None = None, swa_full: bool = False) -> dict[str, Any]:
     turns = turns or (QUICK_TURNS if quick else TURNS)
+    started = time.perf_counter()
     # One slot: every turn lands on the slot holding the previous prompt, as a busy server's affinity would.
-    with LlamaCppEngine(ctx=4096, parallel=1) as engine, apc_sidecar(engine.url) as sidecar:
+    with (
+        LlamaCppEngine(ctx=4096, parallel=1, swa_full=swa_full) as engine,
+        apc_sidecar(engine.url) as sidecar,
+    ):
         with OpenAI(base_url=f"{sidecar.url}/v1", api_key="none", timeout=120.0) as client:
             full = chain_through_sidecar(client, FULL_MODEL, turns, "full history (sidecar)")
             # "auto": should the count ever pass the budget, fold early rather than refuse (it shows as a
@@ -260,14 +279,21 @@ def run(*, quick: bool, out: Path, turns: int | None = None) -> dict[str, Any]:
             trimmed = chain_through_sidecar(
                 client, TRIM_MODEL, turns, "pack + trimming (sidecar)", truncation="auto"
             )
+        checks = fold_checks(sidecar.url, engine.url, trimmed, fold_turns(turns))
         with OpenAI(base_url=f"{engine.url}/v1", api_key="none", timeout=120.0) as direct:
             naive = naive_window(direct, turns)
     results = {
         "benchmark": "apc",
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine(),
-        "command": "python -m bench apc" + (" --quick" if quick else ""),
-        "engine": "llama.cpp (xllamacpp) + Gemma 3 270M Q4_K_M, 1 slot of 4096 tokens, n_cache_reuse 256",
+        "command": " ".join(
+            ["python -m bench apc", *(["--quick"] if quick else []), *(["--swa-full"] if swa_full else [])]
+        ),
+        "engine": "llama.cpp (xllamacpp) + Gemma 3 270M Q4_K_M, 1 slot of 4096 tokens, n_cache_reuse 256"
+        + (", swa_full" if swa_full else ""),
+        "swa_full": swa_full,
+        "load_average_at_end": os.getloadavg(),
+        "seconds": round(time.perf_counter() - started, 1),
         "policy": policy_file(),
         "max_output_tokens": MAX_OUTPUT_TOKENS,
         "expected_folds_at": fold_turns(turns),
@@ -277,6 +303,8 @@ def run(*, quick: bool, out: Path, turns: int | None = None) -> dict[str, Any]:
             "trimmed": trimmed.summary(),
             "naive": naive.summary(),
         },
+        "trimmed_reuse": reuse_split(checks),
+        "trimmed_turns": [asdict(c) for c in checks],
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2) + b"\n")
@@ -303,4 +331,15 @@ def table(results: dict[str, Any]) -> str:
         f"\nfolds expected at turns {results['expected_folds_at']}, fingerprint changed at "
         f"{trimmed['fingerprint_changes_at']}; budget max_input_tokens={MAX_INPUT_TOKENS}"
     )
+    rows.append("\n(b) reuse | measured | ideal (common token prefix with the previous prompt)")
+    for name, split in results["trimmed_reuse"].items():
+        rows.append(f"{name} ({split['turns']} turns) | {split['measured']} | {split['ideal']}")
+    rows.append("\nturn | fold | previous prompt | cached | ideal | bytes before block kept | its tokens")
+    for c in results["trimmed_turns"]:
+        rows.append(
+            f"{c['turn']} | {'fold' if c['at_fold'] else ''} | {c['previous_prompt_tokens']} | "
+            f"{c['cached_tokens']} | {c['common_prefix_tokens']} | {c['prefix_bytes_unchanged']} | "
+            f"{c['tokens_before_new_block']} (rebuilt {c['rebuilt_prompt_tokens']} vs "
+            f"engine {c['engine_prompt_tokens']})"
+        )
     return "\n".join(rows)

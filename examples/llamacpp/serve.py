@@ -39,6 +39,9 @@ def build_params(args: argparse.Namespace) -> Any:
     params.endpoint_metrics = True
     params.endpoint_slots = True
     params.n_cache_reuse = 256  # reuse KV chunks across requests: what byte-stable history buys
+    # Gemma 3's sliding-window layers keep only the last window's KV by default, so a prompt that diverges
+    # earlier than that re-reads everything; the full SWA cache (more memory) keeps every position reusable.
+    params.swa_full = args.swa_full
     return params
 
 
@@ -57,6 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--ctx", type=int, default=8192, help="total context, split across --parallel slots")
     parser.add_argument("--parallel", type=int, default=2, help="number of slots (concurrent sequences)")
+    parser.add_argument("--swa-full", action="store_true", help="full sliding-window-attention cache")
     return parser.parse_args(argv)
 
 
