@@ -52,7 +52,9 @@ def serve(tree: Path, engine_url: str, redis_url: str, name: str) -> Iterator[tu
     port = free_port()
     argv = [sys.executable, "-m", "sidecar", "serve", "--listen", f"127.0.0.1:{port}"]
     argv += ["--upstream", engine_url, "--upstream-api", "responses", "--redis-url", redis_url]
-    argv += ["--log-level", "warning", "--workers", "1"]
+    argv += ["--log-level", "warning"]
+    if "--workers" in (tree / "sidecar" / "cli.py").read_text():  # revisions before --workers ran one process
+        argv += ["--workers", "1"]
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log_path = LOG_DIR / f"ab-{name}-{port}.log"
     proc = spawn_process(argv, cwd=tree, log_path=log_path)
