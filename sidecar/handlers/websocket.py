@@ -32,6 +32,13 @@ log = logging.getLogger("convostore.websocket")
 
 QUEUED_CREATES = 16  # `response.create` messages waiting behind the running one; more are refused
 DRAIN_CHECK_SECONDS = 0.5  # how soon an idle socket notices the sidecar is draining
+# aiohttp's handshake refusals, by the start of their text, and the header each is about
+_HANDSHAKE_HEADERS = (
+    ("No WebSocket UPGRADE", "Upgrade"),
+    ("No CONNECTION upgrade", "Connection"),
+    ("Unsupported version", "Sec-WebSocket-Version"),
+    ("Handshake error", "Sec-WebSocket-Key"),
+)
 _COUNTED_TYPES = frozenset({"response.create", "response.steer"})  # metric labels; the rest are "other"
 
 
@@ -48,7 +55,21 @@ async def responses_socket(request: web.Request) -> web.StreamResponse:
     if request.app[DRAIN].draining:
         raise ShuttingDown("The sidecar is shutting down; open the WebSocket on another replica.")
     ws = web.WebSocketResponse(max_msg_size=request.app[CONFIG].max_body_bytes)
-    await ws.prepare(request)
+    try:
+        await ws.prepare(request)
+    except ValueError:  # aiohttp's base64 decoding of a key that is not ASCII
+        raise InvalidRequest(
+            "Invalid WebSocket handshake: Sec-WebSocket-Key is not base64.",
+            param="Sec-WebSocket-Key",
+            code="invalid_websocket_handshake",
+        ) from None
+    except web.HTTPBadRequest as exc:  # aiohttp's text says what was wrong with the handshake
+        reason = exc.text or ""
+        raise InvalidRequest(
+            f"Invalid WebSocket handshake: {reason[:200]}",
+            param=next((h for p, h in _HANDSHAKE_HEADERS if reason.startswith(p)), None),
+            code="invalid_websocket_handshake",
+        ) from None
     metrics = request.app[METRICS]
     metrics.websockets_open.inc()
     try:

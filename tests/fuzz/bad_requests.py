@@ -367,9 +367,46 @@ def chat_request(draw: st.DrawFn) -> FuzzRequest:
     return request
 
 
+@st.composite
+def socket_handshake(draw: st.DrawFn) -> FuzzRequest:
+    """`GET /v1/responses` asking for a WebSocket with a handshake that never completes (a completed one
+    leaves HTTP): no version aiohttp accepts, so always a 4xx, which must carry the OpenAI error body."""
+    request = draw(_request("GET /v1/responses", ["v1", "responses"]))
+    request.headers |= {
+        "Upgrade": draw(st.sampled_from(["websocket", "WebSocket"])),  # else the engine's plain GET
+        "Connection": draw(st.sampled_from(["Upgrade", "keep-alive, Upgrade", "close"])),
+        "Sec-WebSocket-Version": draw(st.one_of(st.sampled_from(["", "8", "13", "14"]), HEADER_STRINGS)),
+    }
+    # Never a valid key (24 base64 characters of 16 bytes): aiohttp takes versions 7, 8 and 13.
+    key = draw(st.one_of(st.none(), st.sampled_from(["", "c2hvcnQ=", "not base64!"]), HEADER_STRINGS))
+    if key is not None:
+        request.headers["Sec-WebSocket-Key"] = key
+    return request
+
+
+compact_body = fields(
+    {"model": st.just("fake-model")},
+    {
+        "input": st.one_of(text, item_lists),
+        "previous_response_id": ids("response"),
+        "instructions": text,
+        "metadata": metadata,
+    },
+)
+
+
 ROUTES: dict[str, st.SearchStrategy[FuzzRequest]] = {
     "POST /v1/responses": _request(
         "POST /v1/responses", ["v1", "responses"], body=json_body(create_response), writes=True
+    ),
+    "GET /v1/responses": socket_handshake(),
+    "POST /v1/responses/input_tokens": _request(
+        "POST /v1/responses/input_tokens",
+        ["v1", "responses", "input_tokens"],
+        body=json_body(create_response),
+    ),
+    "POST /v1/responses/compact": _request(
+        "POST /v1/responses/compact", ["v1", "responses", "compact"], body=json_body(compact_body)
     ),
     "GET /v1/responses/{response_id}": _request(
         "GET /v1/responses/{response_id}",

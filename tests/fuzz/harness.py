@@ -8,6 +8,7 @@ loop of its own, so hypothesis drives it from plain synchronous code.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import time
 from collections import Counter
@@ -83,6 +84,9 @@ class FuzzTarget:
             auth="trusted_header",
             max_body_bytes=MAX_BODY_BYTES,
         )
+        # A compaction key, so compact answers and the compaction items it mints are checked in input.
+        compaction = {"key": "fuzz-compaction-key-32-bytes-long"}
+        config = dataclasses.replace(config, policy={"compaction": compaction})
         self.app = create_app(config)
         self.server = TestServer(self.app)
         await self.server.start_server()
