@@ -23,7 +23,12 @@ def test_the_shipped_example_loads_and_holds_every_key() -> None:
         "keep_last_turns", "summary_every_turns", "max_input_tokens", "summariser", "summariser_url", "pack",
     }  # fmt: skip
     assert set(policy["tenants"]["acme"]) == {"api_keys", "api_key_sha256", "quota"}
-    assert set(policy["tenants"]["acme"]["quota"]) == {"requests_per_minute", "stored_bytes", "conversations"}
+    assert set(policy["tenants"]["acme"]["quota"]) == {
+        "requests_per_minute",
+        "stored_bytes",
+        "conversations",
+        "background_responses",
+    }
 
 
 @pytest.mark.parametrize(
