@@ -56,6 +56,7 @@ def create_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(_store_context)
     app.cleanup_ctx.append(_upstream_context)
     app.cleanup_ctx.append(runs_context)  # background runs: they need the store and the engine
+    app.cleanup_ctx.append(_summaries_context)  # upstream/http summaries being written: the same
     app.cleanup_ctx.append(drain.context)  # last in, first out: before the store and the engine close
     # Only the exact routes of ops (liveness, readiness, metrics) and openapi.json are served unauthenticated.
     app[PUBLIC_RESOURCES] = frozenset(
@@ -100,3 +101,9 @@ async def _store_context(app: web.Application) -> AsyncIterator[None]:
 async def _upstream_context(app: web.Application) -> AsyncIterator[None]:
     async for _ in upstream_context(app, app[CONFIG], UPSTREAM, app[METRICS]):
         yield
+
+
+async def _summaries_context(app: web.Application) -> AsyncIterator[None]:
+    yield
+    # A block whose summary is cut off here is summarised again by the next turn that folds it.
+    await app[CONTEXT].summary_writer.close()

@@ -337,3 +337,41 @@ async def test_the_session_api_resolves_with_the_stored_summaries(
     session = await (await sidecar.get(f"/v1/sessions/{resolved['conversation_id']}")).json()
     assert session["prefix_fingerprint"] == fingerprints[-1]
     assert len(session["items"]) == 10  # trimming shapes what is sent, never what is stored
+
+
+async def test_a_summary_being_written_at_shutdown_is_cancelled_and_written_by_the_next_fold(
+    make_sidecar: Any,
+    engine: TestServer,
+    tmp_path: Path,
+    endpoint: tuple[SummaryEndpoint, str],
+    redis_server: Any,
+) -> None:
+    summariser, url = endpoint
+    summariser.delay = 60.0  # still writing when the sidecar stops
+    policy = POLICY.format(summariser="http", url=url)
+    first = await sidecar_with(make_sidecar, engine, tmp_path, redis_server.url, policy)
+    previous = None
+    for n in range(1, 5):  # keep 2, blocks of 2: turns 1-2 fall due at turn 4
+        body: dict[str, Any] = {"model": "m", "input": f"question {n}", "previous_response_id": previous}
+        resp = await first.post("/v1/responses", json={k: v for k, v in body.items() if v is not None})
+        assert resp.status == 200, await resp.text()
+        previous = (await resp.json())["id"]
+    for _ in range(100):
+        if summariser.requests:
+            break
+        await asyncio.sleep(0.05)
+    assert len(summariser.requests) == 1
+    assert first.app is not None
+    writer = first.app[CONTEXT].summary_writer
+    async with asyncio.timeout(10):  # the app's cleanup cancels the write instead of waiting a minute
+        await first.close()
+    assert not writer._running
+
+    summariser.delay = 0.0
+    second = await sidecar_with(make_sidecar, engine, tmp_path, redis_server.url, policy)
+    resp = await second.post(
+        "/v1/responses", json={"model": "m", "input": "question 5", "previous_response_id": previous}
+    )
+    assert resp.status == 200, await resp.text()
+    await idle(second)
+    assert [r["first_turn"] for r in summariser.requests] == [1, 1]  # the same block, written this time
