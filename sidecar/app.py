@@ -41,15 +41,16 @@ def create_app(config: Config) -> web.Application:
     # The body limit is enforced by read_body with an OpenAI error; aiohttp's own cap sits just above it.
     tracing = Tracing.from_env()  # outermost middleware: every log line and span of a request has its trace
     drain = Drain(config.drain_seconds)
-    app = web.Application(
-        middlewares=[tracing.middleware(), request_context, drain.middleware, enforce_quotas],
-        client_max_size=config.max_body_bytes + 1,
-    )
+    quotas = Quotas(config.policy.get("tenants") or {})
+    middlewares = [tracing.middleware(), request_context, drain.middleware]
+    if quotas.any:  # with no quota configured the middleware would only pass every request on
+        middlewares.append(enforce_quotas)
+    app = web.Application(middlewares=middlewares, client_max_size=config.max_body_bytes + 1)
     app[CONFIG] = config
     app[DRAIN] = drain
     app.on_response_prepare.append(drain.on_response_prepare)
     app[AUTH] = Authenticator(config.auth, config.policy.get("tenants") or {})
-    app[QUOTAS] = Quotas(config.policy.get("tenants") or {})
+    app[QUOTAS] = quotas
     app[METRICS] = Metrics()
     app[CONTEXT] = open_context_window(config.policy, app[METRICS])
     app.cleanup_ctx.append(tracing.context)

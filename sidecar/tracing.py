@@ -67,24 +67,42 @@ class RequestTrace:
         return headers
 
 
-_CURRENT: contextvars.ContextVar[RequestTrace | None] = contextvars.ContextVar(
+class _UnreadTrace:
+    """Spans off: the request's headers, read into its trace only when a log line or the engine call first
+    asks (healthz and the session API never do). Shared, not copied, by tasks the request starts, so every
+    reader sees the one trace."""
+
+    __slots__ = ("headers", "trace")
+
+    def __init__(self, headers: Mapping[str, str]) -> None:
+        self.headers = headers
+        self.trace: RequestTrace | None = None
+
+    def read(self) -> RequestTrace:
+        if self.trace is None:
+            self.trace = incoming_trace(self.headers)
+        return self.trace
+
+
+_CURRENT: contextvars.ContextVar[RequestTrace | _UnreadTrace | None] = contextvars.ContextVar(
     "convostore_trace", default=None
 )
 
 
 def current_trace() -> RequestTrace | None:
-    return _CURRENT.get()
+    trace = _CURRENT.get()
+    return trace.read() if isinstance(trace, _UnreadTrace) else trace
 
 
 def current_trace_id() -> str | None:
-    trace = _CURRENT.get()
+    trace = current_trace()
     return trace.trace_id if trace is not None else None
 
 
 def current_tracer() -> Tracer | None:
     """The tracer while a request is traced and spans are exported; None otherwise (create no span)."""
     trace = _CURRENT.get()
-    return trace.tracer if trace is not None else None
+    return trace.tracer if isinstance(trace, RequestTrace) else None
 
 
 def parse_traceparent(value: str | None) -> tuple[str, str, str] | None:
@@ -105,7 +123,8 @@ def incoming_trace(headers: Mapping[str, str]) -> RequestTrace:
     engine, when it traces, then records under the id the sidecar logged."""
     parsed = parse_traceparent(headers.get("traceparent"))
     if parsed is None:  # W3C: without a valid traceparent, tracestate is not even read
-        return RequestTrace(os.urandom(16).hex(), os.urandom(8).hex(), "01", None)
+        ids = os.urandom(24).hex()  # one system call for both ids
+        return RequestTrace(ids[:32], ids[32:], "01", None)
     tracestate = headers.get("tracestate")
     if tracestate is not None and (len(tracestate) > _MAX_TRACESTATE or not tracestate.strip()):
         tracestate = None
@@ -175,7 +194,7 @@ class Tracing:
         async def trace_request(request: web.Request, handler: Handler) -> web.StreamResponse:
             tracer = self.tracer
             if tracer is None:
-                token = _CURRENT.set(incoming_trace(request.headers))
+                token = _CURRENT.set(_UnreadTrace(request.headers))
                 try:
                     return await handler(request)
                 finally:
