@@ -27,11 +27,14 @@ async def read_body(request: web.Request) -> bytes:
     limit = config.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise BodyTooLarge(f"Request body of {request.content_length} bytes exceeds the limit of {limit}.")
-    try:
-        async with asyncio.timeout(config.client_timeout_seconds):
-            body = await request.read()
-    except TimeoutError:
-        raise RequestTimeout("The request body was not received in time.") from None
+    if request.content.is_eof():  # the whole body came with the headers: nothing to wait for, no timer
+        body = await request.read()
+    else:
+        try:
+            async with asyncio.timeout(config.client_timeout_seconds):
+                body = await request.read()
+        except TimeoutError:
+            raise RequestTimeout("The request body was not received in time.") from None
     if len(body) > limit:
         raise BodyTooLarge(f"Request body exceeds the limit of {limit} bytes.")
     return body
