@@ -155,6 +155,10 @@ def expand_compactions(
     """The history and new input without their compaction items, and the summaries those carried, oldest
     first: the prompt sends them as summary text (prompt.py) and the engine never sees a token. A bad
     token in the new input is a 400 naming `input[i].encrypted_content`."""
+    # Almost no history holds one: one byte search over the joined items (newline-separated: the needle has
+    # none, so a hit lies inside one item) beats a check per item; a hit is then verified item by item.
+    if _NEEDLE not in b"\n".join([*history, *new_input]):
+        return list(history), list(new_input), []
     summaries: list[str] = []
     kept_history: list[bytes] = []
     for raw in history:

@@ -81,8 +81,11 @@ async def plan_create(
         conversation_id=plan.conversation_id,
         # Streams send headers before the write: the version the write makes, unless another lands first.
         version=plan.version + 1 if create.store else plan.version,
-        # Until the prompt is built (summaries, real counts): the pack's and tools' prefix, an estimate.
-        fingerprint=prefix_fingerprint(pack=pack.prefix, tools=canonical_tools(create.body.get("tools"))),
+        # A replay answers with these; every other path sets the prompt's own (turn_prompt) before answering,
+        # so the pack's and tools' prefix is hashed here only for a replay.
+        fingerprint=""
+        if plan.replay is None
+        else prefix_fingerprint(pack=pack.prefix, tools=canonical_tools(create.body.get("tools"))),
         estimated_tokens=estimate_tokens(plan.history_bytes),
         response_id=plan.response_id,
     )

@@ -124,5 +124,9 @@ def responses_engine_body(body: dict[str, Any], items: list[bytes], *, stream: b
     rest = {k: v for k, v in body.items() if k not in SIDECAR_FIELDS}
     rest["store"] = False
     rest["stream"] = stream
-    head = orjson.dumps(rest)
-    return head[:-1] + b',"input":[' + b",".join(items) + b"]}"
+    opening, closing = orjson.dumps(rest)[:-1] + b',"input":[', b"]}"
+    if len(items) < 2:
+        return b"".join([opening, *items, closing])
+    # One join copies the history once (concatenating the parts copied it three times); only the first and
+    # last items are copied twice, to carry the brackets.
+    return b",".join([opening + items[0], *items[1:-1], items[-1] + closing])
