@@ -35,6 +35,7 @@ class Metrics:
         self.requests = Counter(
             "convostore_requests", "Requests by route and status.", ["route", "status"], registry=r
         )
+        self._requests_by_label: dict[tuple[str, int], Counter] = {}
         self.resolve_latency_ms = Histogram(
             "convostore_resolve_latency_ms",
             "Store round trip resolving a turn's history.",
@@ -156,6 +157,14 @@ class Metrics:
             ["status"],
             registry=r,
         )
+
+    def count_request(self, route: str, status: int) -> None:
+        """One answered request. Routes and statuses are few: each pair's labelled child is looked up once
+        (`labels()` takes a lock and checks its arguments on every call, a few µs per request)."""
+        child = self._requests_by_label.get((route, status))
+        if child is None:
+            child = self._requests_by_label[(route, status)] = self.requests.labels(route, str(status))
+        child.inc()
 
     def render(self) -> bytes:
         return generate_latest(self.exposition)

@@ -145,7 +145,7 @@ def _record(request: web.Request, response: web.StreamResponse, request_id: str,
     formatting a line per request would cost more than the proxying itself)."""
     metrics = request.app[METRICS]
     route = _route_label(request)
-    metrics.requests.labels(route, str(response.status)).inc()
+    metrics.count_request(route, response.status)
     engine_started = upstream_started.get()
     if engine_started is not None:
         metrics.proxy_overhead_ms.observe((engine_started - started) * 1000)
