@@ -83,9 +83,11 @@ async def build_prompt(
     tools_bytes = canonical_json(tools) if tools else b"[]"
     # Summaries carried by compaction items (compaction.py) follow the instructions, as summary text.
     head = [*(part for part in (pack.system, instructions) if part), *compacted]
-    counts = await counter.items([*pack.few_shot, *all_raw])
-    few_shot_tokens = sum(counts[: len(pack.few_shot)])
-    item_tokens = counts[len(pack.few_shot) :]
+    # Without exemplars (no pack) the history's own list is counted: no copies of it per turn.
+    few_shot = len(pack.few_shot)
+    counts = await counter.items([*pack.few_shot, *all_raw] if few_shot else all_raw)
+    few_shot_tokens = sum(counts[:few_shot]) if few_shot else 0
+    item_tokens = counts[few_shot:] if few_shot else counts
     fixed = few_shot_tokens + await _text_tokens(counter, head)
     fixed += await counter.text(tools_bytes.decode()) if tools else 0
 
@@ -108,7 +110,7 @@ async def build_prompt(
     else:
         summaries = [_summary(items, spans, block) for block in blocks]
     kept = _kept_from(pinned, spans, blocks)
-    total = fixed + await _text_tokens(counter, summaries) + sum(item_tokens[:pinned] + item_tokens[kept:])
+    total = fixed + await _text_tokens(counter, summaries) + _sum_kept(item_tokens, pinned, kept)
     budget = policy.max_input_tokens
     while stored is not None and deferred and budget is not None and total > budget:
         # Waiting must never refuse a turn the template would have served: fold now, as stored.
@@ -145,7 +147,9 @@ async def build_prompt(
     summary_seconds = time.perf_counter() - started if blocks else 0.0
     sent_summaries = summaries[dropped:]
     system_parts = [*head, *sent_summaries]
-    sent = [*pack.few_shot, *all_raw[:pinned], *all_raw[kept:]]
+    sent = (
+        all_raw if not (few_shot or pinned or kept) else [*pack.few_shot, *all_raw[:pinned], *all_raw[kept:]]
+    )
     return Prompt(
         system=SUMMARY_SEPARATOR.join(system_parts) if system_parts else None,
         items=sent,
@@ -167,7 +171,16 @@ async def build_prompt(
     )
 
 
+def _sum_kept(item_tokens: list[int], pinned: int, kept: int) -> int:
+    """Tokens of the items sent verbatim: the pinned ones and those from `kept` on."""
+    return (sum(item_tokens[:pinned]) if pinned else 0) + (
+        sum(item_tokens[kept:]) if kept else sum(item_tokens)
+    )
+
+
 async def _text_tokens(counter: TokenCounter, texts: Sequence[str]) -> int:
+    if not texts:
+        return 0
     total = 0
     for text in texts:
         total += await counter.text(text)
