@@ -342,4 +342,9 @@ def table(results: dict[str, Any]) -> str:
             f"{c['tokens_before_new_block']} (rebuilt {c['rebuilt_prompt_tokens']} vs "
             f"engine {c['engine_prompt_tokens']})"
         )
+        if c["differs_at_char"] is not None:
+            rows.append(
+                f"    texts differ at char {c['differs_at_char']} (new block at {c['new_block_at_char']}): "
+                f"{c['previous_text_there']!r} became {c['new_text_there']!r}"
+            )
     return "\n".join(rows)

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 BLOCK_HEADING = "Summary of turn"  # template_summary's first line (sidecar/context/summarise.py)
+EXCERPT = 24
 
 
 @dataclass
@@ -42,6 +43,12 @@ class TurnCheck:
     # tokens those bytes are alone (a shorter common prefix means the join changed tokens at the boundary).
     prefix_bytes_unchanged: bool | None = None
     tokens_before_new_block: int | None = None
+    # Where the two prompts' texts first differ, with a few characters of each from there (and the block's
+    # own offset): the join between the earlier text and the new block shows up here.
+    differs_at_char: int | None = None
+    new_block_at_char: int | None = None
+    previous_text_there: str | None = None
+    new_text_there: str | None = None
 
 
 def _post(url: str, body: dict[str, Any]) -> Any:
@@ -97,8 +104,12 @@ def check_turns(
         )
         block = now.text.rfind(BLOCK_HEADING)
         if check.at_fold and block >= 0:
-            check.prefix_bytes_unchanged = common_prefix(before.text, now.text) >= block
+            differs = common_prefix(before.text, now.text)
+            check.prefix_bytes_unchanged = differs >= block
             check.tokens_before_new_block = len(_tokenize(engine_url, now.text[:block]))
+            check.differs_at_char, check.new_block_at_char = differs, block
+            check.previous_text_there = before.text[differs : differs + EXCERPT]
+            check.new_text_there = now.text[differs : differs + EXCERPT]
         checks.append(check)
     return checks
 
