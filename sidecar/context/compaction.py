@@ -233,3 +233,12 @@ def compact_window(
     kept_from = spans[folded][0] if folded < len(spans) else len(rest)
     output = [*rest[:pinned], item, *rest[kept_from:]]
     return Compacted(output=output, folded_turns=folded, summary=summary)
+
+
+def check_compaction_items(codec: CompactionCodec, tenant: str, items: Sequence[Item], param: str) -> None:
+    """Compaction items about to be stored (session API, Conversations API) verify for this tenant, else a
+    400 naming the item and nothing is written: a stored item that does not verify would refuse every
+    later turn of its conversation."""
+    for n, item in enumerate(items):
+        if item.get("type") == "compaction":
+            codec.verify(tenant, item.get("encrypted_content"), f"{param}[{n}].encrypted_content")

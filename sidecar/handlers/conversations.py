@@ -9,7 +9,8 @@ import orjson
 from aiohttp import web
 
 from ..api_schema import CONVERSATION_ITEMS_PER_CALL
-from ..appkeys import STORE
+from ..appkeys import CONTEXT, STORE
+from ..context.compaction import check_compaction_items
 from ..errors import InvalidRequest, NotFound, conversation_not_found
 from ..ids import conversation_tag, mint_conversation_id
 from ..middleware import TENANT
@@ -54,6 +55,7 @@ async def create_conversation(request: web.Request) -> web.Response:
     metadata = metadata or {}
     items = _items_param(body, required=False)
     tenant = request[TENANT]
+    check_compaction_items(request.app[CONTEXT].compaction, tenant, items, "items")
     conversation_id = mint_conversation_id()
     stored = with_sidecar_ids(items, conversation_tag(tenant, conversation_id))
     await request.app[STORE].append_turn(
@@ -107,6 +109,7 @@ async def add_items(request: web.Request) -> web.Response:
     _, body = await read_json(request)
     items = _items_param(body, required=True)
     tenant = request[TENANT]
+    check_compaction_items(request.app[CONTEXT].compaction, tenant, items, "items")
     stored = with_sidecar_ids(items, conversation_tag(tenant, conversation_id))
     await request.app[STORE].append_turn(
         Turn(tenant, conversation_id, stored, n_input=len(stored), create=False)

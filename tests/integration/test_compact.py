@@ -15,7 +15,8 @@ import pytest
 
 from tests.conformance import _validate
 from tests.integration.responses_stack import engine_view
-from tests.integration.test_input_tokens import OpenStack, combos, globex, stack_opener
+from tests.integration.test_input_tokens import POLICY, OpenStack, combos, globex, stack_opener
+from tests.unit.test_context_tokens import build_tokenizer
 
 
 @pytest.fixture
@@ -217,19 +218,58 @@ async def test_without_a_key_compact_is_refused_and_tokens_are_not_accepted(
 
 
 @combos
-async def test_a_forged_item_stored_through_the_conversations_api_is_refused_when_it_would_be_sent(
+async def test_forged_items_are_refused_before_they_are_stored_on_every_write_route(
     open_stack: OpenStack, api: str, store: str
 ) -> None:
     stack = await open_stack(api, store)
     client = stack.client
-    # The Conversations API stores items as given: the token is checked where it is expanded.
-    conversation = await client.conversations.create(
-        items=[{"type": "compaction", "encrypted_content": "cs1.e30.AAAA"}]  # type: ignore[list-item]
-    )
+    forged = {"type": "compaction", "encrypted_content": "cs1.e30.AAAA"}
+    conversation = await client.conversations.create()
+    stored = await stack.stored_count()
+    with pytest.raises(openai.BadRequestError) as caught:
+        await client.conversations.create(items=[forged])  # type: ignore[list-item]
+    assert caught.value.param == "items[0].encrypted_content"
+    with pytest.raises(openai.BadRequestError) as caught:
+        await client.conversations.items.create(
+            conversation.id,
+            items=[{"role": "user", "content": "hi"}, forged],  # type: ignore[list-item]
+        )
+    assert caught.value.param == "items[1].encrypted_content"
+    sessions = stack.sidecar
+    headers = {"Authorization": "Bearer sk-acme"}
+    for path, body, param in (
+        ("append", {"items": [forged]}, "items[0].encrypted_content"),
+        ("store_response", {"output": [forged]}, "output[0].encrypted_content"),
+    ):
+        resp = await sessions.post(f"/v1/sessions/conv-s/{path}", json=body, headers=headers)
+        assert resp.status == 400, await resp.text()
+        assert (await resp.json())["error"]["param"] == param
+    assert await stack.stored_count() == stored  # nothing written: the conversation stays usable
+    # A token this sidecar signed for this tenant is stored, and expanded when the history is sent.
+    token = compaction_of((await client.responses.compact(model="m", input=turns(3))).output)
+    valid = {"type": "compaction", "encrypted_content": token.encrypted_content}
+    resp = await sessions.post("/v1/sessions/conv-s/append", json={"items": [valid]}, headers=headers)
+    assert resp.status == 200, await resp.text()
+    answer = await client.responses.create(model="m", input="hi", extra_body={"conversation": "conv-s"})
+    assert answer.status == "completed"
+    assert any("question 1 about the cat" in str(body) for body in await stack.engine_bodies())
+
+
+async def test_a_stored_item_signed_with_a_replaced_key_is_refused_when_it_would_be_sent(
+    open_stack: OpenStack, tmp_path: Path
+) -> None:
+    first = await open_stack("responses", "redis")
+    token = compaction_of((await first.client.responses.compact(model="m", input=turns(3))).output)
+    item = {"type": "compaction", "encrypted_content": token.encrypted_content}
+    conversation = await first.client.conversations.create(items=[item])  # type: ignore[list-item]
+    # The same Redis behind a sidecar whose policy file now holds another key.
+    tokenizer = build_tokenizer(tmp_path / "tokenizer.json")
+    rotated = await open_stack("responses", "redis", policy=POLICY.format(tokenizer=tokenizer, key="r" * 40))
+    client = rotated.client
     for call in (client.responses.create, client.responses.input_tokens.count, client.responses.compact):
         with pytest.raises(openai.BadRequestError) as caught:
             await call(model="m", input="hi", extra_body={"conversation": conversation.id})  # type: ignore[operator]
         assert caught.value.code == "invalid_encrypted_content"
         assert caught.value.param == "previous_response_id"
         assert "stored item 'cmp_" in caught.value.message
-    assert await stack.engine_bodies() == []
+    assert await rotated.engine_bodies() == []
