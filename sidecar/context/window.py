@@ -146,11 +146,12 @@ class ContextWindow:
         truncation: str = "disabled",
         tenant: str | None = None,
         store: Store | None = None,
+        stores_turn: bool = True,
     ) -> Prompt:
         """A turn's prompt, compared with the prompt of the history it continues (the previous turn's, to
         within its output's tokens): a new fingerprint is counted and logged, new summary blocks too.
         Blocks an `upstream`/`http` policy could not fold yet (no stored summary) are summarised in the
-        background."""
+        background. A turn that is not stored (`store: false`) reads stored summaries but writes none."""
         common: dict[str, Any] = {
             "model": model,
             "pack_header": pack_header,
@@ -172,10 +173,10 @@ class ContextWindow:
                 before = await self.prompt(history=history, **common)
             except Exception:  # the earlier turn's prompt is only compared with; this turn's stands
                 before = None
-        prompt = await self.prompt(history=history, new_input=new_input, writable=True, **common)
+        prompt = await self.prompt(history=history, new_input=new_input, writable=stores_turn, **common)
         if before is not None:
             self.note_change(conversation_id, before, prompt)
-        if prompt.pending and store is not None and tenant is not None:
+        if prompt.pending and stores_turn and store is not None and tenant is not None:
             self.summary_writer.schedule(
                 prompt.pending,
                 store=store,

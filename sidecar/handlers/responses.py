@@ -178,6 +178,7 @@ async def turn_prompt(request: web.Request, create: CreateRequest, plan: TurnPla
         truncation=create.truncation,
         tenant=plan.tenant,  # compaction items in the input or history are verified for this tenant
         store=request.app[STORE],  # stored summaries (upstream/http summarisers)
+        stores_turn=create.store,  # store: false writes nothing, summaries included
     )
 
 

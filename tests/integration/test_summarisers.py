@@ -375,3 +375,24 @@ async def test_a_summary_being_written_at_shutdown_is_cancelled_and_written_by_t
     assert resp.status == 200, await resp.text()
     await idle(second)
     assert [r["first_turn"] for r in summariser.requests] == [1, 1]  # the same block, written this time
+
+
+async def test_a_turn_with_store_false_reads_summaries_but_writes_none(
+    make_sidecar: Any,
+    engine: TestServer,
+    tmp_path: Path,
+    endpoint: tuple[SummaryEndpoint, str],
+    redis_url: str,
+) -> None:
+    summariser, url = endpoint
+    sidecar = await sidecar_with(
+        make_sidecar, engine, tmp_path, redis_url, POLICY.format(summariser="http", url=url)
+    )
+    last, _ = await chain(sidecar, range(1, 4))  # keep 2, blocks of 2: turns 1-2 fall due at turn 4
+    unstored = {"model": "m", "input": "question 4", "previous_response_id": last, "store": False}
+    resp = await sidecar.post("/v1/responses", json=unstored)
+    assert resp.status == 200, await resp.text()
+    await idle(sidecar)
+    assert summariser.requests == []  # nothing summarised, nothing stored for it
+    await chain(sidecar, [4], previous=last)  # the same turn, stored: now the block is summarised
+    assert [r["first_turn"] for r in summariser.requests] == [1]
