@@ -73,7 +73,7 @@ class Config:
     drain_seconds: float = 30.0
     # Processes sharing the port (SO_REUSEPORT), resolved from `auto` when the configuration is read.
     workers: int = 1
-    # A Responses WebSocket with no message and no response running for this long is closed (1001).
+    # A Responses WebSocket with no message and no response running for this long is closed (1000).
     ws_idle_seconds: float = 300.0
     policy: Mapping[str, Any] = field(default_factory=dict)
 

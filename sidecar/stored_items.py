@@ -32,7 +32,3 @@ def with_sidecar_ids(items: list[dict[str, Any]], tag: str) -> list[tuple[str, b
 def decode_items(raw: list[bytes]) -> list[dict[str, Any]]:
     return [orjson.loads(item) for item in raw]
 
-
-def join_items(raw: list[bytes]) -> bytes:
-    """A JSON array of stored items, spliced from their bytes without re-encoding."""
-    return b"[" + b",".join(raw) + b"]"

@@ -17,14 +17,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import aiohttp
-import orjson
 from aiohttp import web
 
 from ..drain import CUT_CODE, CUT_MESSAGE, DRAIN, StreamCut
 from ..wire import events as ev
 from ..wire.events import error_event
-from ..wire.sse import DONE, SSEDecoder, SSEMessage, encode_events
-from ..wire.translator import StreamTranslator
+from ..wire.sse import SSEDecoder, encode_events
+from ..wire.translator import StreamTranslator, translate_messages
 from .engine_answer import NOT_STORED, require_event_stream, save_quietly, settle_departed_client
 
 log = logging.getLogger("convostore.stream")
@@ -169,24 +168,9 @@ async def _pump(
     decoder = SSEDecoder()
     async for chunk in engine.content.iter_any():
         # One write per engine chunk, not per event: the client gets the chunk's events together, at once.
-        await send(_translate(decoder.feed(chunk), translator))
+        await send(translate_messages(decoder.feed(chunk), translator))
         if translator.status is not None:
             return
-    events = _translate(decoder.flush(), translator)  # a last event the engine left unterminated
+    events = translate_messages(decoder.flush(), translator)  # a last event the engine left unterminated
     await send(events + translator.end(done=False))
 
-
-def _translate(messages: list[SSEMessage], translator: StreamTranslator) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = []
-    for message in messages:
-        data = message.data
-        if data == DONE:
-            events += translator.end(done=True)
-        elif data.strip():
-            try:
-                event = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                events += translator.fail("The engine sent an event that is not JSON.", "server_error")
-            else:
-                events += translator.translate(event)
-    return events
