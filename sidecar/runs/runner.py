@@ -80,13 +80,15 @@ class Runner:
             plan.tenant, plan.response_id, record.encode(), self.owner, LEASE_MS
         ):
             raise RuntimeError(f"a run for {plan.response_id} exists already")
+        with contextlib.suppress(Exception):  # only the reapers' index: the lease is the truth
+            await self.store.track_run(plan.response_id, now_ms() + LEASE_MS)
+        # Nothing awaits after the task exists: a caller cancelled in here has no run to give its turn back
+        # under (a run that exists owns the reservation and the slot from its first step).
         run = _Run(plan, record, translator, engine_call)
         self._tasks[plan.response_id] = asyncio.create_task(self._run(run))
         self.metrics.background_started.inc()
         self.metrics.background_running.inc()
         log.info("background response started", extra=_fields(plan))
-        with contextlib.suppress(Exception):  # only the reapers' index: the lease is the truth
-            await self.store.track_run(plan.response_id, now_ms() + LEASE_MS)
 
     # -- followers on this replica -----------------------------------------------------------------------
 
