@@ -86,22 +86,19 @@ class Drain:
                 waiting.cancel()
         return self._idle.is_set()
 
-    @web.middleware
-    async def middleware(
-        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    ) -> web.StreamResponse:
-        """Counts each request while it runs; once streams were cut, a request that still arrives on a
+    def enter(self) -> None:
+        """A request starts (request_context calls this and `leave` around every handler: plain calls, not
+        a middleware layer of their own); once streams were cut, a request that still arrives on a
         kept-alive connection is refused rather than started."""
         if self.cut:
             raise ShuttingDown("The sidecar is shutting down; retry on another replica.")
         self._in_flight += 1
         self._idle.clear()
-        try:
-            return await handler(request)
-        finally:
-            self._in_flight -= 1
-            if not self._in_flight:
-                self._idle.set()
+
+    def leave(self) -> None:
+        self._in_flight -= 1
+        if not self._in_flight:
+            self._idle.set()
 
     async def on_response_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
         # While draining, kept-alive connections close after their current answer: clients reconnect,

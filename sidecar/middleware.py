@@ -1,4 +1,4 @@
-"""Cross-cutting request concerns: request ids, tenant, and one place that renders every error."""
+"""Cross-cutting request concerns: id, trace, tenant, drain count, and one place that renders every error."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from aiohttp import web
 
 from . import errors
 from .appkeys import AUTH, METRICS
+from .drain import DRAIN
 from .metrics import upstream_started
 from .request_target import check_request_target
 from .store.base import (
@@ -23,7 +24,7 @@ from .store.base import (
     ParentNotFound,
     StoreDown,
 )
-from .tracing import current_trace_id
+from .tracing import close_request_trace, current_trace_id, open_request_trace
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id")
@@ -79,14 +80,19 @@ def error_response(exc: errors.ConvoStoreError, request_id: str) -> web.Response
 
 @web.middleware
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Request id, tenant, error rendering, metrics and the request log; every route passes through here."""
+    """Request id, trace, tenant, the drain's count, error rendering, metrics and the request log; every
+    route passes through here."""
     started = time.perf_counter()
-    upstream_started.set(None)
-    request_id = _request_id(request.headers.get("X-Request-Id"))
-    request[REQUEST_ID] = request_id
-    response = await _handle(request, handler, request_id)
-    _record(request, response, request_id, started)
-    return response
+    trace = open_request_trace(request.headers)
+    try:
+        upstream_started.set(None)
+        request_id = _request_id(request.headers.get("X-Request-Id"))
+        request[REQUEST_ID] = request_id
+        response = await _handle(request, handler, request_id)
+        _record(request, response, request_id, started)
+        return response
+    finally:
+        close_request_trace(trace)
 
 
 def _request_id(client_value: str | None) -> str:
@@ -101,7 +107,12 @@ async def _handle(request: web.Request, handler: Handler, request_id: str) -> we
         check_request_target(request.raw_path)
         if request.match_info.route.resource not in request.app[PUBLIC_RESOURCES]:
             request[TENANT] = request.app[AUTH].tenant_for(request.headers)
-        response = await handler(request)
+        drain = request.app[DRAIN]
+        drain.enter()  # in flight until the handler returns; refused once the drain has cut streams
+        try:
+            response = await handler(request)
+        finally:
+            drain.leave()
     except errors.ConvoStoreError as exc:
         return error_response(exc, request_id)
     except (

@@ -89,6 +89,21 @@ _CURRENT: contextvars.ContextVar[RequestTrace | _UnreadTrace | None] = contextva
 )
 
 
+def open_request_trace(
+    headers: Mapping[str, str],
+) -> contextvars.Token[RequestTrace | _UnreadTrace | None] | None:
+    """Spans off (no span middleware ran): the request's trace, read from `headers` when first asked for.
+    Called by request_context, which resets the token when the request ends; None when a span is open."""
+    if _CURRENT.get() is not None:
+        return None
+    return _CURRENT.set(_UnreadTrace(headers))
+
+
+def close_request_trace(token: contextvars.Token[RequestTrace | _UnreadTrace | None] | None) -> None:
+    if token is not None:
+        _CURRENT.reset(token)
+
+
 def current_trace() -> RequestTrace | None:
     trace = _CURRENT.get()
     return trace.read() if isinstance(trace, _UnreadTrace) else trace
@@ -187,8 +202,9 @@ class Tracing:
         return self._provider.get_tracer(INSTRUMENTATION_NAME)
 
     def middleware(self) -> Middleware:
-        """The outermost middleware: the request's trace in a ContextVar (for logs, the engine's headers and
-        the spans) and, when exporting, the server span every other span of the request descends from."""
+        """The outermost middleware when spans are exported (`enabled`): the server span every other span
+        of the request descends from, its trace in a ContextVar (for logs, the engine's headers and the
+        spans). Off, it is not installed: request_context opens the request's trace (open_request_trace)."""
 
         @web.middleware
         async def trace_request(request: web.Request, handler: Handler) -> web.StreamResponse:
