@@ -39,7 +39,14 @@ async def reap_once(store: Store, runner: Runner) -> int:
         elif outcome != "taken":
             await store.track_run(response_id, None)
         else:
-            status = await settle_orphan(store, runner.owner, tenant, response_id)
+            try:
+                status = await settle_orphan(store, runner.owner, tenant, response_id)
+            except Exception:
+                # One run that will not settle (its record unreadable, the store failing on it) must not
+                # hold up the runs behind it: it is looked at again after a lease, the rest go on now.
+                log.warning("settling orphaned background response %s failed", response_id, exc_info=True)
+                await store.track_run(response_id, now + LEASE_MS)
+                continue
             await store.track_run(response_id, None)
             runner.metrics.background_reaped.inc()
             if status == "cancelled":
@@ -73,9 +80,11 @@ async def settle_orphan(store: Store, owner: str, tenant: str, response_id: str)
             )
         except Exception:  # its reservation lapsed, or the store is away: the run still ends
             log.exception("storing orphaned background response %s failed", response_id)
-    await store.finish_run(response_id, owner, str(final["status"]), numbered_events([terminal]))
-    if record.holds_slot:
-        await store.release_run_slot(tenant, response_id)
+    try:
+        await store.finish_run(response_id, owner, str(final["status"]), numbered_events([terminal]))
+    finally:  # the turn is settled: its quota slot is free even if the log could not be ended
+        if record.holds_slot:
+            await store.release_run_slot(tenant, response_id)
     log.warning(
         "settled orphaned background response %s as %s",
         response_id,

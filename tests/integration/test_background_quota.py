@@ -44,7 +44,7 @@ async def start(sidecar: Client, tenant: str, text: str, key: str | None = None)
     )
 
 
-async def eventually(measure: Callable[[], Awaitable[float]], expected: float, seconds: float = 5.0) -> bool:
+async def eventually(measure: Callable[[], Awaitable[float]], expected: float, seconds: float = 10.0) -> bool:
     """Whether `measure()` reaches `expected` within `seconds` (it is asked every 50 ms)."""
     deadline = asyncio.get_running_loop().time() + seconds
     while (value := await measure()) != expected:

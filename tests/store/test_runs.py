@@ -8,6 +8,12 @@ import time
 import pytest
 
 from sidecar.ids import conversation_tag, mint_response_id
+from sidecar.runs.lease import LEASE_MS, now_ms
+from sidecar.runs.reaper import reap_once
+from sidecar.runs.record import RunRecord
+from sidecar.runs.runner import Runner
+from sidecar.turns import TurnPlan
+from sidecar.wire.resource import build_response_resource
 from tests.store.conftest import Backend
 
 TENANT = "t1"
@@ -123,3 +129,38 @@ async def test_events_survive_as_bytes(backend: Backend, count: int) -> None:
     state = await store.read_run(TENANT, rid, -1)
     assert state is not None and state.record == b"\x00\xffrecord"
     assert state.events == [e for _, e in payload]
+
+
+async def test_a_run_that_will_not_settle_does_not_stop_the_reaper_settling_others(backend: Backend) -> None:
+    store = backend.store
+    tenant, owner = "t-reap", "a-dead-replica"
+    # Due first: a run whose record no replica can read (written by a later version, or damaged).
+    poison = mint_response_id(conversation_tag(tenant, "poisoned"), 0)
+    assert await store.start_run(tenant, poison, b"{not json", owner, 1)
+    await store.track_run(poison, 1)
+    # Due after it: an ordinary orphan (its turn's reservation is gone too: it is stored as far as it can be).
+    orphan = mint_response_id(conversation_tag(tenant, "c-orphan"), 7)
+    plan = TurnPlan(
+        tenant=tenant,
+        conversation_id="c-orphan",
+        tag=conversation_tag(tenant, "c-orphan"),
+        previous_response_id=None,
+        in_conversation=False,
+        history=[],
+        version=0,
+        response_id=orphan,
+    )
+    base = build_response_resource(
+        response_id=plan.response_id, created_at=0, status="queued", model="m", output=[], request={}
+    )
+    record = RunRecord.of(plan, base, None, "hash")
+    assert await store.start_run(tenant, plan.response_id, record.encode(), owner, 1)
+    await store.track_run(plan.response_id, 2)
+    await asyncio.sleep(0.01)  # both leases lapse
+
+    reaper = Runner(store)
+    assert await reap_once(store, reaper) == 1  # the orphan, though the run before it failed to settle
+    state = await store.read_run(tenant, plan.response_id, -1)
+    assert state is not None and state.finished
+    assert poison in await store.due_runs(now_ms() + LEASE_MS + 1, 10)  # looked at again after a lease
+    assert plan.response_id not in await store.due_runs(now_ms() + LEASE_MS + 1, 10)
