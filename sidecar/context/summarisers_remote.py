@@ -33,6 +33,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("convostore.context")
 
 HTTP_SUMMARY_TIMEOUT = 10.0
+# A summary stands in for turns in every later prompt: longer than this it is a failure (the template
+# summary is stored instead); an http answer longer than MAX_ANSWER_BYTES is not read to its end.
+MAX_SUMMARY_BYTES = 16_384
+MAX_ANSWER_BYTES = 65_536
 ENGINE_SUMMARY_TIMEOUT = 60.0
 ENGINE_SUMMARY_TOKENS = 200
 # Summaries are background work: at most this many engine or endpoint calls at once per process.
@@ -203,7 +207,14 @@ async def http_summary(
     ) as response:
         if response.status != 200:
             raise SummaryFailed(f"{policy.summariser_url} answered {response.status}")
-        answer = await response.read()
+        # Read no more than a usable answer can hold: an endpoint must not make the sidecar buffer megabytes.
+        chunks, size = [], 0
+        async for chunk in response.content.iter_chunked(65536):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > MAX_ANSWER_BYTES:
+                raise SummaryFailed(f"an answer over {MAX_ANSWER_BYTES} bytes")
+        answer = b"".join(chunks)
     try:
         summary = orjson.loads(answer).get("summary")
     except (orjson.JSONDecodeError, AttributeError):
@@ -232,4 +243,7 @@ def _usable(summary: Any) -> str:
     """One normalised text (NFC, \\n), so the stored bytes are what every replica renders."""
     if not isinstance(summary, str) or not summary.strip():
         raise SummaryFailed("no summary text")
-    return normalise_text(summary.strip())
+    text = normalise_text(summary.strip())
+    if len(text.encode()) > MAX_SUMMARY_BYTES:
+        raise SummaryFailed(f"a summary of {len(text.encode())} bytes, over {MAX_SUMMARY_BYTES}")
+    return text

@@ -255,7 +255,7 @@ async def test_an_http_summariser_writes_the_summary(
     assert sample(metrics, "convostore_summaries_total", summariser="http") == 1
 
 
-@pytest.mark.parametrize("failure", ["503", "no summary", "too slow"])
+@pytest.mark.parametrize("failure", ["503", "no summary", "too long", "huge answer", "too slow"])
 async def test_a_failing_summariser_leaves_the_template_summary_counted(
     make_sidecar: Any,
     engine: TestServer,
@@ -270,6 +270,10 @@ async def test_a_failing_summariser_leaves_the_template_summary_counted(
         summariser.status = 503
     elif failure == "no summary":
         summariser.answer = {"summary": "  "}
+    elif failure == "too long":  # a summary longer than the turns it replaces defeats its purpose
+        summariser.answer = {"summary": "x" * (summarisers_remote.MAX_SUMMARY_BYTES + 1)}
+    elif failure == "huge answer":  # not even read to its end
+        summariser.answer = {"summary": "ok", "padding": "x" * summarisers_remote.MAX_ANSWER_BYTES}
     else:
         monkeypatch.setattr(summarisers_remote, "HTTP_SUMMARY_TIMEOUT", 0.2)
         summariser.delay = 1.0
