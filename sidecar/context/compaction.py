@@ -96,7 +96,7 @@ class CompactionCodec:
         not one this sidecar issued for this tenant (forged, altered, truncated, another tenant's, or
         signed with another key)."""
         if self._key is None:
-            raise _not_configured(param)
+            raise not_configured(param)
         what = what or f"'{param}'"
         parts = token.split(".") if isinstance(token, str) else []
         if len(parts) != 3 or parts[0] != TOKEN_PREFIX:
@@ -114,12 +114,12 @@ class CompactionCodec:
 
     def _mac(self, tenant: str, body: str) -> bytes:
         if self._key is None:
-            raise _not_configured(None)
+            raise not_configured(None)
         message = _MAC_CONTEXT + tenant.encode() + b"\x00" + body.encode()
         return hmac.new(self._key, message, hashlib.sha256).digest()
 
 
-def _not_configured(param: str | None) -> CompactionNotConfigured:
+def not_configured(param: str | None) -> CompactionNotConfigured:
     return CompactionNotConfigured(
         "Compaction is not configured: set compaction.key (or compaction.key_file) in the policy file "
         "(CONVOSTORE_CONFIG); every replica needs the same key.",

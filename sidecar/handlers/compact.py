@@ -11,7 +11,7 @@ import orjson
 from aiohttp import web
 
 from ..appkeys import CONTEXT
-from ..context.compaction import CompactionNotConfigured, compact_window
+from ..context.compaction import compact_window, not_configured
 from ..context.packs import PACK_HEADER
 from ..context.policy import WindowPolicy
 from ..wire.resource import complete_output_item
@@ -31,10 +31,7 @@ async def compact_response(request: web.Request) -> web.Response:
     create = parse_create(body)
     context = request.app[CONTEXT]
     if not context.compaction.configured:  # before any read: a token could not be checked anywhere else
-        raise CompactionNotConfigured(
-            "Compaction is not configured: set compaction.key (or compaction.key_file) in the policy file "
-            "(CONVOSTORE_CONFIG); every replica needs the same key."
-        )
+        raise not_configured(None)
     plan = await plan_window(request, create)
     _, policy = context.choose(create.model, request.headers.get(PACK_HEADER))
     items: list[dict[str, Any]] = [orjson.loads(raw) for raw in plan.history]
