@@ -1,6 +1,6 @@
 """`python -m bench.client_view`: the concurrency-1 non-stream figure as different clients see it.
 
-Issue 13 found the sidecar adding 1.85 ms over the engine (the pass-through 0.71) in an acceptance-style run,
+An acceptance-style run found the sidecar adding 1.85 ms over the engine (the pass-through 0.71),
 where `python -m bench` said 0.90 (pass-through 0.38). This runs the engine, the pass-through and the sidecar
 on a redis-server side by side and sends each the same chained 20-turn conversations (~200-byte inputs), one
 request at a time, through several clients, interleaved request by request so that a busy neighbour hits every

@@ -120,7 +120,7 @@ class Connection:
 
 class SDKConnection:
     """The official `openai` client (httpx keep-alive, each answer parsed into its models), timed from the
-    call to the parsed response: what an application sees, its own CPU per call included (issue 13: a
+    call to the parsed response: what an application sees, its own CPU per call included (a
     client that works between requests finds the sidecar slower than the raw client does)."""
 
     def __init__(self, host: str, port: int) -> None:

@@ -11,7 +11,8 @@ from typing import Any
 
 import orjson
 
-# Issue 13's targets, checked on every run (ratios within one run, never absolute times from elsewhere).
+# The proxy's performance targets (bench/README.md), checked on every run: ratios within one run, never
+# absolute times from elsewhere.
 ADDED_P50_SLACK_MS = 0.5  # non-stream at concurrency 1 (raw and SDK): added p50 <= pass-through's + this
 TTFB_SLACK_MS = 0.4  # stream time to first byte at concurrency 1: added p50 <= pass-through's + this
 ADDED_P99_MAX_MS = 4.0  # at concurrency 16

@@ -1,4 +1,4 @@
-"""`python -m bench.session_resolve`: the session API's own cost, as issue 13 states it — resolve of a 50-turn
+"""`python -m bench.session_resolve`: the session API's own cost — resolve of a 50-turn
 conversation and append, each as p50 over the same server's `/convostore/healthz`.
 
 Starts a redis-server and the sidecar (one worker; no engine is needed), writes a conversation of `--turns`

@@ -31,4 +31,3 @@ def with_sidecar_ids(items: list[dict[str, Any]], tag: str) -> list[tuple[str, b
 
 def decode_items(raw: list[bytes]) -> list[dict[str, Any]]:
     return [orjson.loads(item) for item in raw]
-

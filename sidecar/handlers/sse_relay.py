@@ -173,4 +173,3 @@ async def _pump(
             return
     events = translate_messages(decoder.flush(), translator)  # a last event the engine left unterminated
     await send(events + translator.end(done=False))
-

@@ -1,4 +1,4 @@
-"""Background responses in-process (issue 12): through the openai SDK against the fake engine in slow
+"""Background responses in-process: through the openai SDK against the fake engine in slow
 mode, on memory and on a real redis-server — poll, chain, stream and resume, cancel, an orphan settled."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""WebSocket mode (issue 12): `client.responses.connect()` of the official SDK against the sidecar on the fake
+"""WebSocket mode: `client.responses.connect()` of the official SDK against the sidecar on the fake
 engine, both engine APIs, memory and a real redis-server — every event checked against the Open Responses
 models, every stored turn read back over HTTP."""
 

@@ -1,4 +1,4 @@
-"""Background responses across two sidecar processes sharing one redis-server (issue 12): poll from the
+"""Background responses across two sidecar processes sharing one redis-server: poll from the
 other replica, resume a dropped stream there, cancel there, and a SIGKILLed runner settled there."""
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ async def test_the_first_summary_of_a_block_stays(backend: Backend) -> None:
     conv = conv_id()
     await chain(backend, conv, 2)
     assert await store.read_summaries(TENANT, conv, ["b1", "b2"]) == [None, None]
-    assert await store.add_summary(TENANT, conv, "b1", "Summary of turns 1-4: nails".encode()) == (
+    assert await store.add_summary(TENANT, conv, "b1", b"Summary of turns 1-4: nails") == (
         b"Summary of turns 1-4: nails"
     )
     # A second writer (another replica, a retried background task) gets the stored text back, unchanged.
