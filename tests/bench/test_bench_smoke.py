@@ -17,9 +17,10 @@ ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = {"nonstream@1", "stream-ttfb@1", "nonstream-sdk@1", "nonstream@16", "stream-ttfb@16"}
 
 
-def run_bench(*args: str, timeout: float = 240) -> None:
+def run_bench(*args: str, module: str = "bench", timeout: float = 240) -> None:
+    """`python -m <module> <args>` from the repository's root; its stderr's tail when it fails."""
     done = subprocess.run(
-        [sys.executable, "-m", "bench", *args], cwd=ROOT, capture_output=True, timeout=timeout, check=False
+        [sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, timeout=timeout, check=False
     )
     assert done.returncode == 0, done.stderr.decode(errors="replace")[-3000:]
 

@@ -5,28 +5,19 @@ Shape only: timings on a shared 2-core machine are never asserted.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.bench.test_bench_smoke import run_bench
 
 
 @pytest.mark.timeout(300)
 def test_client_view_times_every_client_on_every_target(tmp_path: Path) -> None:
     out = tmp_path / "client_view.json"
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.client_view", "--requests", "20", "--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        timeout=240,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr.decode(errors="replace")[-3000:]
+    run_bench("--requests", "20", "--out", str(out), module="bench.client_view")
     result: dict[str, Any] = orjson.loads(out.read_bytes())
     assert result["kind"] == "client_view"
     table = result["results"]
