@@ -32,7 +32,7 @@ from .quota import QUOTAS, CountingStore, Quotas, enforce_quotas, reconciling
 from .runs.context import runs_context
 from .store import MemoryStore, Store, open_store
 from .store.lazy import LazyStore
-from .store.redis import Replication
+from .store.redis_wait import Replication
 from .store_metrics import MeteredStore
 from .tracing import Tracing
 from .upstream import upstream_context

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from .base import History, Store, Turn, TurnResult
 from .memory import MemoryStore
-from .redis import RedisStore, Replication
+from .redis import RedisStore
+from .redis_wait import Replication
 
 
 async def open_store(url: str, ttl_seconds: int, *, wait: Replication | None = None) -> Store:

@@ -7,17 +7,15 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio.cluster import PipelineCommand, RedisCluster
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import (
     AuthenticationError,
     BusyLoadingError,
     ClusterDownError,
     ClusterError,
     MasterDownError,
-    NoScriptError,
     RedisClusterException,
     ResponseError,
     TryAgainError,
@@ -26,12 +24,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..ids import conversation_tag, mint_response_id, parse_response_id, response_random
-from ..keys import RUNS_INDEX_KEY, ConversationKeys, rate_key, records_key, run_key, running_key, usage_key
+from ..keys import ConversationKeys, rate_key, records_key, usage_key
 from ..redact import mask_userinfo
 from .base import (
     CLAIM_SECONDS,
     IDEMPOTENCY_TTL_SECONDS,
-    RUN_EVENTS_MAX,
     Begun,
     Claim,
     Conflict,
@@ -43,18 +40,17 @@ from .base import (
     ParentNotFound,
     Range,
     RateDecision,
-    RunSignal,
-    RunState,
     StoreDown,
     Turn,
     TurnResult,
     Usage,
 )
 from .lua import load_script
+from .redis_runs import RedisRuns, Script, text
+from .redis_wait import Replication, cluster_call_and_wait
 from .resp_client import PipelinedRedis, RedisReplyError
 
 MAX_CONNECTIONS = 1024
-Script = Callable[..., Awaitable[Any]]
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 # What a Redis Cluster answers while it reshards or fails over: the store is briefly unusable, not broken.
 # A script declares only keys that exist whenever its data does, so a slot being migrated answers TRYAGAIN
@@ -75,16 +71,7 @@ _RETRY_DELAYS_S = (0.05, 0.1, 0.2, 0.4, 0.8)
 log = logging.getLogger("convostore.store")
 
 
-@dataclass(frozen=True, slots=True)
-class Replication:
-    """Acknowledge a stored turn only once `replicas` replicas have it (Redis WAIT), or after the timeout:
-    without it, a failover can lose the turns the old primary had not yet passed on."""
-
-    replicas: int
-    timeout_ms: int
-
-
-class RedisStore:
+class RedisStore(RedisRuns):
     """`client` is the lean PipelinedRedis on a standalone server, redis-py's RedisCluster on a cluster:
     both offer register_script, get, ping and aclose."""
 
@@ -194,7 +181,7 @@ class RedisStore:
         assert self._wait is not None
         replicas, timeout_ms = self._wait.replicas, self._wait.timeout_ms
         if isinstance(self._client, RedisCluster):
-            reply, acked = await _cluster_call_and_wait(self._client, self._append, keys, args, self._wait)
+            reply, acked = await cluster_call_and_wait(self._client, self._append, keys, args, self._wait)
         else:
             reply, acked = await self._append.call_and_wait(keys, args, replicas, timeout_ms)  # type: ignore[attr-defined]
         if acked < replicas:
@@ -308,7 +295,7 @@ class RedisStore:
 
     async def usage(self, tenant: str) -> tuple[Usage, list[str]]:
         raw = await self._call(lambda: self._client.hgetall(usage_key(tenant)))
-        fields = {_text(k): _text(v) for k, v in (raw.items() if isinstance(raw, dict) else _pairs(raw))}
+        fields = {text(k): text(v) for k, v in (raw.items() if isinstance(raw, dict) else _pairs(raw))}
         counted = [name[2:] for name in fields if name.startswith("c:")]
         return Usage(int(fields.get("bytes", 0)), int(fields.get("convs", 0))), counted
 
@@ -317,131 +304,6 @@ class RedisStore:
 
     async def close(self) -> None:
         await self._client.aclose()
-
-    # -- background runs: one script each, on the run's keys in the response id's slot ---------------------
-    async def start_run(
-        self, tenant: str, response_id: str, record: bytes, owner: str, lease_ms: int
-    ) -> bool:
-        key = _run_key(response_id)
-        if key is None:
-            return False
-        args = [tenant, record, owner, lease_ms, self._ttl]
-        return bool(await self._run(self._run_scripts["start_run"], [key], args))
-
-    async def append_run_events(
-        self, response_id: str, owner: str, events: list[tuple[int, bytes]], lease_ms: int
-    ) -> RunSignal:
-        key = _run_key(response_id)
-        if key is None:
-            return RunSignal(owned=False, cancel=False)
-        args: list[Any] = [owner, lease_ms, self._ttl, RUN_EVENTS_MAX, *_flat(events)]
-        owned, cancel = await self._run(self._run_scripts["append_run_events"], [key], args)
-        return RunSignal(owned=bool(owned), cancel=bool(cancel))
-
-    async def finish_run(
-        self, response_id: str, owner: str, status: str, events: list[tuple[int, bytes]]
-    ) -> bool:
-        key = _run_key(response_id)
-        if key is None:
-            return False
-        args: list[Any] = [owner, status, self._ttl, RUN_EVENTS_MAX, *_flat(events)]
-        return bool(await self._run(self._run_scripts["finish_run"], [key], args))
-
-    async def read_run(self, tenant: str, response_id: str, after: int | None = None) -> RunState | None:
-        key = _run_key(response_id)
-        if key is None:
-            return None
-        reply = await self._run(
-            self._run_scripts["read_run"], [key], [tenant, "" if after is None else after]
-        )
-        if not reply:
-            return None
-        status, record, cancel, owner, leased, last = reply[:6]
-        return RunState(
-            status=_text(status),
-            record=record,
-            cancel=_text(cancel) == "1",
-            owner=_text(owner),
-            leased=bool(leased),
-            last_seq=int(last),
-            events=list(reply[6:]),
-        )
-
-    async def cancel_run(self, tenant: str, response_id: str) -> str | None:
-        key = _run_key(response_id)
-        if key is None:
-            return None
-        status = _text(await self._run(self._run_scripts["cancel_run"], [key], [tenant]))
-        return status or None
-
-    async def take_over_run(self, response_id: str, owner: str, lease_ms: int) -> tuple[str, str]:
-        key = _run_key(response_id)
-        if key is None:
-            return "missing", ""
-        reply = await self._run(self._run_scripts["take_over_run"], [key], [owner, lease_ms])
-        return _text(reply[0]), _text(reply[1]) if len(reply) > 1 else ""
-
-    async def track_run(self, response_id: str, check_at_ms: int | None) -> None:
-        args = [response_id, "" if check_at_ms is None else check_at_ms]
-        await self._run(self._run_scripts["track_run"], [RUNS_INDEX_KEY], args)
-
-    async def due_runs(self, now_ms: int, limit: int) -> list[str]:
-        reply = await self._run(self._run_scripts["due_runs"], [RUNS_INDEX_KEY], [now_ms, limit])
-        return [_text(r) for r in reply]
-
-    async def renew_run_turn(
-        self, tenant: str, conversation_id: str, response_id: str, claim: Claim | None
-    ) -> bool:
-        parsed = parse_response_id(response_id)
-        if parsed is None:
-            return False
-        args = [
-            response_id,
-            claim.key if claim else "",
-            claim.request_hash if claim else "",
-            tenant,
-            conversation_id,
-            self._claim_ttl,
-        ]
-        return bool(await self._run(self._run_scripts["renew_run_turn"], [records_key(parsed[0])], args))
-
-    async def hold_run_slot(
-        self, tenant: str, response_id: str, limit: int, stale_ms: int
-    ) -> tuple[bool, int]:
-        args = [response_id, limit, stale_ms]
-        held, running = await self._run(self._run_scripts["hold_run_slot"], [running_key(tenant)], args)
-        return bool(held), int(running)
-
-    async def release_run_slot(self, tenant: str, response_id: str) -> int:
-        return int(
-            await self._run(self._run_scripts["release_run_slot"], [running_key(tenant)], [response_id])
-        )
-
-
-async def _cluster_call_and_wait(
-    cluster: RedisCluster, script: Any, keys: list[str], args: list[Any], wait: Replication
-) -> tuple[Any, int]:
-    """The script and WAIT on one connection to the key's primary (redis-py routes a keyless WAIT anywhere
-    else); a slot that moved meanwhile goes through the client's own routing, unacknowledged."""
-    node = cluster.get_node_from_key(keys[0])
-    if node is None:
-        return await script(keys=keys, args=args), 0
-    for attempt in range(2):
-        commands = [
-            PipelineCommand(0, "EVALSHA", script.sha, len(keys), *keys, *args),
-            PipelineCommand(1, "WAIT", wait.replicas, wait.timeout_ms),
-        ]
-        await node.execute_pipeline(commands)
-        reply, acked = commands[0].result, commands[1].result
-        if isinstance(reply, NoScriptError) and attempt == 0:
-            await node.execute_command("SCRIPT", "LOAD", script.script)
-            continue
-        if isinstance(reply, ResponseError) and str(reply).startswith(("MOVED", "ASK")):
-            return await script(keys=keys, args=args), 0
-        if isinstance(reply, BaseException):
-            raise reply
-        return reply, acked if isinstance(acked, int) else 0
-    raise AssertionError("unreachable")
 
 
 def _is_passing_reply(exc: Exception) -> bool:
@@ -456,8 +318,8 @@ def _turn_result(reply: list[Any], turn: Turn) -> TurnResult:
     if status in ("ok", "replay"):
         conv, version, appended, total, turns, response_id = reply[1:7]
         return TurnResult(
-            response_id=None if response_id in (b"-", "-") else _text(response_id),
-            conversation_id=_text(conv),
+            response_id=None if response_id in (b"-", "-") else text(response_id),
+            conversation_id=text(conv),
             version=int(version),
             appended=int(appended),
             session_bytes=int(total),
@@ -503,18 +365,5 @@ def _pairs(flat: list[Any]) -> list[tuple[Any, Any]]:
     return list(zip(flat[::2], flat[1::2], strict=True))
 
 
-def _text(value: bytes | str | int) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _as_bytes(value: bytes | str) -> bytes:
     return value if isinstance(value, bytes) else value.encode()
-
-
-def _run_key(response_id: str) -> str | None:
-    parsed = parse_response_id(response_id)
-    return run_key(parsed[0], response_id) if parsed is not None else None
-
-
-def _flat(events: list[tuple[int, bytes]]) -> list[Any]:
-    return [value for seq, event in events for value in (seq, event)]

@@ -12,7 +12,7 @@ import pytest
 from sidecar.ids import conversation_tag
 from sidecar.keys import ConversationKeys
 from sidecar.store import RedisStore, Turn
-from sidecar.store.redis import Replication
+from sidecar.store.redis_wait import Replication
 from tests.fixtures.redis_servers import RedisCluster, RedisServer, redis_call
 from tests.store.test_store import TENANT, conv_id, item, texts
 
