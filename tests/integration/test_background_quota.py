@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from sidecar.policy import PolicyError, validate_policy
 from sidecar.runs.context import RUNS
 from sidecar.runs.lease import LEASE_MS
 from tests.fixtures.fake_engine import recorded
+from tests.fixtures.redis_servers import RedisServer
 from tests.integration.test_background import _Unreachable, poll, slow
 from tests.integration.test_metrics_and_logs import sample
 from tests.integration.test_quotas import policy_file, tenant_headers
@@ -42,6 +43,17 @@ async def start(sidecar: Client, tenant: str, text: str, key: str | None = None)
     return await sidecar.post(
         "/v1/responses", json={"model": "m", "input": text, "background": True}, headers=headers
     )
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A redis-server for these replicas alone: on the session's, any other sidecar still running (an
+    end-to-end test's process) may reap their orphans, and its counters and logs are not theirs."""
+    server = RedisServer()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 async def eventually(measure: Callable[[], Awaitable[float]], expected: float, seconds: float = 10.0) -> bool:
@@ -120,10 +132,10 @@ async def test_running_background_responses_are_limited_per_tenant_and_released(
 
 
 async def test_a_reaped_run_releases_its_slot(
-    make_sidecar: Any, engine: TestServer, tmp_path: Path, redis_server: Any
+    make_sidecar: Any, engine: TestServer, tmp_path: Path, own_redis: RedisServer
 ) -> None:
     tenant = f"reaped-{os.urandom(3).hex()}"
-    first, second = await replicas(make_sidecar, engine, tmp_path, redis_server.url, tenant, 2)
+    first, second = await replicas(make_sidecar, engine, tmp_path, own_redis.url, tenant, 2)
     slow(engine, 0.2, 40)
     running = [await start(first, tenant, f"orphan {n}") for n in range(2)]
     assert [r.status for r in running] == [200, 200]
@@ -161,12 +173,12 @@ async def test_a_resumed_stream_is_counted(make_sidecar: Any, engine: TestServer
 
 
 async def test_runs_log_start_finish_cancel_and_reap_with_their_ids(
-    make_sidecar: Any, engine: TestServer, redis_server: Any, caplog: pytest.LogCaptureFixture
+    make_sidecar: Any, engine: TestServer, own_redis: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="convostore.runs")
     upstream = str(engine.make_url(""))
-    first = await make_sidecar(redis_url=redis_server.url, upstream=upstream, auth="trusted_header")
-    second = await make_sidecar(redis_url=redis_server.url, upstream=upstream, auth="trusted_header")
+    first = await make_sidecar(redis_url=own_redis.url, upstream=upstream, auth="trusted_header")
+    second = await make_sidecar(redis_url=own_redis.url, upstream=upstream, auth="trusted_header")
     tenant = f"logged-{os.urandom(3).hex()}"
     client = sdk(second, tenant)
     slow(engine, 0.0, 2)
