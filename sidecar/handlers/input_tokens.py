@@ -19,7 +19,7 @@ from ..turns import TurnPlan, plan_turn
 from ..upstream import Upstream
 from ..wire.chat_translate import responses_to_chat_request
 from .common import json_response, read_json
-from .responses_request import CreateRequest, parse_create
+from .responses_request import CreateRequest, parse_create, prompt_inputs
 
 routes = web.RouteTableDef()
 
@@ -65,19 +65,10 @@ async def window_prompt(
     """The prompt create's turn_prompt builds for this plan, counted by the model's best counter (its
     tokenizer.json, else the engine's /tokenize, else the estimate); context_length_exceeded as create."""
     return await request.app[CONTEXT].prompt(
-        model=create.model,
-        pack_header=request.headers.get(PACK_HEADER),
-        upstream=request.app[UPSTREAM],
-        history=plan.history,
-        new_input=[b for _, b in plan.input_items],
-        instructions=create.body.get("instructions"),
-        request_tools=create.body.get("tools"),
-        truncation=create.truncation,
-        tenant=plan.tenant,
+        **prompt_inputs(request, create, plan),
         exact=True,
         policy_override=policy_override,
         # An upstream/http policy folds with the summaries already stored, as create would; none is written.
-        store=request.app[STORE],
         conversation_id=plan.conversation_id,
         writable=False,
     )

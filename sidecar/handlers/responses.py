@@ -34,7 +34,7 @@ from ..wire.stream_state import MalformedEvent
 from .common import idempotency_key, read_json, request_hash, stateful_headers
 from .engine_answer import read_engine_json
 from .replay import replay_stored
-from .responses_request import CreateRequest, parse_create, responses_engine_body
+from .responses_request import CreateRequest, parse_create, prompt_inputs, responses_engine_body
 from .sse_relay import EventSink, SSESink, relay_stream
 
 routes = web.RouteTableDef()
@@ -168,17 +168,8 @@ async def turn_prompt(request: web.Request, create: CreateRequest, plan: TurnPla
     new input. Raises context_length_exceeded: call it where a refusal gives the reserved turn back."""
     return await request.app[CONTEXT].turn_prompt(
         plan.conversation_id,
-        model=create.model,
-        pack_header=request.headers.get(PACK_HEADER),
-        upstream=request.app[UPSTREAM],
-        history=plan.history,
-        new_input=[b for _, b in plan.input_items],
-        instructions=create.body.get("instructions"),
-        request_tools=create.body.get("tools"),
-        truncation=create.truncation,
-        tenant=plan.tenant,  # compaction items in the input or history are verified for this tenant
-        store=request.app[STORE],  # stored summaries (upstream/http summarisers)
         stores_turn=create.store,  # store: false writes nothing, summaries included
+        **prompt_inputs(request, create, plan),
     )
 
 

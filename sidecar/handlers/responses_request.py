@@ -6,10 +6,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from aiohttp import web
 
 from ..api_schema import INCLUDABLE, METADATA_KEY_CHARS, METADATA_PAIRS, METADATA_VALUE_CHARS
+from ..appkeys import STORE, UPSTREAM
+from ..context.packs import PACK_HEADER
 from ..errors import InvalidRequest
 from ..ids import validate_client_id
+from ..turns import TurnPlan
 from ..wire.items import parse_input
 
 # Fields the sidecar acts on itself; everything else goes to the engine as the client sent it.
@@ -130,3 +134,20 @@ def responses_engine_body(body: dict[str, Any], items: list[bytes], *, stream: b
     # One join copies the history once (concatenating the parts copied it three times); only the first and
     # last items are copied twice, to carry the brackets.
     return b",".join([opening + items[0], *items[1:-1], items[-1] + closing])
+
+
+def prompt_inputs(request: web.Request, create: CreateRequest, plan: TurnPlan) -> dict[str, Any]:
+    """What a create call's prompt is built from, for the turn itself and for `input_tokens`/`compact`
+    alike, so that a count is of exactly what the turn sends."""
+    return {
+        "model": create.model,
+        "pack_header": request.headers.get(PACK_HEADER),
+        "upstream": request.app[UPSTREAM],
+        "history": plan.history,
+        "new_input": [b for _, b in plan.input_items],
+        "instructions": create.body.get("instructions"),
+        "request_tools": create.body.get("tools"),
+        "truncation": create.truncation,
+        "tenant": plan.tenant,  # compaction items in the input or history are verified for this tenant
+        "store": request.app[STORE],  # stored summaries (upstream/http summarisers)
+    }
