@@ -180,8 +180,8 @@ def _verify_item(codec: CompactionCodec, tenant: str, raw: bytes, param: str) ->
 
 
 def _verify_stored(codec: CompactionCodec, tenant: str, item: Item) -> CompactedSummary:
-    """A compaction item of the stored history (added through the Conversations API unchecked, or signed
-    with a key since replaced): named as the history is elsewhere, by `previous_response_id`."""
+    """A compaction item of the stored history that no longer verifies (items are checked when stored, so
+    it was signed with a key since replaced): named as the history is elsewhere, by `previous_response_id`."""
     what = f"stored item '{item.get('id')}' (encrypted_content)"
     return codec.verify(tenant, item.get("encrypted_content"), "previous_response_id", what)
 
