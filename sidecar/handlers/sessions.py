@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import time
-from typing import Any
 
 import orjson
 from aiohttp import web
@@ -24,12 +22,10 @@ from ..errors import (
 from ..fingerprint import estimate_tokens, prefix_fingerprint
 from ..ids import conversation_tag, validate_client_id
 from ..middleware import REQUEST_ID, TENANT
-from ..response_record import compact_record
 from ..store.base import History, Turn
 from ..stored_items import with_sidecar_ids
-from ..wire.chat_messages import json_array, message_to_items, messages_to_items
-from ..wire.items import check_item_count, parse_input, parse_item
-from ..wire.resource import build_response_resource, complete_output_item
+from ..wire.chat_messages import json_array
+from ..wire.resource import complete_output_item
 from .common import (
     idempotency_key,
     if_match,
@@ -40,67 +36,17 @@ from .common import (
     request_hash,
     stateful_headers,
 )
+from .session_bodies import items_to_append, output_of, previous_response_id_of, record_of
 
 routes = web.RouteTableDef()
-
-# The fields each body may hold (docs/api.md §2): one of the forms, optionally `previous_response_id`. An
-# unknown field is refused, not ignored: a gateway that misspells one must not branch or store silently wrong.
-_MESSAGE_FIELDS = frozenset({"role", "content", "name", "tool_calls", "tool_call_id", "refusal"})
-_APPEND_FORMS = ("items", "messages", "role")
-_STORE_FORMS = ("response", "output", "message")
-
-
-def _check_fields(body: dict[str, Any], forms: tuple[str, ...], allowed: frozenset[str]) -> None:
-    given = [form for form in forms if form in body]
-    if len(given) > 1:
-        raise InvalidRequest(f"Send only one of {', '.join(map(repr, given))}.", param=given[1])
-    for name in body:
-        if name not in allowed:
-            raise InvalidRequest(f"Unrecognized request argument supplied: {name}", param=str(name))
-
-
-def _previous_response_id(body: dict[str, Any]) -> str | None:
-    """The response to branch after (the conversation's head when absent)."""
-    previous = body.get("previous_response_id")
-    if previous is None:
-        return None
-    if not isinstance(previous, str) or not previous:
-        raise InvalidRequest(
-            "Invalid type for 'previous_response_id': expected a non-empty string.",
-            param="previous_response_id",
-        )
-    return previous
-
-
-def _items_to_append(body: dict[str, Any]) -> list[dict[str, Any]]:
-    allowed = {"items", "messages", "previous_response_id"}
-    if "role" in body:
-        allowed |= _MESSAGE_FIELDS
-    _check_fields(body, _APPEND_FORMS, frozenset(allowed))
-    if "items" in body:
-        if not isinstance(body["items"], list):
-            raise InvalidRequest("Invalid type for 'items': expected an array.", param="items")
-        items = parse_input(body["items"], "items")
-    elif "messages" in body:
-        items = messages_to_items(body["messages"])
-    elif "role" in body:
-        message = {k: v for k, v in body.items() if k != "previous_response_id"}
-        items = message_to_items(message, "message")
-    else:
-        raise InvalidRequest("Send a message {role, content}, or 'messages', or 'items'.", param="messages")
-    if not items:
-        raise InvalidRequest(
-            "Nothing to append: the list is empty.", param="items" if "items" in body else "messages"
-        )
-    return items
 
 
 @routes.post("/v1/sessions/{conversation_id}/append")
 async def append(request: web.Request) -> web.Response:
     conversation_id = path_conversation_id(request)
     raw, body = await read_json(request)
-    items = _items_to_append(body)
-    previous = _previous_response_id(body)
+    items = items_to_append(body)
+    previous = previous_response_id_of(body)
     request.app[CONTEXT].choose(None, request.headers.get(PACK_HEADER))  # an unknown pack: 400, no write
     tenant = request[TENANT]
     check_compaction_items(request.app[CONTEXT].compaction, tenant, items, "items")
@@ -183,63 +129,12 @@ async def resolve(request: web.Request) -> web.Response:
     return json_response(answer, headers)
 
 
-def _output_of(body: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Output items and the response fields worth keeping, from any of the accepted shapes."""
-    _check_fields(body, _STORE_FORMS, frozenset({*_STORE_FORMS, "response_id", "previous_response_id"}))
-    if "response" in body:
-        response = body["response"]
-        if not isinstance(response, dict):
-            raise InvalidRequest("Invalid type for 'response': expected an object.", param="response")
-        if response.get("object") == "chat.completion" or "choices" in response:
-            choices = response.get("choices")
-            if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-                raise InvalidRequest("'response.choices' must hold a message.", param="response.choices")
-            items = message_to_items(choices[0].get("message"), "response.choices[0].message")
-        else:
-            output = response.get("output")
-            if not isinstance(output, list):
-                raise InvalidRequest(
-                    "Invalid type for 'response.output': expected an array.", param="response.output"
-                )
-            check_item_count(output, "response.output")
-            items = [parse_item(o, f"response.output[{i}]") for i, o in enumerate(output)]
-        kept = {k: response[k] for k in ("model", "usage", "created_at", "created") if k in response}
-        return items, kept
-    if "output" in body:
-        if not isinstance(body["output"], list):
-            raise InvalidRequest("Invalid type for 'output': expected an array.", param="output")
-        check_item_count(body["output"], "output")
-        return [parse_item(o, f"output[{i}]") for i, o in enumerate(body["output"])], {}
-    if "message" in body:
-        return message_to_items(body["message"], "message"), {}
-    raise InvalidRequest("Send 'response', 'output' or 'message'.", param="response")
-
-
-def _record_of(kept: dict[str, Any]) -> bytes:
-    """The stored record of a response a gateway hands over, so GET /v1/responses/{id} serves a complete
-    response object (chat usage becomes Responses usage)."""
-    created = kept.get("created_at") or kept.get("created")
-    created = created if isinstance(created, int) else int(time.time())
-    usage = kept.get("usage")
-    resource = build_response_resource(
-        response_id="",
-        created_at=created,
-        status="completed",
-        model=str(kept.get("model") or ""),
-        output=[],
-        request={},
-        usage=usage if isinstance(usage, dict) else None,
-        completed_at=created,
-    )
-    return compact_record(resource)
-
-
 @routes.post("/v1/sessions/{conversation_id}/store_response")
 async def store_response(request: web.Request) -> web.Response:
     conversation_id = path_conversation_id(request)
     raw, body = await read_json(request)
-    items, kept = _output_of(body)
-    previous = _previous_response_id(body)
+    items, kept = output_of(body)
+    previous = previous_response_id_of(body)
     if not items:
         raise InvalidRequest("The response has no output to store.", param="output")
     request.app[CONTEXT].choose(None, request.headers.get(PACK_HEADER))  # an unknown pack: 400, no write
@@ -261,7 +156,7 @@ async def store_response(request: web.Request) -> web.Response:
             n_input=0,
             parent_response_id=previous,
             mint_response=True,
-            response_body=_record_of(kept),
+            response_body=record_of(kept),
             if_match=if_match(request),
             idempotency_key=idempotency_key(request),
             request_hash=request_hash(raw, "store_response"),
