@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
+import orjson
 from aiohttp import web
 
 from .config import Config
@@ -97,6 +98,21 @@ class Upstream:
         if self.metrics is not None:
             self.metrics.upstream_first_byte_ms.observe((time.perf_counter() - started) * 1000)
         return response
+
+    async def ask(self, path: str, body: dict[str, Any], timeout: aiohttp.ClientTimeout) -> Any:
+        """A JSON question to one of the engine's own endpoints (/tokenize, /apply-template), with the
+        sidecar's key if any: its answer, or None when the engine does not answer it (absent, down, an
+        error status, not JSON) — these only ever refine an estimate."""
+        try:
+            async with self.session.post(
+                self.url(path),
+                data=orjson.dumps(body),
+                headers=self.headers({}, forward_client_key=False),
+                timeout=timeout,
+            ) as resp:
+                return await resp.json(loads=orjson.loads, content_type=None) if resp.ok else None
+        except (TimeoutError, aiohttp.ClientError, orjson.JSONDecodeError):
+            return None
 
     async def ensure_api(self) -> str:
         return self.api if self.api != "auto" else await self.probe_api()

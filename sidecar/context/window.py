@@ -9,7 +9,6 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
-import orjson
 
 from .compaction import CompactionCodec, CompactionKeyError, expand_compactions, load_compaction_key
 from .packs import Pack, choose_pack, load_packs
@@ -221,17 +220,7 @@ class ContextWindow:
         }
         if model:
             body["model"] = model
-        try:
-            async with upstream.session.post(
-                upstream.url("/tokenize"),
-                data=orjson.dumps(body),
-                headers=upstream.headers({}, forward_client_key=False),
-                timeout=TOKENIZE_TIMEOUT,
-            ) as resp:
-                answer = await resp.json(loads=orjson.loads, content_type=None) if resp.ok else None
-        except (TimeoutError, aiohttp.ClientError, orjson.JSONDecodeError):
-            answer = None
-        count = _count_of(answer)
+        count = _count_of(await upstream.ask("/tokenize", body, TOKENIZE_TIMEOUT))
         if count is None:
             log.warning("the engine's /tokenize did not count: token counts are estimates for now")
             self._engine_down_until = time.monotonic() + ENGINE_RETRY_SECONDS

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 import aiohttp
-import orjson
 from aiohttp import web
 
 from ..appkeys import CONTEXT, STORE, UPSTREAM
@@ -94,29 +93,15 @@ async def _templated_count(upstream: Upstream, chat: dict[str, Any]) -> int | No
     """llama.cpp: /apply-template, then /tokenize of its text with the special tokens; vLLM: /tokenize of
     the messages. None when the engine offers neither."""
     fields: dict[str, Any] = {k: chat[k] for k in ("messages", "tools") if k in chat}
-    rendered = await _post(upstream, "/apply-template", fields)
+    rendered = await upstream.ask("/apply-template", fields, TEMPLATE_TIMEOUT)
     if isinstance(rendered, dict) and isinstance(rendered.get("prompt"), str):
         body = {"content": rendered["prompt"], "add_special": True, "parse_special": True}
-        tokens = await _post(upstream, "/tokenize", body)
+        tokens = await upstream.ask("/tokenize", body, TEMPLATE_TIMEOUT)
         if isinstance(tokens, dict) and isinstance(tokens.get("tokens"), list):
             return len(tokens["tokens"])
         return None
-    counted = await _post(
-        upstream, "/tokenize", {**fields, "model": chat.get("model"), "add_generation_prompt": True}
-    )
+    body = {**fields, "model": chat.get("model"), "add_generation_prompt": True}
+    counted = await upstream.ask("/tokenize", body, TEMPLATE_TIMEOUT)
     if isinstance(counted, dict) and isinstance(counted.get("count"), int):
         return int(counted["count"])
     return None
-
-
-async def _post(upstream: Upstream, path: str, body: dict[str, Any]) -> Any:
-    try:
-        async with upstream.session.post(
-            upstream.url(path),
-            data=orjson.dumps(body),
-            headers=upstream.headers({}, forward_client_key=False),
-            timeout=TEMPLATE_TIMEOUT,
-        ) as resp:
-            return await resp.json(loads=orjson.loads, content_type=None) if resp.ok else None
-    except (TimeoutError, aiohttp.ClientError, orjson.JSONDecodeError):
-        return None
