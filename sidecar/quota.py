@@ -298,7 +298,7 @@ async def take_background_slot(app: web.Application, tenant: str, response_id: s
         return False
     held, _ = await app[STORE].hold_run_slot(tenant, response_id, limit, stale_ms)
     if not held:
-        app[METRICS].quota_rejections.labels(app[QUOTAS].tenant_class(tenant), "background_responses").inc()
+        _count(app, tenant, "background_responses")
         raise RateLimited(
             f"Rate limit reached: {limit} background responses running at once. Retry when one has finished.",
             headers={"Retry-After": str(BACKGROUND_RETRY_AFTER_SECONDS)},
