@@ -31,6 +31,7 @@ from ..wire.items import canonical_tools
 from ..wire.resource import build_response_resource
 from ..wire.stream_repair import ResponsesStreamRewriter, rewrite_response
 from ..wire.stream_state import MalformedEvent
+from ..wire.translator import StreamTranslator
 from .common import idempotency_key, read_json, request_hash, stateful_headers
 from .engine_answer import read_engine_json
 from .replay import replay_stored
@@ -115,16 +116,7 @@ async def _answer(
     sink: EventSink | None = None,
     keep: KeepTurn | None = None,
 ) -> web.StreamResponse:
-    base = build_response_resource(
-        response_id=plan.response_id,
-        created_at=int(time.time()),
-        status="in_progress",
-        model=create.model,
-        output=[],
-        request=create.body,
-        previous_response_id=create.previous_response_id,
-        conversation_id=plan.conversation_id if plan.in_conversation else None,
-    )
+    base = _response_base(create, plan, "in_progress")
     store, upstream = request.app[STORE], request.app[UPSTREAM]
     api = await upstream.ensure_api()
     prompt = await turn_prompt(request, create, plan)
@@ -153,14 +145,31 @@ async def _answer(
             headers["X-Conversation-Version"] = str(result.version)  # non-stream: the version after the write
         return web.Response(body=orjson.dumps(final), content_type="application/json", headers=headers)
 
-    translator = (
-        ResponsesStreamRewriter(base, plan.mint)
-        if api == "responses"
-        else ChatStreamTranslator(base, plan.mint)
-    )
+    translator = _translator(api, base, plan)
     sink = sink or SSESink(request, headers)
     await relay_stream(request, engine_response, translator, sink, save)
     return sink.response
+
+
+def _response_base(create: CreateRequest, plan: TurnPlan, status: str) -> dict[str, Any]:
+    """The response object the turn starts from (`in_progress`, or `queued` for a background run)."""
+    return build_response_resource(
+        response_id=plan.response_id,
+        created_at=int(time.time()),
+        status=status,
+        model=create.model,
+        output=[],
+        request=create.body,
+        previous_response_id=create.previous_response_id,
+        conversation_id=plan.conversation_id if plan.in_conversation else None,
+    )
+
+
+def _translator(api: str, base: dict[str, Any], plan: TurnPlan) -> StreamTranslator:
+    """The engine's events as the client's: repaired Responses events, or translated chat chunks."""
+    if api == "responses":
+        return ResponsesStreamRewriter(base, plan.mint)
+    return ChatStreamTranslator(base, plan.mint)
 
 
 async def turn_prompt(request: web.Request, create: CreateRequest, plan: TurnPlan) -> Prompt:
@@ -228,21 +237,8 @@ async def _create_background(request: web.Request, raw: bytes, body: dict[str, A
         engine_headers = upstream.headers(
             request.headers, forward_client_key=request.app[CONFIG].auth == "none"
         )
-        base = build_response_resource(
-            response_id=plan.response_id,
-            created_at=int(time.time()),
-            status="queued",
-            model=create.model,
-            output=[],
-            request=create.body,
-            previous_response_id=create.previous_response_id,
-            conversation_id=plan.conversation_id if plan.in_conversation else None,
-        )
-        translator = (
-            ResponsesStreamRewriter(base, plan.mint)
-            if api == "responses"
-            else ChatStreamTranslator(base, plan.mint)
-        )
+        base = _response_base(create, plan, "queued")
+        translator = _translator(api, base, plan)
         # Over the tenant's background quota: a 429, and the turn given back (nothing stored).
         holds_slot = await take_background_slot(request.app, plan.tenant, plan.response_id, SLOT_STALE_MS)
         record = RunRecord.of(plan, base, idem, hashed, holds_slot=holds_slot)
