@@ -150,11 +150,16 @@ def is_compaction(raw: bytes) -> bool:
 
 
 def expand_compactions(
-    codec: CompactionCodec, tenant: str, history: Sequence[bytes], new_input: Sequence[bytes]
+    codec: CompactionCodec,
+    tenant: str,
+    history: Sequence[bytes],
+    new_input: Sequence[bytes],
+    history_param: str = "previous_response_id",
 ) -> tuple[list[bytes], list[bytes], list[str]]:
     """The history and new input without their compaction items, and the summaries those carried, oldest
     first: the prompt sends them as summary text (prompt.py) and the engine never sees a token. A bad
-    token in the new input is a 400 naming `input[i].encrypted_content`."""
+    token in the new input is a 400 naming `input[i].encrypted_content`; one in the stored history, a 400
+    naming `history_param`, the parameter the request named its history by."""
     # Almost no history holds one: one byte search over the joined items (newline-separated: the needle has
     # none, so a hit lies inside one item) beats a check per item; a hit is then verified item by item.
     if _NEEDLE not in b"\n".join([*history, *new_input]):
@@ -163,7 +168,7 @@ def expand_compactions(
     kept_history: list[bytes] = []
     for raw in history:
         if is_compaction(raw):
-            summaries.append(_verify_stored(codec, tenant, orjson.loads(raw)).text)
+            summaries.append(_verify_stored(codec, tenant, orjson.loads(raw), history_param).text)
         else:
             kept_history.append(raw)
     kept_input: list[bytes] = []
@@ -179,11 +184,12 @@ def _verify_item(codec: CompactionCodec, tenant: str, raw: bytes, param: str) ->
     return codec.verify(tenant, orjson.loads(raw).get("encrypted_content"), param)
 
 
-def _verify_stored(codec: CompactionCodec, tenant: str, item: Item) -> CompactedSummary:
+def _verify_stored(codec: CompactionCodec, tenant: str, item: Item, history_param: str) -> CompactedSummary:
     """A compaction item of the stored history that no longer verifies (items are checked when stored, so
-    it was signed with a key since replaced): named as the history is elsewhere, by `previous_response_id`."""
+    it was signed with a key since replaced): the error names the parameter that named the history
+    (`previous_response_id`, `conversation`, a session API's `conversation_id`) and the item."""
     what = f"stored item '{item.get('id')}' (encrypted_content)"
-    return codec.verify(tenant, item.get("encrypted_content"), "previous_response_id", what)
+    return codec.verify(tenant, item.get("encrypted_content"), history_param, what)
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +211,7 @@ def compact_window(
     first_input: int,
     keep_last_turns: int | None,
     mint: Callable[[str], str],
+    history_param: str = "previous_response_id",
 ) -> Compacted:
     """Fold every turn but the last `keep_last_turns` into one compaction item. Earlier compaction items
     (verified) are folded too: their summaries come first and turn numbers carry on after them, so
@@ -213,7 +220,7 @@ def compact_window(
     rest: list[Item] = []
     for n, item in enumerate(items):
         if item.get("type") == "compaction" and n < first_input:
-            earlier.append(_verify_stored(codec, tenant, item))
+            earlier.append(_verify_stored(codec, tenant, item, history_param))
         elif item.get("type") == "compaction":
             param = f"input[{n - first_input}].encrypted_content"
             earlier.append(codec.verify(tenant, item.get("encrypted_content"), param))

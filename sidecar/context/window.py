@@ -101,6 +101,7 @@ class ContextWindow:
         conversation_id: str | None = None,
         writable: bool = False,
         summaries_seen: dict[str, bytes | None] | None = None,
+        history_param: str = "previous_response_id",
     ) -> Prompt:
         """With `tenant`, compaction items are verified and sent as their summaries (compaction.py); a
         caller that passes none leaves them as they are. With `store` and `conversation_id` too, an
@@ -110,7 +111,9 @@ class ContextWindow:
         policy = policy_override or policy
         compacted: list[str] = []
         if tenant is not None:
-            history, new_input, compacted = expand_compactions(self.compaction, tenant, history, new_input)
+            history, new_input, compacted = expand_compactions(
+                self.compaction, tenant, history, new_input, history_param
+            )
         stored = None
         if policy.summariser != TEMPLATE and store is not None and tenant is not None and conversation_id:
             stored = StoredSummaries(
@@ -146,6 +149,7 @@ class ContextWindow:
         tenant: str | None = None,
         store: Store | None = None,
         stores_turn: bool = True,
+        history_param: str = "previous_response_id",
     ) -> Prompt:
         """A turn's prompt, compared with the prompt of the history it continues (the previous turn's, to
         within its output's tokens): a new fingerprint is counted and logged, new summary blocks too.
@@ -163,6 +167,7 @@ class ContextWindow:
             "store": store,
             "conversation_id": conversation_id,
             "summaries_seen": {},  # both prompts read the stored summaries once
+            "history_param": history_param,
         }
         policy = self.choose(model, pack_header)[1]
         before = None

@@ -129,6 +129,9 @@ async def _answer(
         chat_tools=True,
         tenant=plan.tenant,
         store=store,  # stored summaries (upstream/http summarisers)
+        history_param="X-Previous-Response-Id"
+        if request.headers.get("X-Previous-Response-Id")
+        else "X-Conversation-Id",
     )
     headers["X-Prefix-Fingerprint"] = prompt.fingerprint
     headers["X-Estimated-Input-Tokens"] = str(prompt.input_tokens)

@@ -16,7 +16,7 @@ from ..context.packs import PACK_HEADER
 from ..context.policy import WindowPolicy
 from ..wire.resource import complete_output_item
 from .common import json_response, read_json
-from .input_tokens import TOKEN_SOURCE_HEADER, plan_window, prompt_tokens, window_prompt
+from .input_tokens import TOKEN_SOURCE_HEADER, counted_window, plan_window
 from .responses_request import parse_create
 
 routes = web.RouteTableDef()
@@ -44,10 +44,10 @@ async def compact_response(request: web.Request) -> web.Response:
         first_input=len(plan.history),
         keep_last_turns=policy.keep_last_turns,
         mint=plan.mint,
+        history_param="conversation" if create.conversation_id else "previous_response_id",
     )
     # usage: what the window compacted costs as input; the template summariser makes no model call.
-    counted = await window_prompt(request, create, plan, policy_override=_UNTRIMMED)
-    tokens = await prompt_tokens(request, create, counted)
+    _, tokens, source = await counted_window(request, create, plan, policy_override=_UNTRIMMED)
     resource = {
         "id": plan.mint("cmp"),
         "object": "response.compaction",
@@ -61,5 +61,5 @@ async def compact_response(request: web.Request) -> web.Response:
             "total_tokens": tokens,
         },
     }
-    headers = {"X-Compacted-Turns": str(compacted.folded_turns), TOKEN_SOURCE_HEADER: counted.token_source}
+    headers = {"X-Compacted-Turns": str(compacted.folded_turns), TOKEN_SOURCE_HEADER: source}
     return json_response(resource, headers)

@@ -107,7 +107,11 @@ async def resolve(request: web.Request) -> web.Response:
         if history is None:
             raise conversation_not_found(conversation)
     prompt = await _session_prompt(
-        request, history.items, model=_model_query(request), conversation_id=history.conversation_id
+        request,
+        history.items,
+        model=_model_query(request),
+        conversation_id=history.conversation_id,
+        history_param="previous_response_id" if previous else "conversation_id",
     )
     fingerprint, tokens = prompt.fingerprint, prompt.input_tokens
     answer = {
@@ -271,6 +275,7 @@ async def _session_prompt(
     override: WindowPolicy | None = None,
     truncation: str = "auto",
     conversation_id: str | None = None,
+    history_param: str = "conversation_id",
 ) -> Prompt:
     """The prompt for a history as the proxy would send it next: pack, folds (with the conversation's
     stored summaries) and real counts. A history over the budget is trimmed ("auto"), since there is no
@@ -285,6 +290,7 @@ async def _session_prompt(
         tenant=request[TENANT],
         store=request.app[STORE],
         conversation_id=conversation_id,
+        history_param=history_param,  # a stored compaction item that no longer verifies is named by it
     )
 
 

@@ -255,21 +255,42 @@ async def test_forged_items_are_refused_before_they_are_stored_on_every_write_ro
     assert any("question 1 about the cat" in str(body) for body in await stack.engine_bodies())
 
 
-async def test_a_stored_item_signed_with_a_replaced_key_is_refused_when_it_would_be_sent(
+async def test_a_stored_item_signed_with_a_replaced_key_is_refused_naming_how_the_history_was_named(
     open_stack: OpenStack, tmp_path: Path
 ) -> None:
     first = await open_stack("responses", "redis")
     token = compaction_of((await first.client.responses.compact(model="m", input=turns(3))).output)
     item = {"type": "compaction", "encrypted_content": token.encrypted_content}
     conversation = await first.client.conversations.create(items=[item])  # type: ignore[list-item]
+    chained = await first.client.responses.create(model="m", input="hi", conversation=conversation.id)
     # The same Redis behind a sidecar whose policy file now holds another key.
     tokenizer = build_tokenizer(tmp_path / "tokenizer.json")
     rotated = await open_stack("responses", "redis", policy=POLICY.format(tokenizer=tokenizer, key="r" * 40))
     client = rotated.client
     for call in (client.responses.create, client.responses.input_tokens.count, client.responses.compact):
-        with pytest.raises(openai.BadRequestError) as caught:
-            await call(model="m", input="hi", extra_body={"conversation": conversation.id})  # type: ignore[operator]
-        assert caught.value.code == "invalid_encrypted_content"
-        assert caught.value.param == "previous_response_id"
-        assert "stored item 'cmp_" in caught.value.message
+        for named, param in (
+            ({"conversation": conversation.id}, "conversation"),
+            ({"previous_response_id": chained.id}, "previous_response_id"),
+        ):
+            with pytest.raises(openai.BadRequestError) as caught:
+                await call(model="m", input="hi", extra_body=named)  # type: ignore[operator]
+            assert caught.value.code == "invalid_encrypted_content"
+            assert caught.value.param == param
+            assert "stored item 'cmp_" in caught.value.message
+    headers = {"Authorization": "Bearer sk-acme"}
+    for query, param in (
+        (f"conversation_id={conversation.id}", "conversation_id"),
+        (f"previous_response_id={chained.id}", "previous_response_id"),
+    ):
+        resp = await rotated.sidecar.get(f"/v1/sessions/resolve?{query}", headers=headers)
+        assert resp.status == 400, await resp.text()
+        assert (await resp.json())["error"]["param"] == param
+    for header in ("X-Conversation-Id", "X-Previous-Response-Id"):
+        value = conversation.id if header == "X-Conversation-Id" else chained.id
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+        resp = await rotated.sidecar.post(
+            "/v1/chat/completions", json=body, headers={**headers, header: value}
+        )
+        assert resp.status == 400, await resp.text()
+        assert (await resp.json())["error"]["param"] == header
     assert await rotated.engine_bodies() == []
