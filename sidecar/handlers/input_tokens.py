@@ -12,7 +12,7 @@ from ..appkeys import CONTEXT, STORE, UPSTREAM
 from ..context.packs import PACK_HEADER
 from ..context.policy import WindowPolicy
 from ..context.prompt import Prompt
-from ..context.tokens import ENGINE
+from ..context.tokens import ENGINE, ESTIMATE, TOKENIZER
 from ..middleware import TENANT
 from ..turns import TurnPlan, plan_turn
 from ..upstream import Upstream
@@ -32,12 +32,11 @@ async def count_input_tokens(request: web.Request) -> web.Response:
     _, body = await read_json(request)
     create = parse_create(body)
     plan = await plan_window(request, create)
-    prompt = await window_prompt(request, create, plan)
-    tokens = await prompt_tokens(request, create, prompt)
+    prompt, tokens, source = await counted_window(request, create, plan)
     headers = {
         "X-Prefix-Fingerprint": prompt.fingerprint,
         "X-Estimated-Input-Tokens": str(tokens),
-        TOKEN_SOURCE_HEADER: prompt.token_source,
+        TOKEN_SOURCE_HEADER: source,
     }
     return json_response({"object": "response.input_tokens", "input_tokens": tokens}, headers)
 
@@ -58,14 +57,40 @@ async def plan_window(request: web.Request, create: CreateRequest) -> TurnPlan:
     )
 
 
-async def window_prompt(
+async def counted_window(
     request: web.Request, create: CreateRequest, plan: TurnPlan, policy_override: WindowPolicy | None = None
+) -> tuple[Prompt, int, str]:
+    """The prompt create's turn_prompt builds for this plan, its input tokens and which counter made them
+    (TOKEN_SOURCE_HEADER); context_length_exceeded as create. The model's tokenizer.json counts if it has
+    one; else the engine counts the whole prompt through its own chat template (the markup around each
+    message differs a lot between templates: ChatML on Gemma's vocabulary costs ~10 tokens a message).
+    Items are counted one by one (a /tokenize round trip per new item) only where that count decides
+    something: a budget folding by it, or an engine with no template count."""
+    prompt = await _window_prompt(request, create, plan, policy_override, exact=False)
+    if prompt.token_source == TOKENIZER:
+        return prompt, prompt.input_tokens, TOKENIZER
+    chat = responses_to_chat_request(
+        {**prompt.engine_fields(create.body), "stream": False}, prompt.chat_messages()
+    )
+    templated = await _templated_count(request.app[UPSTREAM], chat)
+    if templated is not None:
+        return prompt, templated, ENGINE
+    if prompt.token_source == ESTIMATE:  # no budget needed the engine's counts: ask for them now
+        prompt = await _window_prompt(request, create, plan, policy_override, exact=True)
+    return prompt, prompt.input_tokens, prompt.token_source
+
+
+async def _window_prompt(
+    request: web.Request,
+    create: CreateRequest,
+    plan: TurnPlan,
+    policy_override: WindowPolicy | None,
+    *,
+    exact: bool,
 ) -> Prompt:
-    """The prompt create's turn_prompt builds for this plan, counted by the model's best counter (its
-    tokenizer.json, else the engine's /tokenize, else the estimate); context_length_exceeded as create."""
     return await request.app[CONTEXT].prompt(
         **prompt_inputs(request, create, plan),
-        exact=True,
+        exact=exact,
         policy_override=policy_override,
         # An upstream/http policy folds with the summaries already stored, as create would; none is written.
         conversation_id=plan.conversation_id,
@@ -74,19 +99,6 @@ async def window_prompt(
 
 
 TEMPLATE_TIMEOUT = aiohttp.ClientTimeout(total=10.0)
-
-
-async def prompt_tokens(request: web.Request, create: CreateRequest, prompt: Prompt) -> int:
-    """The prompt's tokens as the engine counts them: when the engine counts, the whole prompt rendered by
-    its own chat template (the markup around each message differs a lot between templates: ChatML on
-    Gemma's vocabulary costs ~10 tokens a message), else the prompt's own count (per-message estimate)."""
-    if prompt.token_source != ENGINE:
-        return prompt.input_tokens
-    chat = responses_to_chat_request(
-        {**prompt.engine_fields(create.body), "stream": False}, prompt.chat_messages()
-    )
-    templated = await _templated_count(request.app[UPSTREAM], chat)
-    return prompt.input_tokens if templated is None else templated
 
 
 async def _templated_count(upstream: Upstream, chat: dict[str, Any]) -> int | None:

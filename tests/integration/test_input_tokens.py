@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from sidecar.appkeys import CONTEXT
 from sidecar.ids import parse_response_id
-from tests.fixtures.fake_engine import create_fake_engine, recorded
+from tests.fixtures.fake_engine import CONFIG_KEY, create_fake_engine, recorded
 from tests.integration.responses_stack import COMBOS, RecordingTransport, Stack, check_exchange
 from tests.unit.test_context_tokens import build_tokenizer
 
@@ -195,6 +195,30 @@ async def test_the_counter_is_named_tokenizer_engine_or_estimate(
     raw = await stack.client.responses.input_tokens.with_raw_response.count(model="m", input="abcdefgh")
     assert raw.headers["X-Token-Count-Source"] == "engine" and raw.parse().input_tokens == 2 + 4
     assert recorded(stack.engine.app, "/tokenize")
+
+
+@combos
+async def test_an_engine_that_counts_the_templated_prompt_is_asked_once_not_per_item(
+    open_stack: OpenStack, api: str, store: str
+) -> None:
+    stack = await open_stack(api, store)
+    stack.engine.app[CONFIG_KEY].counts_messages = True  # vLLM's /tokenize of messages
+    chat = [{"role": "user", "content": "abcdefgh"}, {"role": "assistant", "content": "ijkl"}]
+    raw = await stack.client.responses.input_tokens.with_raw_response.count(
+        model="m", input=[*chat, {"role": "user", "content": "mnopqrstuvwx"}]
+    )
+    assert raw.headers["X-Token-Count-Source"] == "engine"
+    # 5 tokens of markup a message, a token per 4 characters of text (the fake's template), 3 to open the
+    # answer: the template's count, not the items' (4 of markup each).
+    texts = ["abcdefgh", "ijkl", "mnopqrstuvwx"]
+    assert raw.parse().input_tokens == sum(5 + (len(t) + 3) // 4 for t in texts) + 3
+    calls = recorded(stack.engine.app, "/tokenize")
+    assert [sorted(c["body"]) for c in calls] == [["add_generation_prompt", "messages", "model"]]
+    # Without a template count, the items are counted one by one, as before.
+    stack.engine.app[CONFIG_KEY].counts_messages = False
+    raw = await stack.client.responses.input_tokens.with_raw_response.count(model="m", input="abcdefgh")
+    assert raw.headers["X-Token-Count-Source"] == "engine" and raw.parse().input_tokens == 2 + 4
+    assert any("content" in c["body"] for c in recorded(stack.engine.app, "/tokenize"))
 
 
 async def test_without_an_engine_to_count_the_count_says_it_is_an_estimate(
