@@ -17,9 +17,9 @@
 -- Returns  {index or -1} when the response/conversation is unknown, deleted, expired or another
 --          tenant's; {"replay", conv, version, appended, bytes, turns, response id} | {"idem_conflict"}
 --          | {"in_flight"} for a claimed key (nothing written); else {index or -1, conv, response_id,
---          version, bytes, turns, created_ms, updated_ms, status, body, item1, item2, ...} (response_id: for
---          "conv" the newest stored one, "" if none; body: the
---          response's stored body for "resp", the conversation metadata for "conv").
+--          version, bytes, turns, created_ms, updated_ms, status, body, summary bytes, item1, item2, ...}
+--          (response_id: for "conv" the newest stored one, "" if none; body: the response's stored body for
+--          "resp", the conversation metadata for "conv"; summary bytes: what add_summary-1.lua stored).
 --@include includes/history.lua
 
 local mode, tenant, range, ttl = ARGV[1], ARGV[2], ARGV[4], tonumber(ARGV[5])
@@ -42,7 +42,7 @@ else
 end
 
 local meta_key = prefix .. 'meta'
-local m = redis.call('HMGET', meta_key, 'v', 'hs', 'he', 'bytes', 'turns', 'created', 'updated', 'md')
+local m = redis.call('HMGET', meta_key, 'v', 'hs', 'he', 'bytes', 'turns', 'created', 'updated', 'md', 'sb')
 local exists = m[1] ~= false
 
 if idem ~= '' then
@@ -90,6 +90,6 @@ else
   items = collect_items(prefix, meta_key, seg, stop)
 end
 touch_conversation(prefix, meta_key, records_key, ttl)
-local out = {reserved, conv, response_id, m[1], m[4], m[5], m[6], m[7], status, body}
+local out = {reserved, conv, response_id, m[1], m[4], m[5], m[6], m[7], status, body, m[9] or 0}
 for i = 1, #items do out[#out + 1] = items[i] end
 return out

@@ -1,6 +1,7 @@
 """Per-tenant quotas (policy file `tenants.<t>.quota`, `default` for the rest): requests per minute on every
 route, stored bytes and conversations on the routes that store. The counts live in the store (shared by every
-replica on Redis), are written beside each turn, and given back when conversations are deleted or expire."""
+replica on Redis), are written beside each turn and each stored summary, and given back when conversations are
+deleted or expire."""
 
 from __future__ import annotations
 
@@ -18,7 +19,17 @@ from .appkeys import METRICS, STORE
 from .errors import ConvoStoreError, RateLimited
 from .middleware import PUBLIC_RESOURCES, TENANT
 from .store import History, Store, Turn, TurnResult
-from .store.base import Begun, Claim, Range, RateDecision, RunSignal, RunState, StoreDown, Usage
+from .store.base import (
+    Begun,
+    Claim,
+    Range,
+    RateDecision,
+    RunSignal,
+    RunState,
+    StoreDown,
+    StoredSummary,
+    Usage,
+)
 
 log = logging.getLogger("convostore.quota")
 RECONCILE_INTERVAL_SECONDS = 60.0
@@ -158,7 +169,8 @@ def _count(app: web.Application, tenant: str, kind: str) -> None:
 
 
 class CountingStore:
-    """A Store that keeps each tenant's stored usage beside the writes and deletes that change it.
+    """A Store that keeps each tenant's stored usage beside the writes and deletes that change it: a
+    conversation counts its items and its stored summaries.
 
     The count is a second call after the turn's own script (on a Redis Cluster a tenant's conversations
     live in many slots, its count in one), so a crash between the two can leave it off by one turn; the
@@ -201,9 +213,6 @@ class CountingStore:
     async def conversation_exists(self, tenant: str, conversation_id: str) -> bool:
         return await self._inner.conversation_exists(tenant, conversation_id)
 
-    async def add_summary(self, tenant: str, conversation_id: str, block: str, text: bytes) -> bytes | None:
-        return await self._inner.add_summary(tenant, conversation_id, block, text)
-
     async def read_summaries(self, tenant: str, conversation_id: str, keys: list[str]) -> list[bytes | None]:
         return await self._inner.read_summaries(tenant, conversation_id, keys)
 
@@ -240,9 +249,19 @@ class CountingStore:
         version = await self._inner.remove_item(tenant, conversation_id, item_id)
         if version is not None and self._quotas.of(tenant).counts_storage:
             history = await self._inner.resolve_conversation(tenant, conversation_id)
-            if history is not None:
-                await self._inner.account_usage(tenant, conversation_id, "set", history.session_bytes)
+            if history is not None:  # its stored summaries stay, and stay counted
+                await self._inner.account_usage(tenant, conversation_id, "set", history.stored_bytes)
         return version
+
+    async def add_summary(
+        self, tenant: str, conversation_id: str, block: str, text: bytes
+    ) -> StoredSummary | None:
+        stored = await self._inner.add_summary(tenant, conversation_id, block, text)
+        # Only the write that stored it counts (append-only: a losing writer gets the first one back).
+        if stored is not None and stored.written and self._quotas.of(tenant).counts_storage:
+            self._quotas.seen.add(tenant)
+            await self._inner.account_usage(tenant, conversation_id, "add", len(stored.text))
+        return stored
 
     # Background runs (sidecar/runs/).
     async def start_run(

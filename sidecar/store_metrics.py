@@ -10,7 +10,18 @@ from typing import TypeVar
 from .fingerprint import estimate_tokens
 from .metrics import Metrics
 from .store import History, MemoryStore, Store, Turn, TurnResult
-from .store.base import Begun, Claim, Conflict, Range, RateDecision, RunSignal, RunState, StoreDown, Usage
+from .store.base import (
+    Begun,
+    Claim,
+    Conflict,
+    Range,
+    RateDecision,
+    RunSignal,
+    RunState,
+    StoreDown,
+    StoredSummary,
+    Usage,
+)
 from .tracing import current_tracer, traced
 
 T = TypeVar("T")
@@ -106,7 +117,9 @@ class MeteredStore:
     async def delete_conversation(self, tenant: str, conversation_id: str) -> bool:
         return await self._counted(self.inner.delete_conversation(tenant, conversation_id))
 
-    async def add_summary(self, tenant: str, conversation_id: str, block: str, text: bytes) -> bytes | None:
+    async def add_summary(
+        self, tenant: str, conversation_id: str, block: str, text: bytes
+    ) -> StoredSummary | None:
         return await self._counted(self.inner.add_summary(tenant, conversation_id, block, text))
 
     async def read_summaries(self, tenant: str, conversation_id: str, keys: list[str]) -> list[bytes | None]:

@@ -125,5 +125,5 @@ class StoredSummaries:
         kept = await self.store.add_summary(
             self.tenant, self.conversation_id, folded.key, folded.template.encode()
         )
-        self.seen[folded.key] = kept
-        return kept.decode() if kept is not None else folded.template
+        self.seen[folded.key] = kept.text if kept is not None else None
+        return kept.text.decode() if kept is not None else folded.template

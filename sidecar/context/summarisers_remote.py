@@ -128,7 +128,7 @@ class SummaryWriter:
             except Exception as exc:  # the store is down: the next turn asks again
                 log.warning("a summary could not be stored: %s", exc.__class__.__name__)
                 return
-            if kept != written.encode():  # gone, or a summary was stored first (append-only): it stays
+            if kept is None or not kept.written:  # gone, or one was stored first (append-only): it stays
                 return
             log.info(
                 "summary of turns %d-%d stored (%s): the next turn's prefix fingerprint changes",

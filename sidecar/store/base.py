@@ -99,6 +99,21 @@ class History:
     status: str
     body: bytes  # the response's stored body ("resp" lookups) or the conversation metadata
     items: list[bytes] = field(default_factory=list)
+    summary_bytes: int = 0  # what the conversation's stored summaries hold (counted in its tenant's usage)
+
+    @property
+    def stored_bytes(self) -> int:
+        """What the conversation holds for its tenant's `stored_bytes` quota: its items and its summaries."""
+        return self.session_bytes + self.summary_bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSummary:
+    """The summary stored for a block after add_summary, and whether this write stored it (append-only: only
+    the first write for a block does, and only it adds to the tenant's stored bytes)."""
+
+    text: bytes
+    written: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +128,7 @@ class RateDecision:
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """What a tenant has stored: bytes of conversation items, and conversations."""
+    """What a tenant has stored: bytes of conversation items and stored summaries, and conversations."""
 
     stored_bytes: int
     conversations: int
@@ -209,9 +224,12 @@ class Store(Protocol):
 
     # Summaries of folded turns (sidecar/context/summarisers.py): in the conversation's slot, expiring and
     # deleted with it; append-only, so every replica sends the same bytes for a block once one is stored.
-    async def add_summary(self, tenant: str, conversation_id: str, block: str, text: bytes) -> bytes | None:
+    async def add_summary(
+        self, tenant: str, conversation_id: str, block: str, text: bytes
+    ) -> StoredSummary | None:
         """Store `text` as the summary of `block` unless one is stored already: the stored one (this, or
-        the first), or None when the conversation is unknown (nothing stored)."""
+        the first), or None when the conversation is unknown (nothing stored). The conversation's
+        `summary_bytes` grows by what is written."""
         ...
 
     async def read_summaries(self, tenant: str, conversation_id: str, keys: list[str]) -> list[bytes | None]:

@@ -23,6 +23,7 @@ from .base import (
     RunState,
     Store,
     StoreDown,
+    StoredSummary,
     Turn,
     TurnResult,
     Usage,
@@ -116,7 +117,9 @@ class LazyStore:
     async def delete_conversation(self, tenant: str, conversation_id: str) -> bool:
         return await self._store().delete_conversation(tenant, conversation_id)
 
-    async def add_summary(self, tenant: str, conversation_id: str, block: str, text: bytes) -> bytes | None:
+    async def add_summary(
+        self, tenant: str, conversation_id: str, block: str, text: bytes
+    ) -> StoredSummary | None:
         return await self._store().add_summary(tenant, conversation_id, block, text)
 
     async def read_summaries(self, tenant: str, conversation_id: str, keys: list[str]) -> list[bytes | None]:

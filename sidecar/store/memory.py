@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -28,11 +27,11 @@ from .base import (
     ParentInOtherConversation,
     ParentNotFound,
     Range,
-    RateDecision,
+    StoredSummary,
     Turn,
     TurnResult,
-    Usage,
 )
+from .memory_quota import MemoryQuotas
 from .memory_runs import MemoryRuns, Run
 
 SWEEP_INTERVAL_SECONDS = 60.0
@@ -87,7 +86,7 @@ class _Slot:
     records: int = 0
 
 
-class MemoryStore(MemoryRuns):
+class MemoryStore(MemoryQuotas, MemoryRuns):
     def __init__(self, ttl_seconds: float) -> None:
         self._ttl = ttl_seconds
         self._conversations: dict[tuple[str, str], _Conversation] = {}
@@ -254,6 +253,7 @@ class MemoryStore(MemoryRuns):
             status=status,
             body=body,
             items=items,
+            summary_bytes=sum(len(text) for text in conv.summaries.values()),
         )
 
     def _touch(self, conv: _Conversation) -> None:
@@ -434,43 +434,19 @@ class MemoryStore(MemoryRuns):
         conv = self._conversations.get((tenant, conversation_id))
         return conv is not None and conv.expires_at > time.monotonic()
 
-    async def add_summary(self, tenant: str, conversation_id: str, block: str, text: bytes) -> bytes | None:
+    async def add_summary(
+        self, tenant: str, conversation_id: str, block: str, text: bytes
+    ) -> StoredSummary | None:
         conv = self._live_conversation(tenant, conversation_id)
         if conv is None:
             return None
-        return conv.summaries.setdefault(block, text)
+        written = block not in conv.summaries
+        return StoredSummary(conv.summaries.setdefault(block, text), written)
 
     async def read_summaries(self, tenant: str, conversation_id: str, keys: list[str]) -> list[bytes | None]:
         conv = self._live_conversation(tenant, conversation_id)
         stored = conv.summaries if conv is not None else {}
         return [stored.get(key) for key in keys]
-
-    # -- quotas (the same arithmetic as lua/take_request-1.lua and account_usage-1.lua) --------
-    async def take_request(self, tenant: str, per_minute: int) -> RateDecision:
-        interval, now = 60_000 / per_minute, time.monotonic() * 1000
-        new_tat = max(self._rate.get(tenant, now), now) + interval
-        allow_at = new_tat - 60_000
-        if allow_at > now:
-            return RateDecision(False, 0, math.ceil(allow_at - now))
-        self._rate[tenant] = new_tat
-        return RateDecision(True, math.floor((now - allow_at) / interval), math.ceil(new_tat - now))
-
-    async def account_usage(self, tenant: str, conversation_id: str, op: str, stored_bytes: int = 0) -> Usage:
-        counted = self._usage.setdefault(tenant, {})
-        if op == "drop":
-            counted.pop(conversation_id, None)
-        elif op == "set":
-            counted[conversation_id] = stored_bytes
-        else:
-            counted[conversation_id] = counted.get(conversation_id, 0) + stored_bytes
-        usage = Usage(sum(counted.values()), len(counted))
-        if not counted:
-            del self._usage[tenant]
-        return usage
-
-    async def usage(self, tenant: str) -> tuple[Usage, list[str]]:
-        counted = self._usage.get(tenant, {})
-        return Usage(sum(counted.values()), len(counted)), list(counted)
 
     # -- lifecycle -----------------------------------------------------------------------------
     def sweep(self) -> int:

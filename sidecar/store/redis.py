@@ -41,6 +41,7 @@ from .base import (
     Range,
     RateDecision,
     StoreDown,
+    StoredSummary,
     Turn,
     TurnResult,
     Usage,
@@ -272,10 +273,12 @@ class RedisStore(RedisRuns):
         conv = ConversationKeys(conversation_tag(tenant, conversation_id), tenant, conversation_id)
         return bool(await self._call(lambda: self._client.exists(conv.meta)))
 
-    async def add_summary(self, tenant: str, conversation_id: str, block: str, text: bytes) -> bytes | None:
+    async def add_summary(
+        self, tenant: str, conversation_id: str, block: str, text: bytes
+    ) -> StoredSummary | None:
         conv = ConversationKeys(conversation_tag(tenant, conversation_id), tenant, conversation_id)
-        stored = await self._run(self._add_summary, [conv.meta], [tenant, conversation_id, block, text])
-        return _as_bytes(stored) if stored is not None else None
+        reply = await self._run(self._add_summary, [conv.meta], [tenant, conversation_id, block, text])
+        return StoredSummary(_as_bytes(reply[0]), bool(int(reply[1]))) if reply is not None else None
 
     async def read_summaries(self, tenant: str, conversation_id: str, keys: list[str]) -> list[bytes | None]:
         if not keys:
@@ -346,7 +349,7 @@ def _turn_result(reply: list[Any], turn: Turn) -> TurnResult:
 def _history(reply: list[Any]) -> History | None:
     if len(reply) == 1:  # only the reservation: unknown, deleted, expired or another tenant's
         return None
-    conv, response_id, version, total, turns, created, updated, status, body = reply[1:10]
+    conv, response_id, version, total, turns, created, updated, status, body, summary_bytes = reply[1:11]
     return History(
         conversation_id=conv.decode(),
         response_id=response_id.decode() or None,
@@ -357,7 +360,8 @@ def _history(reply: list[Any]) -> History | None:
         updated_ms=int(updated or 0),
         status=status.decode(),
         body=body,
-        items=reply[10:],
+        items=reply[11:],
+        summary_bytes=int(summary_bytes or 0),
     )
 
 

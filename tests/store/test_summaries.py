@@ -8,6 +8,7 @@ import asyncio
 from sidecar.ids import conversation_tag
 from sidecar.keys import ConversationKeys
 from sidecar.store import MemoryStore, RedisStore, Store
+from sidecar.store.base import StoredSummary
 from tests.store.conftest import Backend
 from tests.store.test_lifecycle import assert_store_empty, redis_keys
 from tests.store.test_store import TENANT, chain, conv_id
@@ -18,12 +19,18 @@ async def test_the_first_summary_of_a_block_stays(backend: Backend) -> None:
     conv = conv_id()
     await chain(backend, conv, 2)
     assert await store.read_summaries(TENANT, conv, ["b1", "b2"]) == [None, None]
-    assert await store.add_summary(TENANT, conv, "b1", b"Summary of turns 1-4: nails") == (
-        b"Summary of turns 1-4: nails"
+    assert await store.add_summary(TENANT, conv, "b1", b"Summary of turns 1-4: nails") == StoredSummary(
+        b"Summary of turns 1-4: nails", written=True
     )
     # A second writer (another replica, a retried background task) gets the stored text back, unchanged.
-    assert await store.add_summary(TENANT, conv, "b1", b"something else") == b"Summary of turns 1-4: nails"
-    assert await store.add_summary(TENANT, conv, "b2", "über ✓".encode()) == "über ✓".encode()
+    assert await store.add_summary(TENANT, conv, "b1", b"something else") == StoredSummary(
+        b"Summary of turns 1-4: nails", written=False
+    )
+    same = await store.add_summary(TENANT, conv, "b1", b"Summary of turns 1-4: nails")
+    assert same is not None and not same.written  # the same text again is not a second write either
+    assert await store.add_summary(TENANT, conv, "b2", "über ✓".encode()) == StoredSummary(
+        "über ✓".encode(), written=True
+    )
     assert await store.read_summaries(TENANT, conv, ["b2", "b3", "b1"]) == [
         "über ✓".encode(),
         None,
@@ -38,8 +45,11 @@ async def test_concurrent_writers_agree_on_one_summary(backend: Backend) -> None
     answers = await asyncio.gather(
         *(backend.store.add_summary(TENANT, conv, "block", f"writer {n}".encode()) for n in range(8))
     )
-    assert len(set(answers)) == 1
-    assert await backend.store.read_summaries(TENANT, conv, ["block"]) == [answers[0]]
+    assert len({a.text for a in answers if a is not None}) == 1
+    assert sum(a is not None and a.written for a in answers) == 1
+    assert await backend.store.read_summaries(TENANT, conv, ["block"]) == [
+        answers[0].text if answers[0] else None
+    ]
 
 
 async def test_summaries_need_the_conversation_and_stay_in_its_tenant(backend: Backend) -> None:
@@ -48,7 +58,7 @@ async def test_summaries_need_the_conversation_and_stay_in_its_tenant(backend: B
     assert await store.add_summary(TENANT, conv, "b", b"x") is None  # unknown: nothing is stored
     assert await store.read_summaries(TENANT, conv, ["b"]) == [None]
     await chain(backend, conv, 1)
-    assert await store.add_summary(TENANT, conv, "b", b"mine") == b"mine"
+    assert await store.add_summary(TENANT, conv, "b", b"mine") == StoredSummary(b"mine", written=True)
     assert await store.add_summary("other-tenant", conv, "b", b"theirs") is None
     assert await store.read_summaries("other-tenant", conv, ["b"]) == [None]
     assert await store.read_summaries(TENANT, conv, ["b"]) == [b"mine"]
