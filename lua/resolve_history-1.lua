@@ -17,9 +17,12 @@
 -- Returns  {index or -1} when the response/conversation is unknown, deleted, expired or another
 --          tenant's; {"replay", conv, version, appended, bytes, turns, response id} | {"idem_conflict"}
 --          | {"in_flight"} for a claimed key (nothing written); else {index or -1, conv, response_id,
---          version, bytes, turns, created_ms, updated_ms, status, body, summary bytes, item1, item2, ...}
---          (response_id: for "conv" the newest stored one, "" if none; body: the response's stored body for
---          "resp", the conversation metadata for "conv"; summary bytes: what add_summary-1.lua stored).
+--          version, bytes, turns, created_ms, updated_ms, status, body, summary bytes, [summaries,] item1,
+--          item2, ...} (response_id: for "conv" the newest stored one, "" if none; body: the response's
+--          stored body for "resp", the conversation metadata for "conv"; summary bytes: what
+--          add_summary-1.lua stored; summaries: an array {block key, text, ...} of the conversation's stored
+--          summaries, only for range "full" and when it has any (a conversation without pays nothing for
+--          them), so a turn folds its history without a second round trip; each item is a string).
 --@include includes/history.lua
 
 local mode, tenant, range, ttl = ARGV[1], ARGV[2], ARGV[4], tonumber(ARGV[5])
@@ -91,5 +94,11 @@ else
 end
 touch_conversation(prefix, meta_key, records_key, ttl)
 local out = {reserved, conv, response_id, m[1], m[4], m[5], m[6], m[7], status, body, m[9] or 0}
+-- The summaries' key hangs off the conversation's prefix, which mode "resp" found through the record. Read
+-- whether or not "sb" counts them: summaries stored before it was kept still fold.
+if range == 'full' then
+  local summaries = redis.call('HGETALL', prefix .. 'sum')
+  if #summaries > 0 then out[#out + 1] = summaries end
+end
 for i = 1, #items do out[#out + 1] = items[i] end
 return out

@@ -48,6 +48,7 @@ class TurnPlan:
     reserved: bool = False  # begin_turn reserved the response's record index
     replay: TurnResult | None = None  # the key was used before with this body: its first result
     recorded: bool = False
+    summaries: dict[str, bytes] | None = None  # the stored summaries the resolve brought (None: not resolved)
 
     def mint(self, prefix: str) -> str:
         return mint_in_conversation(prefix, self.tag)
@@ -132,6 +133,7 @@ async def plan_turn(
         plan.create = create_conversation or not in_conversation
         plan.claim = claim
         plan.reserved = reserved
+        plan.summaries = history.summaries if history is not None else {}
         plan.input_items = with_sidecar_ids(_dereference(new_items, plan.history), plan.tag)
         return plan
     except BaseException:

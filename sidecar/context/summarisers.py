@@ -1,11 +1,12 @@
 """Stored summaries (docs/api.md §7) for the `upstream` and `http` summarisers: a folded block's summary is
-read from the store, so every replica sends the same bytes; a block whose summary is not stored yet is not
-folded yet (its turns stay verbatim, the prompt only grows at its end) until the writer has stored one."""
+read from the store (with the history, by its resolve), so every replica sends the same bytes; a block whose
+summary is not stored yet is not folded yet (its turns stay verbatim, the prompt only grows at its end) until
+the writer has stored one."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -68,7 +69,9 @@ def folded_block(
 class StoredSummaries:
     """The stored summaries of one conversation's blocks, as build_prompt folds them. `writable`: a turn's
     own prompt, which may store a template summary when its budget cannot wait for the summariser (reads
-    — resolve, the previous turn's prompt — never write)."""
+    — resolve, the previous turn's prompt — never write). `resolved`: every summary the conversation had
+    when its history was resolved (History.summaries), read in that same round trip: then nothing is read
+    from the store; without it (a history held from an earlier turn), what is needed is read once."""
 
     def __init__(
         self,
@@ -79,6 +82,7 @@ class StoredSummaries:
         *,
         writable: bool,
         seen: dict[str, bytes | None] | None = None,
+        resolved: Mapping[str, bytes] | None = None,
     ) -> None:
         self.store = store
         self.tenant = tenant
@@ -88,10 +92,13 @@ class StoredSummaries:
         # What was read for this turn (its prompt and the one it continues share it): one snapshot, one
         # round trip for both.
         self.seen = {} if seen is None else seen
+        self.resolved = resolved
 
     async def _read(self, keys: list[str]) -> list[bytes | None]:
         missing = [key for key in keys if key not in self.seen]
-        if missing:
+        if missing and self.resolved is not None:
+            self.seen.update((key, self.resolved.get(key)) for key in missing)
+        elif missing:
             found = await self.store.read_summaries(self.tenant, self.conversation_id, missing)
             self.seen.update(zip(missing, found, strict=True))
         return [self.seen[key] for key in keys]

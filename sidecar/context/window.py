@@ -101,11 +101,13 @@ class ContextWindow:
         conversation_id: str | None = None,
         writable: bool = False,
         summaries_seen: dict[str, bytes | None] | None = None,
+        summaries: Mapping[str, bytes] | None = None,
         history_param: str = "previous_response_id",
     ) -> Prompt:
         """With `tenant`, compaction items are verified and sent as their summaries (compaction.py); a
         caller that passes none leaves them as they are. With `store` and `conversation_id` too, an
-        `upstream`/`http` policy folds with the stored summaries (summarisers.py); without, with the
+        `upstream`/`http` policy folds with the stored summaries (summarisers.py): `summaries`, those the
+        history's resolve brought (History.summaries), else read from the store; without, with the
         template's."""
         pack, policy = self.choose(model, pack_header)
         policy = policy_override or policy
@@ -117,7 +119,13 @@ class ContextWindow:
         stored = None
         if policy.summariser != TEMPLATE and store is not None and tenant is not None and conversation_id:
             stored = StoredSummaries(
-                store, tenant, conversation_id, policy, writable=writable, seen=summaries_seen
+                store,
+                tenant,
+                conversation_id,
+                policy,
+                writable=writable,
+                seen=summaries_seen,
+                resolved=summaries,
             )
         return await build_prompt(
             pack=pack,
@@ -149,6 +157,7 @@ class ContextWindow:
         tenant: str | None = None,
         store: Store | None = None,
         stores_turn: bool = True,
+        summaries: Mapping[str, bytes] | None = None,
         history_param: str = "previous_response_id",
     ) -> Prompt:
         """A turn's prompt, compared with the prompt of the history it continues (the previous turn's, to
@@ -167,6 +176,7 @@ class ContextWindow:
             "store": store,
             "conversation_id": conversation_id,
             "summaries_seen": {},  # both prompts read the stored summaries once
+            "summaries": summaries,  # or not at all: the resolve brought them
             "history_param": history_param,
         }
         policy = self.choose(model, pack_header)[1]

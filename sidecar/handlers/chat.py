@@ -129,6 +129,7 @@ async def _answer(
         chat_tools=True,
         tenant=plan.tenant,
         store=store,  # stored summaries (upstream/http summarisers)
+        summaries=plan.summaries,  # those the resolve brought
         history_param="X-Previous-Response-Id"
         if request.headers.get("X-Previous-Response-Id")
         else "X-Conversation-Id",

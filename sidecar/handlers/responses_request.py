@@ -150,5 +150,6 @@ def prompt_inputs(request: web.Request, create: CreateRequest, plan: TurnPlan) -
         "truncation": create.truncation,
         "tenant": plan.tenant,  # compaction items in the input or history are verified for this tenant
         "store": request.app[STORE],  # stored summaries (upstream/http summarisers)
+        "summaries": plan.summaries,  # those the resolve brought
         "history_param": "conversation" if create.conversation_id else "previous_response_id",
     }

@@ -111,6 +111,7 @@ async def resolve(request: web.Request) -> web.Response:
         history.items,
         model=_model_query(request),
         conversation_id=history.conversation_id,
+        summaries=history.summaries,
         history_param="previous_response_id" if previous else "conversation_id",
     )
     fingerprint, tokens = prompt.fingerprint, prompt.input_tokens
@@ -213,6 +214,7 @@ async def trim(request: web.Request) -> web.Response:
             override=override,
             truncation="auto",
             conversation_id=conversation_id,
+            summaries=history.summaries,
         )
     except ContextLengthExceeded as exc:
         exc.param = "max_input_tokens" if body.get("max_input_tokens") is not None else None
@@ -231,7 +233,11 @@ async def trim(request: web.Request) -> web.Response:
 async def get_session(request: web.Request) -> web.Response:
     conversation_id, history = await load_conversation(request)
     prompt = await _session_prompt(
-        request, history.items, model=_model_query(request), conversation_id=conversation_id
+        request,
+        history.items,
+        model=_model_query(request),
+        conversation_id=conversation_id,
+        summaries=history.summaries,
     )
     head = orjson.dumps(
         {
@@ -276,6 +282,7 @@ async def _session_prompt(
     truncation: str = "auto",
     conversation_id: str | None = None,
     history_param: str = "conversation_id",
+    summaries: dict[str, bytes] | None = None,
 ) -> Prompt:
     """The prompt for a history as the proxy would send it next: pack, folds (with the conversation's
     stored summaries) and real counts. A history over the budget is trimmed ("auto"), since there is no
@@ -291,6 +298,7 @@ async def _session_prompt(
         store=request.app[STORE],
         conversation_id=conversation_id,
         history_param=history_param,  # a stored compaction item that no longer verifies is named by it
+        summaries=summaries,  # those the history's resolve brought: no second round trip
     )
 
 
@@ -307,10 +315,15 @@ async def _counters_after_write(
     if history is None:  # deleted in between: what was written is all there is to count
         return prefix_fingerprint(), estimate_tokens(session_bytes)
     try:
-        prompt = await _session_prompt(request, history.items, model=None, conversation_id=conversation_id)
+        summaries = history.summaries  # both prompts fold with what the resolve brought
+        prompt = await _session_prompt(
+            request, history.items, model=None, conversation_id=conversation_id, summaries=summaries
+        )
         if appended and len(history.items) > appended:
             earlier = history.items[:-appended]
-            before = await _session_prompt(request, earlier, model=None, conversation_id=conversation_id)
+            before = await _session_prompt(
+                request, earlier, model=None, conversation_id=conversation_id, summaries=summaries
+            )
             context.note_change(conversation_id, before, prompt)
     except ContextLengthExceeded:  # the write stands; the next turn will say what does not fit
         return prefix_fingerprint(), estimate_tokens(session_bytes)

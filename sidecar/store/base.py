@@ -100,6 +100,9 @@ class History:
     body: bytes  # the response's stored body ("resp" lookups) or the conversation metadata
     items: list[bytes] = field(default_factory=list)
     summary_bytes: int = 0  # what the conversation's stored summaries hold (counted in its tenant's usage)
+    # The conversation's stored summaries (block key -> text) as the resolve found them, for folding this
+    # history without another round trip; None when not read (an "input" or "output" range).
+    summaries: dict[str, bytes] | None = None
 
     @property
     def stored_bytes(self) -> int:

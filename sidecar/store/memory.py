@@ -136,7 +136,10 @@ class MemoryStore(MemoryQuotas, MemoryRuns):
         else:
             stop = resp.input_end if range_ == "input" else resp.end
             items = [item for _, item in self._collect_entries(conv, resp.segment, stop)]
-        return self._history(resp.conversation_id, response_id, conv, resp.status, resp.body, items)
+        summaries = dict(conv.summaries) if range_ == "full" else None  # as the Redis resolve has it
+        return self._history(
+            resp.conversation_id, response_id, conv, resp.status, resp.body, items, summaries
+        )
 
     def _reserve(self, tag: str, lapses_at: float) -> str:
         slot = self._slots.setdefault(tag, _Slot())
@@ -231,7 +234,7 @@ class MemoryStore(MemoryQuotas, MemoryRuns):
         self._touch(conv)
         items = [item for _, item in self._collect_entries(conv, *conv.head)]
         newest = next(reversed(conv.responses), None)
-        return self._history(conversation_id, newest, conv, "", conv.metadata, items)
+        return self._history(conversation_id, newest, conv, "", conv.metadata, items, dict(conv.summaries))
 
     @staticmethod
     def _history(
@@ -241,6 +244,7 @@ class MemoryStore(MemoryQuotas, MemoryRuns):
         status: str,
         body: bytes,
         items: list[bytes],
+        summaries: dict[str, bytes] | None,
     ) -> History:
         return History(
             conversation_id=conversation_id,
@@ -254,6 +258,7 @@ class MemoryStore(MemoryQuotas, MemoryRuns):
             body=body,
             items=items,
             summary_bytes=sum(len(text) for text in conv.summaries.values()),
+            summaries=summaries,
         )
 
     def _touch(self, conv: _Conversation) -> None:

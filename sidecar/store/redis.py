@@ -195,7 +195,7 @@ class RedisStore(RedisRuns):
             return None
         tag = parsed[0]
         args = ["resp", tenant, response_id, range_, self._ttl, "0", "", "", self._claim_ttl, "", "0"]
-        return _history(await self._run(self._resolve, [records_key(tag)], args))
+        return _history(await self._run(self._resolve, [records_key(tag)], args), range_)
 
     async def resolve_conversation(self, tenant: str, conversation_id: str) -> History | None:
         conv = ConversationKeys(conversation_tag(tenant, conversation_id), tenant, conversation_id)
@@ -346,10 +346,16 @@ def _turn_result(reply: list[Any], turn: Turn) -> TurnResult:
     raise RuntimeError(f"append_turn returned {status!r}")
 
 
-def _history(reply: list[Any]) -> History | None:
+def _history(reply: list[Any], range_: Range = "full") -> History | None:
     if len(reply) == 1:  # only the reservation: unknown, deleted, expired or another tenant's
         return None
     conv, response_id, version, total, turns, created, updated, status, body, summary_bytes = reply[1:11]
+    items, summaries = reply[11:], None
+    if range_ == "full":  # the stored summaries come first, when there are any: an array among strings
+        summaries = {}
+        if items and isinstance(items[0], list):
+            summaries = {text(key): _as_bytes(value) for key, value in _pairs(items[0])}
+            items = items[1:]
     return History(
         conversation_id=conv.decode(),
         response_id=response_id.decode() or None,
@@ -360,8 +366,9 @@ def _history(reply: list[Any]) -> History | None:
         updated_ms=int(updated or 0),
         status=status.decode(),
         body=body,
-        items=reply[11:],
+        items=items,
         summary_bytes=int(summary_bytes or 0),
+        summaries=summaries,
     )
 
 

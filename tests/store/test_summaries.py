@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from sidecar.ids import conversation_tag
 from sidecar.keys import ConversationKeys
 from sidecar.store import MemoryStore, RedisStore, Store
 from sidecar.store.base import StoredSummary
+from tests.fixtures.redis_servers import redis_call
 from tests.store.conftest import Backend
 from tests.store.test_lifecycle import assert_store_empty, redis_keys
 from tests.store.test_store import TENANT, chain, conv_id
@@ -99,3 +102,56 @@ async def test_summaries_live_in_the_conversations_slot_and_expire_with_it(backe
             assert redis_keys(backend) == []
     finally:
         await store.close()
+
+
+async def test_a_resolve_brings_the_stored_summaries_in_its_one_round_trip(backend: Backend) -> None:
+    store = backend.store
+    conv = conv_id()
+    ids = await chain(backend, conv, 3)
+    plain = await store.resolve_response(TENANT, ids[-1])
+    assert plain is not None and plain.summaries == {} and plain.summary_bytes == 0
+    await store.add_summary(TENANT, conv, "b1", b"Summary of turns 1-2: nails")
+    await store.add_summary(TENANT, conv, "b2", "über ✓".encode())
+    expected = {"b1": b"Summary of turns 1-2: nails", "b2": "über ✓".encode()}
+    size = sum(len(text) for text in expected.values())
+
+    monitor = backend.monitor() if backend.server is not None else None
+    by_response = await store.resolve_response(TENANT, ids[-1])
+    if monitor is not None:
+        assert monitor.commands() == ["evalsha"]
+    assert by_response is not None and by_response.summaries == expected
+    assert by_response.items == plain.items and by_response.summary_bytes == size  # the items are unchanged
+    by_conversation = await store.resolve_conversation(TENANT, conv)
+    assert by_conversation is not None and by_conversation.summaries == expected
+    assert by_conversation.items == plain.items
+
+    monitor = backend.monitor() if backend.server is not None else None
+    begun = await store.begin_turn(TENANT, previous_response_id=ids[0])  # found inside the script
+    if monitor is not None:
+        assert monitor.commands() == ["evalsha"]
+    assert begun.history is not None and begun.history.summaries == expected
+    assert len(begun.history.items) == 2
+    begun = await store.begin_turn(TENANT, conversation_id=conv)
+    assert begun.history is not None and begun.history.summaries == expected
+    assert (await store.begin_turn(TENANT, conversation_id=conv_id())).history is None
+
+    # A response's own input or output is no history to fold: no summaries are read for it.
+    for range_ in ("input", "output"):
+        part = await store.resolve_response(TENANT, ids[-1], range_)
+        assert part is not None and part.summaries is None and part.summary_bytes == size
+    assert await store.resolve_response("other-tenant", ids[-1]) is None
+
+
+async def test_summaries_stored_before_their_bytes_were_kept_still_come_with_the_resolve(
+    backend: Backend,
+) -> None:
+    if backend.name != "redis":
+        pytest.skip("a conversation written before the meta kept 'sb' exists only on a standalone Redis here")
+    conv = conv_id()
+    ids = await chain(backend, conv, 2)
+    await backend.store.add_summary(TENANT, conv, "b1", b"older")
+    meta = ConversationKeys(conversation_tag(TENANT, conv), TENANT, conv).meta
+    assert redis_call(backend.server.port, "HDEL", meta, "sb") == 1
+    history = await backend.store.resolve_response(TENANT, ids[-1])
+    assert history is not None and history.summaries == {"b1": b"older"} and history.summary_bytes == 0
+    assert len(history.items) == 4

@@ -170,3 +170,48 @@ def test_a_turns_two_prompts_read_the_stored_summaries_once() -> None:
         assert store.reads == 1
 
     asyncio.run(run())
+
+
+def test_summaries_the_resolve_brought_fold_without_reading_the_store() -> None:
+    class CountingReads(MemoryStore):
+        reads = 0
+
+        async def read_summaries(
+            self, tenant: str, conversation_id: str, keys: list[str]
+        ) -> list[bytes | None]:
+            self.reads += 1
+            return await super().read_summaries(tenant, conversation_id, keys)
+
+    async def run() -> None:
+        store = CountingReads(3600)
+        await store.append_turn(Turn(TENANT, CONV, [("msg_1", user("hi"))], n_input=1, mint_response=True))
+        history, new = turns(4), [user("question 5")]
+        first = await build(store, history, new)  # nothing stored yet: the block 1-2 waits for its summary
+        await store.add_summary(TENANT, CONV, first.pending[0].key, b"Summary of turns 1-2:\nstored")
+        resolved = await store.resolve_conversation(TENANT, CONV)
+        assert resolved is not None and resolved.summaries is not None
+        reads = store.reads
+        stored = StoredSummaries(store, TENANT, CONV, UPSTREAM, writable=True, resolved=resolved.summaries)
+        prompt = await build_prompt(
+            pack=NO_PACK,
+            policy=UPSTREAM,
+            counter=TokenCounter(ESTIMATE, "", CountCache()),
+            history=history,
+            new_input=new,
+            stored=stored,
+        )
+        assert store.reads == reads
+        assert list(prompt.summaries) == ["Summary of turns 1-2:\nstored"] and not prompt.pending
+        # A block missing from what the resolve brought is not stored: it waits, nothing is read for it.
+        empty = StoredSummaries(store, TENANT, CONV, UPSTREAM, writable=True, resolved={})
+        waiting = await build_prompt(
+            pack=NO_PACK,
+            policy=UPSTREAM,
+            counter=TokenCounter(ESTIMATE, "", CountCache()),
+            history=history,
+            new_input=new,
+            stored=empty,
+        )
+        assert store.reads == reads and not waiting.summaries and len(waiting.pending) == 1
+
+    asyncio.run(run())
