@@ -42,15 +42,45 @@ FULL_MODEL = "apc-full"  # policies.default: the pack, the whole history
 TRIM_MODEL = "apc-trim"  # policies.apc-trim: the pack, folding and a budget
 KEEP_LAST_TURNS = 4
 SUMMARY_EVERY_TURNS = 4
-MAX_INPUT_TOKENS = 2048  # binds: the full history outgrows it by turn ~15, the trimmed prompt never
+MAX_INPUT_TOKENS = 2560  # binds: the full history outgrows it by turn ~15, the trimmed prompt never
 MAX_OUTPUT_TOKENS = 24  # bounds each turn's time: ~0.6 s of generation on 2 cores
 TURNS = 18
 QUICK_TURNS = 9  # one fold in (b)
 TARGETS = {"full": 0.95, "trimmed": 0.85}
+# The pack as a deployment writes one: house rules, then worked exemplars (~450 tokens on Gemma's vocabulary).
+# It comes first in every prompt of every configuration, (c)'s included, so all three pay for the same bytes.
 SYSTEM = (
-    "You are the research assistant of a small museum. Answer in one short sentence, plainly, "
-    "and never repeat the question."
+    "You are the research assistant of a small maritime and local-history museum. Visitors ask the guides "
+    "about objects in the galleries, and the guides ask you what to say. Answer in one short sentence, "
+    "plainly, and never repeat the question. Lead with the single fact a visitor is most likely to remember: "
+    "who made or used the object, where it came from, or what happened to it. Prefer dates and places from "
+    "the curator's notes over general knowledge; when the notes are silent, say that the museum does not "
+    "know rather than guess. Do not mention the storage rooms, the insurance values or the names of living "
+    "donors. Use the present tense for what the object is and the past tense for its history. Keep "
+    "technical words to one per answer, and explain it in passing when you use one. Never recommend "
+    "touching an object, even when a visitor asks whether they may. If a question is about the building "
+    "rather than the collection, answer that the front desk can help."
 )
+FEW_SHOT = [
+    {
+        "role": "user",
+        "content": "A visitor asked about the ship's bell in the west gallery: where is it from?",
+    },
+    {
+        "role": "assistant",
+        "content": "It hung on the schooner Margaret Ann, which sailed from this harbour until 1912.",
+    },
+    {"role": "user", "content": "A child asked what the brass telescope by the window was for."},
+    {
+        "role": "assistant",
+        "content": "The harbour pilot used it to read the flags of ships waiting outside the bar.",
+    },
+    {"role": "user", "content": "A visitor asked who painted the storm scene above the stairs."},
+    {
+        "role": "assistant",
+        "content": "The museum does not know the painter; it came with the lifeboat station's desk in 1958.",
+    },
+]
 TOPICS = [
     "the lighthouse keeper's logbooks",
     "a bronze astrolabe",
@@ -89,7 +119,7 @@ def question(turn: int) -> str:
 
 def policy_file() -> dict[str, Any]:
     return {
-        "packs": {PACK: {"system": SYSTEM}},
+        "packs": {PACK: {"system": SYSTEM, "few_shot": FEW_SHOT}},
         "policies": {
             "default": {"pack": PACK},
             TRIM_MODEL: {
@@ -203,9 +233,11 @@ def chain_through_sidecar(client: OpenAI, model: str, turns: int, name: str, **p
 
 def naive_window(engine: OpenAI, turns: int, keep: int = KEEP_LAST_TURNS) -> Run:
     """What a gateway with a sliding window does: the client keeps the history and sends the engine only
-    the last `keep` turns with the new question — every turn's prompt starts somewhere new."""
+    the last `keep` turns with the new question, after the same system prompt and exemplars as the pack —
+    every turn's prompt starts somewhere new after them."""
     run = Run("naive last-4 window (client, engine direct)")
     history: list[list[dict[str, Any]]] = []
+    exemplars = [{"type": "message", **message} for message in FEW_SHOT]  # llama.cpp wants the type
     for n in range(1, turns + 1):
         user = {"type": "message", "role": "user", "content": question(n)}
         window = [message for turn in history[-keep:] for message in turn]
@@ -213,7 +245,7 @@ def naive_window(engine: OpenAI, turns: int, keep: int = KEEP_LAST_TURNS) -> Run
         answer = engine.responses.create(
             model=FULL_MODEL,
             instructions=SYSTEM,
-            input=[*window, user],  # type: ignore[list-item]
+            input=[*exemplars, *window, user],  # type: ignore[list-item]
             temperature=0.0,
             max_output_tokens=MAX_OUTPUT_TOKENS,
         )
