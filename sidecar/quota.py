@@ -173,8 +173,9 @@ class CountingStore:
     conversation counts its items and its stored summaries.
 
     The count is a second call after the turn's own script (on a Redis Cluster a tenant's conversations
-    live in many slots, its count in one), so a crash between the two can leave it off by one turn; the
-    reconciler also recounts from what lives, which bounds any drift to one interval."""
+    live in many slots, its count in one), so a crash between the two leaves that turn uncounted while its
+    conversation lives (an undercount: deleting or expiring the conversation gives back what was counted).
+    The reconciler gives back what expired conversations were counted for; it does not recount live ones."""
 
     def __init__(self, inner: Store, quotas: Quotas) -> None:
         self._inner = inner
