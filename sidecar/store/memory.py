@@ -3,15 +3,14 @@
 Every operation below runs without awaiting, so on one event loop each is atomic by construction:
 that is the per-conversation lock the Redis scripts get from Lua's atomicity. As on Redis, a
 conversation and everything in it (responses, idempotency records) share one expiry, refreshed by use.
+This module resolves, begins and appends turns (and keeps summaries); the records are in memory_records.py,
+their expiry in memory_lifetime.py, edits and deletions in memory_edits.py, quotas and background runs in
+memory_quota.py and memory_runs.py.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 
 from ..ids import conversation_tag, mint_response_id, parse_response_id, response_random
 from .base import (
@@ -31,69 +30,22 @@ from .base import (
     Turn,
     TurnResult,
 )
+from .memory_edits import MemoryEdits
 from .memory_quota import MemoryQuotas
+from .memory_records import Conversation, IdempotencyRecord, Slot, StoredResponse, walk_items
 from .memory_runs import MemoryRuns, Run
 
-SWEEP_INTERVAL_SECONDS = 60.0
 _FOREVER = float("inf")
 
 
-@dataclass(slots=True)
-class _Idempotency:
-    """A claimed key (`result` None, `response_id` the claimant's) or a stored result."""
-
-    request_hash: str
-    expires_at: float
-    response_id: str = ""
-    result: TurnResult | None = None
-
-
-@dataclass(slots=True)
-class _Conversation:
-    tag: str
-    created_ms: int
-    metadata: bytes
-    expires_at: float
-    version: int = 0
-    head: tuple[int, int] = (0, 0)
-    segments: list[list[tuple[str, bytes]]] = field(default_factory=lambda: [[]])  # (item id, item bytes)
-    parents: dict[int, tuple[int, int]] = field(default_factory=dict)
-    responses: dict[str, None] = field(default_factory=dict)  # stored response ids, oldest first
-    session_bytes: int = 0
-    turns: int = 0
-    updated_ms: int = 0
-    summaries: dict[str, bytes] = field(default_factory=dict)  # block key -> summary (add_summary)
-
-
-@dataclass(slots=True)
-class _Response:
-    tenant: str
-    conversation: _Conversation  # the very object: a conversation made again under the same id is another
-    conversation_id: str
-    segment: int
-    end: int
-    input_end: int
-    status: str
-    body: bytes
-
-
-@dataclass(slots=True)
-class _Slot:
-    """Record indexes of one slot tag, as the Redis record list hands them out."""
-
-    next_index: int = 0
-    reserved: dict[int, float] = field(default_factory=dict)  # index -> when the reservation lapses
-    records: int = 0
-
-
-class MemoryStore(MemoryQuotas, MemoryRuns):
+class MemoryStore(MemoryEdits, MemoryQuotas, MemoryRuns):
     def __init__(self, ttl_seconds: float) -> None:
         self._ttl = ttl_seconds
-        self._conversations: dict[tuple[str, str], _Conversation] = {}
-        self._responses: dict[str, _Response] = {}
-        self._slots: dict[str, _Slot] = {}
+        self._conversations: dict[tuple[str, str], Conversation] = {}
+        self._responses: dict[str, StoredResponse] = {}
+        self._slots: dict[str, Slot] = {}
         # Claims exist before their conversation does, so they are kept beside it, by conversation.
-        self._idempotency: dict[tuple[str, str], dict[str, _Idempotency]] = {}
+        self._idempotency: dict[tuple[str, str], dict[str, IdempotencyRecord]] = {}
         # Quotas: per tenant the GCRA arrival time (monotonic ms), and bytes counted per conversation.
         self._rate: dict[str, float] = {}
         self._usage: dict[str, dict[str, int]] = {}
@@ -104,26 +56,9 @@ class MemoryStore(MemoryQuotas, MemoryRuns):
         self._run_slots: dict[str, dict[str, float]] = {}
 
     # -- reads ---------------------------------------------------------------------------------
-    def _live_conversation(self, tenant: str, conversation_id: str) -> _Conversation | None:
-        conv = self._conversations.get((tenant, conversation_id))
-        if conv is None:
-            return None
-        if conv.expires_at <= time.monotonic():
-            self._drop_conversation(tenant, conversation_id)
-            return None
-        return conv
-
-    def _live_response(self, tenant: str, response_id: str) -> _Response | None:
-        resp = self._responses.get(response_id)
-        if resp is None or resp.tenant != tenant:
-            return None
-        if self._live_conversation(tenant, resp.conversation_id) is not resp.conversation:
-            return None
-        return resp
-
     @staticmethod
-    def _collect_entries(conv: _Conversation, segment: int, stop: int) -> list[tuple[str, bytes]]:
-        return [entry for _, _, entry in _walk(conv, segment, stop)]
+    def _collect_entries(conv: Conversation, segment: int, stop: int) -> list[tuple[str, bytes]]:
+        return [entry for _, _, entry in walk_items(conv, segment, stop)]
 
     async def resolve_response(self, tenant: str, response_id: str, range_: Range = "full") -> History | None:
         resp = self._live_response(tenant, response_id)
@@ -142,7 +77,7 @@ class MemoryStore(MemoryQuotas, MemoryRuns):
         )
 
     def _reserve(self, tag: str, lapses_at: float) -> str:
-        slot = self._slots.setdefault(tag, _Slot())
+        slot = self._slots.setdefault(tag, Slot())
         index = slot.next_index
         slot.next_index += 1
         slot.reserved[index] = lapses_at
@@ -179,7 +114,7 @@ class MemoryStore(MemoryQuotas, MemoryRuns):
         response_id = self._reserve(tag, lapses_at)
         if claim is not None:
             records = self._idempotency.setdefault((tenant, conversation_id), {})
-            records[claim.key] = _Idempotency(claim.request_hash, now + CLAIM_SECONDS, response_id)
+            records[claim.key] = IdempotencyRecord(claim.request_hash, now + CLAIM_SECONDS, response_id)
         if conv is None:
             return Begun(None, response_id)
         if previous_response_id is not None:
@@ -240,7 +175,7 @@ class MemoryStore(MemoryQuotas, MemoryRuns):
     def _history(
         conversation_id: str,
         response_id: str | None,
-        conv: _Conversation,
+        conv: Conversation,
         status: str,
         body: bytes,
         items: list[bytes],
@@ -260,9 +195,6 @@ class MemoryStore(MemoryQuotas, MemoryRuns):
             summary_bytes=sum(len(text) for text in conv.summaries.values()),
             summaries=summaries,
         )
-
-    def _touch(self, conv: _Conversation) -> None:
-        conv.expires_at = time.monotonic() + self._ttl
 
     # -- writes --------------------------------------------------------------------------------
     async def append_turn(self, turn: Turn) -> TurnResult:
@@ -299,7 +231,7 @@ class MemoryStore(MemoryQuotas, MemoryRuns):
         # Writes from here on: every check above left the store untouched.
         tag = conversation_tag(tenant, conversation_id)
         if conv is None:
-            conv = _Conversation(tag, created_ms=now_ms, metadata=turn.conversation_metadata, expires_at=0.0)
+            conv = Conversation(tag, created_ms=now_ms, metadata=turn.conversation_metadata, expires_at=0.0)
             conv.updated_ms = now_ms
             self._conversations[(tenant, conversation_id)] = conv
         response_id = turn.response_id
@@ -325,7 +257,7 @@ class MemoryStore(MemoryQuotas, MemoryRuns):
         if response_id is not None:
             conv.turns += 1
             conv.responses[response_id] = None
-            self._responses[response_id] = _Response(
+            self._responses[response_id] = StoredResponse(
                 tenant,
                 conv,
                 conversation_id,
@@ -340,7 +272,9 @@ class MemoryStore(MemoryQuotas, MemoryRuns):
             # The key that created the conversation replays its first turn as long as the conversation lives.
             idem_ttl = _FOREVER if created else min(IDEMPOTENCY_TTL_SECONDS, self._ttl)
             records = self._idempotency.setdefault((tenant, conversation_id), {})
-            records[turn.idempotency_key] = _Idempotency(turn.request_hash, now + idem_ttl, result=result)
+            records[turn.idempotency_key] = IdempotencyRecord(
+                turn.request_hash, now + idem_ttl, result=result
+            )
         return result
 
     def _is_reservable(self, response_id: str) -> bool:
@@ -348,7 +282,7 @@ class MemoryStore(MemoryQuotas, MemoryRuns):
         parsed = parse_response_id(response_id)
         if parsed is None:
             return False
-        slot = self._slots.get(parsed[0], _Slot())
+        slot = self._slots.get(parsed[0], Slot())
         lapses_at = slot.reserved.get(parsed[1])
         if lapses_at is not None:
             return lapses_at > time.monotonic()
@@ -358,86 +292,10 @@ class MemoryStore(MemoryQuotas, MemoryRuns):
         parsed = parse_response_id(response_id)
         assert parsed is not None
         tag, index = parsed[0], parsed[1]
-        slot = self._slots.setdefault(tag, _Slot())
+        slot = self._slots.setdefault(tag, Slot())
         if slot.reserved.pop(index, None) is None:
             slot.next_index = index + 1  # a first turn's id: its index is taken now
         slot.records += 1
-
-    async def delete_response(self, tenant: str, response_id: str) -> bool:
-        resp = self._live_response(tenant, response_id)
-        if resp is None:
-            return False
-        del self._responses[response_id]
-        resp.conversation.responses.pop(response_id, None)
-        self._slots[resp.conversation.tag].records -= 1
-        return True
-
-    async def set_conversation_metadata(self, tenant: str, conversation_id: str, metadata: bytes) -> bool:
-        conv = self._live_conversation(tenant, conversation_id)
-        if conv is None:
-            return False
-        conv.metadata = metadata
-        conv.updated_ms = int(time.time() * 1000)
-        self._touch(conv)
-        return True
-
-    async def remove_item(self, tenant: str, conversation_id: str, item_id: str) -> int | None:
-        conv = self._live_conversation(tenant, conversation_id)
-        if conv is None:
-            return None
-        walked = list(_walk(conv, *conv.head))
-        found = next((n for n, (_, _, entry) in enumerate(walked) if entry[0] == item_id), None)
-        if found is None:
-            return None
-        # The head branches off just before the item and holds copies of the items after it.
-        segment, position, _ = walked[found]
-        conv.segments.append([entry for _, _, entry in walked[found + 1 :]])
-        head = len(conv.segments) - 1
-        conv.parents[head] = (segment, position)
-        conv.head = (head, len(conv.segments[head]))
-        conv.version += 1
-        conv.updated_ms = int(time.time() * 1000)
-        self._collect_garbage(conv)
-        self._touch(conv)
-        return conv.version
-
-    def _collect_garbage(self, conv: _Conversation) -> None:
-        """Drop segments, and tails of segments, that neither the head nor a live response reaches."""
-        need: dict[int, int] = {}
-        reached = [conv.head, *((self._responses[r].segment, self._responses[r].end) for r in conv.responses)]
-        for segment, stop in reached:
-            while True:
-                need[segment] = max(need.get(segment, 0), stop)
-                parent = conv.parents.get(segment)
-                if parent is None:
-                    break
-                segment, stop = parent
-        for segment in range(len(conv.segments)):
-            if segment not in need:
-                conv.parents.pop(segment, None)
-            del conv.segments[segment][need.get(segment, 0) :]
-        conv.session_bytes = sum(len(item) for items in conv.segments for _, item in items)
-
-    async def delete_conversation(self, tenant: str, conversation_id: str) -> bool:
-        if self._live_conversation(tenant, conversation_id) is None:
-            return False
-        self._drop_conversation(tenant, conversation_id)
-        return True
-
-    def _drop_conversation(self, tenant: str, conversation_id: str) -> None:
-        conv = self._conversations.pop((tenant, conversation_id))
-        for response_id in conv.responses:
-            self._responses.pop(response_id, None)
-        self._idempotency.pop((tenant, conversation_id), None)
-        slot = self._slots.get(conv.tag)
-        if slot is not None:
-            slot.records -= len(conv.responses)
-            if slot.records <= 0 and not slot.reserved:
-                del self._slots[conv.tag]
-
-    async def conversation_exists(self, tenant: str, conversation_id: str) -> bool:
-        conv = self._conversations.get((tenant, conversation_id))
-        return conv is not None and conv.expires_at > time.monotonic()
 
     async def add_summary(
         self, tenant: str, conversation_id: str, block: str, text: bytes
@@ -452,45 +310,6 @@ class MemoryStore(MemoryQuotas, MemoryRuns):
         conv = self._live_conversation(tenant, conversation_id)
         stored = conv.summaries if conv is not None else {}
         return [stored.get(key) for key in keys]
-
-    # -- lifecycle -----------------------------------------------------------------------------
-    def sweep(self) -> int:
-        """Drop everything expired; returns how many conversations went."""
-        now = time.monotonic()
-        expired = [key for key, conv in self._conversations.items() if conv.expires_at <= now]
-        for key in expired:
-            self._drop_conversation(*key)
-        for key, records in list(self._idempotency.items()):
-            for name in [k for k, record in records.items() if record.expires_at <= now]:
-                del records[name]
-            if not records:
-                del self._idempotency[key]
-        wall = now * 1000
-        for tenant in [t for t, tat in self._rate.items() if tat <= wall]:
-            del self._rate[tenant]
-        for tag, slot in list(self._slots.items()):
-            for index in [i for i, lapses_at in slot.reserved.items() if lapses_at <= now]:
-                del slot.reserved[index]
-            if slot.records <= 0 and not slot.reserved:
-                del self._slots[tag]
-        for response_id in [r for r, run in self._runs.items() if run.expires_at <= now]:
-            del self._runs[response_id]
-        return len(expired)
-
-    @contextlib.asynccontextmanager
-    async def sweeping(self, interval: float = SWEEP_INTERVAL_SECONDS) -> AsyncIterator[None]:
-        async def loop() -> None:
-            while True:
-                await asyncio.sleep(interval)
-                self.sweep()
-
-        task = asyncio.create_task(loop())
-        try:
-            yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
     async def ping(self) -> None:
         return None
@@ -521,16 +340,3 @@ class MemoryStore(MemoryQuotas, MemoryRuns):
         ):
             record.expires_at = max(record.expires_at, now + CLAIM_SECONDS)
         return held
-
-
-def _walk(conv: _Conversation, segment: int, stop: int) -> list[tuple[int, int, tuple[str, bytes]]]:
-    """(segment, position, entry) of every item reaching `stop` of `segment`, oldest first."""
-    slices: list[list[tuple[int, int, tuple[str, bytes]]]] = []
-    while True:
-        if stop > 0:
-            slices.append([(segment, n, entry) for n, entry in enumerate(conv.segments[segment][:stop])])
-        parent = conv.parents.get(segment)
-        if parent is None:
-            break
-        segment, stop = parent
-    return [entry for entries in reversed(slices) for entry in entries]
