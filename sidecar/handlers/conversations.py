@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from ..api_schema import CONVERSATION_ITEMS_PER_CALL
+from ..api_limits import CONVERSATION_ITEMS_PER_CALL
 from ..appkeys import CONTEXT, STORE
 from ..context.compaction import check_compaction_items
 from ..errors import InvalidRequest, NotFound, conversation_not_found

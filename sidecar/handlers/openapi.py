@@ -9,7 +9,8 @@ from typing import Any
 
 from aiohttp import web
 
-from ..api_schema import ERROR, OPERATIONS, PATH_PARAMETERS, STRING, Operation, Schema
+from ..api_schema import OPERATIONS, PATH_PARAMETERS, Operation
+from ..api_shapes import ERROR, STRING, Schema
 from .common import json_response
 
 routes = web.RouteTableDef()

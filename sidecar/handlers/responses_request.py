@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from ..api_schema import INCLUDABLE, METADATA_KEY_CHARS, METADATA_PAIRS, METADATA_VALUE_CHARS
+from ..api_limits import INCLUDABLE, METADATA_KEY_CHARS, METADATA_PAIRS, METADATA_VALUE_CHARS
 from ..appkeys import STORE, UPSTREAM
 from ..context.packs import PACK_HEADER
 from ..errors import InvalidRequest
