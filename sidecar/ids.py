@@ -13,7 +13,7 @@ from .errors import InvalidRequest
 TAG_LEN = 12
 _RANDOM_BYTES = 10  # 80 random bits after the slot tag: short ids, since each is stored per item
 # Client-chosen ids become part of Redis keys: no ':' (our separator) and no braces (hash-tag syntax).
-CLIENT_ID_PATTERN = r"^[A-Za-z0-9_.\-]{1,128}$"  # published in openapi.json (api_schema.py)
+CLIENT_ID_PATTERN = r"^[A-Za-z0-9_.\-]{1,128}$"  # published in openapi.json (api_shapes.py)
 _CLIENT_ID = re.compile(CLIENT_ID_PATTERN)
 _MINTED = re.compile(rf"^(resp|msg|fc|fco|rs|item|cmp)_([0-9a-f]{{{TAG_LEN}}})[0-9a-f]{{8,64}}$")
 
