@@ -13,11 +13,11 @@ import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-import aiohttp
 from aiohttp import web
 
 from .errors import ShuttingDown
 from .protocol_errors import JSONErrorAppRunner
+from .upstream import EngineAnswer
 
 log = logging.getLogger("convostore.drain")
 
@@ -46,19 +46,19 @@ class Drain:
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        self._streams: set[aiohttp.ClientResponse] = set()
+        self._streams: set[EngineAnswer] = set()
 
     @property
     def in_flight(self) -> int:
         return self._in_flight
 
-    def track(self, engine: aiohttp.ClientResponse) -> None:
+    def track(self, engine: EngineAnswer) -> None:
         """A relay is passing this engine stream on: at the deadline its reads raise StreamCut."""
         if self.cut:
             engine.content.set_exception(StreamCut())
         self._streams.add(engine)
 
-    def untrack(self, engine: aiohttp.ClientResponse) -> None:
+    def untrack(self, engine: EngineAnswer) -> None:
         self._streams.discard(engine)
 
     async def run(self, stop_listening: Callable[[], Awaitable[None]], hurry: asyncio.Event) -> None:

@@ -1,16 +1,19 @@
-"""The engine client: one keep-alive aiohttp ClientSession per process, and the engine probe."""
+"""The engine client: the hot path's lean keep-alive client (engine_client.py) or, for an engine it cannot
+reach, one aiohttp ClientSession per process, which also serves pass-through and the probes."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Mapping
-from typing import TYPE_CHECKING, Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 import aiohttp
 import orjson
 from aiohttp import web
 
 from .config import Config
+from .engine_client import EngineClient
 from .errors import UpstreamError, UpstreamTimeout
 from .metrics import Metrics, mark_upstream_start
 from .redact import mask_userinfo
@@ -22,9 +25,48 @@ if TYPE_CHECKING:
 PROBE_TIMEOUT = aiohttp.ClientTimeout(total=2.0)
 
 
+class EngineBody(Protocol):
+    def iter_any(self) -> AsyncIterator[bytes]: ...
+
+    def set_exception(self, exc: BaseException) -> None: ...
+
+
+class EngineAnswer(Protocol):
+    """What the relays use of an engine's answer: the lean client's EngineResponse or aiohttp's."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    @property
+    def content_type(self) -> str: ...
+
+    @property
+    def content(self) -> EngineBody: ...
+
+    async def read(self) -> bytes: ...
+
+    def release(self) -> Any: ...
+
+    def close(self) -> None: ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> Any: ...
+
+
 class Upstream:
     def __init__(
-        self, config: Config, session: aiohttp.ClientSession, metrics: Metrics | None = None
+        self,
+        config: Config,
+        session: aiohttp.ClientSession,
+        metrics: Metrics | None = None,
+        *,
+        lean: bool = True,
     ) -> None:
         self.metrics = metrics
         self.base_url = config.upstream
@@ -32,6 +74,14 @@ class Upstream:
         self.api_key = config.upstream_api_key
         self.timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=10.0, sock_read=config.upstream_timeout_seconds
+        )
+        # The hot path's POSTs; None (an https engine, credentials in the URL, or `lean=False`): the session.
+        self.engine = (
+            EngineClient.for_url(
+                self.base_url, connect_timeout=self.timeout.sock_connect, read_timeout=self.timeout.sock_read
+            )
+            if lean
+            else None
         )
         self.api = config.upstream_api  # resolved from "auto" by probe_api()
 
@@ -52,7 +102,7 @@ class Upstream:
             headers["traceparent"] = client_headers["traceparent"]
         return headers
 
-    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> aiohttp.ClientResponse:
+    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> EngineAnswer:
         """Send a request; the caller reads (and releases) the answer. Transport failures become the
         OpenAI errors of docs/api.md §4: 502 unreachable, 504 timed out."""
         tracer = current_tracer()
@@ -62,7 +112,7 @@ class Upstream:
 
     async def _post_traced(
         self, tracer: Tracer, path: str, body: bytes, headers: dict[str, str]
-    ) -> aiohttp.ClientResponse:
+    ) -> EngineAnswer:
         """The engine call in a client span, whose context the engine receives. The span ends with the
         answer's headers (time to first byte); a stream's body is the server span's."""
         from opentelemetry import propagate
@@ -85,12 +135,16 @@ class Upstream:
                 span.set_status(Status(StatusCode.ERROR))
             return response
 
-    async def _post(self, path: str, body: bytes, headers: dict[str, str]) -> aiohttp.ClientResponse:
+    async def _post(self, path: str, body: bytes, headers: dict[str, str]) -> EngineAnswer:
         started = mark_upstream_start()
         try:
-            response = await self.session.post(
-                self.url(path), data=body, headers=headers, timeout=self.timeout
-            )
+            response: EngineAnswer
+            if self.engine is not None:
+                response = await self.engine.post(path, body, headers)
+            else:
+                response = await self.session.post(
+                    self.url(path), data=body, headers=headers, timeout=self.timeout
+                )
         except TimeoutError:
             raise UpstreamTimeout("The engine did not answer in time.") from None
         except aiohttp.ClientError as exc:
@@ -166,4 +220,6 @@ async def upstream_context(
     try:
         yield
     finally:
+        if upstream.engine is not None:
+            await upstream.engine.close()
         await session.close()

@@ -21,6 +21,7 @@ from ..fingerprint import estimate_tokens, prefix_fingerprint
 from ..ids import validate_client_id
 from ..middleware import REQUEST_ID, TENANT
 from ..turns import TurnPlan, plan_turn, record_response, turn_settled
+from ..upstream import EngineAnswer
 from ..wire.chat_chunks import DONE_FRAME, ChatClientStream, chat_error, with_sidecar_call_ids
 from ..wire.chat_messages import messages_to_items
 from ..wire.chat_translate import ChatStreamTranslator, chat_choice
@@ -167,7 +168,7 @@ async def _answer(
 
 
 async def _complete(
-    engine: aiohttp.ClientResponse, translator: ChatStreamTranslator, headers: dict[str, str], save: Any
+    engine: EngineAnswer, translator: ChatStreamTranslator, headers: dict[str, str], save: Any
 ) -> web.Response:
     answer = await read_engine_json(engine)
     try:
@@ -193,7 +194,7 @@ def not_stored_chunk() -> bytes:
 
 async def _relay(
     request: web.Request,
-    engine: aiohttp.ClientResponse,
+    engine: EngineAnswer,
     translator: ChatStreamTranslator,
     client: ChatClientStream,
     headers: dict[str, str],

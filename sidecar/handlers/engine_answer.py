@@ -12,6 +12,7 @@ import aiohttp
 import orjson
 
 from ..errors import ConvoStoreError, RateLimited, UpstreamError, engine_rejected
+from ..upstream import EngineAnswer
 
 log = logging.getLogger("convostore.engine")
 
@@ -21,7 +22,7 @@ _RATE_LIMIT_PREFIX = "x-ratelimit-"
 _DEFAULT_RETRY_AFTER = "1"
 
 
-def engine_error(engine: aiohttp.ClientResponse, body: bytes) -> ConvoStoreError:
+def engine_error(engine: EngineAnswer, body: bytes) -> ConvoStoreError:
     """The client's error for an engine's error answer: a rate limit stays a 429 with the engine's
     Retry-After and x-ratelimit-* headers; everything else as `engine_rejected` decides."""
     if engine.status != 429:
@@ -40,7 +41,7 @@ def engine_error(engine: aiohttp.ClientResponse, body: bytes) -> ConvoStoreError
     return limited
 
 
-async def require_event_stream(engine: aiohttp.ClientResponse) -> None:
+async def require_event_stream(engine: EngineAnswer) -> None:
     """Before any byte goes to the client: the engine answered a stream request with an event stream, or
     the request fails (its error, or 502 for a 200 that is no stream) and nothing is stored."""
     # No Content-Type at all reads as application/octet-stream: let it through and judge the events.
@@ -56,7 +57,7 @@ async def require_event_stream(engine: aiohttp.ClientResponse) -> None:
     raise UpstreamError("The engine answered a stream request with something that is not an event stream.")
 
 
-async def read_engine_json(engine: aiohttp.ClientResponse) -> dict[str, Any]:
+async def read_engine_json(engine: EngineAnswer) -> dict[str, Any]:
     """A non-streamed answer as a JSON object; engine errors become the OpenAI errors of docs/api.md §4."""
     async with engine:
         try:
@@ -97,7 +98,7 @@ class _Capture(Protocol):
 
 
 async def settle_departed_client(
-    engine: aiohttp.ClientResponse,
+    engine: EngineAnswer,
     capture: _Capture,
     save: Callable[[dict[str, Any]], Awaitable[Any]],
     *,

@@ -7,7 +7,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import aiohttp
 import orjson
 from aiohttp import web
 
@@ -25,6 +24,7 @@ from ..runs.record import RunRecord
 from ..store import TurnResult
 from ..stored_items import decode_items
 from ..turns import TurnPlan, plan_turn, record_response, turn_settled
+from ..upstream import EngineAnswer
 from ..wire.chat_messages import items_to_messages
 from ..wire.chat_translate import ChatStreamTranslator, chat_completion_to_output, responses_to_chat_request
 from ..wire.items import canonical_tools
@@ -194,7 +194,7 @@ def _engine_request(api: str, create: CreateRequest, plan: TurnPlan, prompt: Pro
 
 
 async def _complete(
-    engine_response: aiohttp.ClientResponse, api: str, base: dict[str, Any], plan: TurnPlan
+    engine_response: EngineAnswer, api: str, base: dict[str, Any], plan: TurnPlan
 ) -> dict[str, Any]:
     """A non-streamed answer as the sidecar's response object; nothing is stored on failure."""
     answer = await read_engine_json(engine_response)

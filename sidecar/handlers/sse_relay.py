@@ -20,6 +20,7 @@ import aiohttp
 from aiohttp import web
 
 from ..drain import CUT_CODE, CUT_MESSAGE, DRAIN, StreamCut
+from ..upstream import EngineAnswer
 from ..wire import events as ev
 from ..wire.events import error_event
 from ..wire.sse import SSEDecoder, encode_events
@@ -91,7 +92,7 @@ class SSESink:
 
 async def relay_stream(
     request: web.Request,
-    engine: aiohttp.ClientResponse,
+    engine: EngineAnswer,
     translator: StreamTranslator,
     sink: EventSink,
     save: Callable[[dict[str, Any]], Awaitable[Any]],
@@ -159,7 +160,7 @@ async def relay_stream(
 
 
 async def _pump(
-    engine: aiohttp.ClientResponse,
+    engine: EngineAnswer,
     translator: StreamTranslator,
     send: Callable[[list[dict[str, Any]]], Awaitable[None]],
 ) -> None:

@@ -24,6 +24,7 @@ from ..errors import ConvoStoreError, UpstreamError, engine_rejected
 from ..metrics import Metrics
 from ..store import Store
 from ..turns import TurnPlan, record_response, turn_settled
+from ..upstream import EngineAnswer
 from ..wire import events as ev
 from ..wire.sse import SSEDecoder
 from ..wire.translator import StreamTranslator, translate_messages
@@ -36,7 +37,7 @@ NOT_STORED = "The conversation store is unavailable: this answer was not stored;
 SHUTDOWN_MESSAGE = "The sidecar shut down before the response finished."
 
 
-EngineCall = Callable[[], Awaitable[aiohttp.ClientResponse]]
+EngineCall = Callable[[], Awaitable[EngineAnswer]]
 
 
 class _Stopped(Exception):
@@ -283,7 +284,7 @@ def numbered_events(events: list[dict[str, Any]]) -> list[tuple[int, bytes]]:
     return [(int(e["sequence_number"]), orjson.dumps(e)) for e in events]
 
 
-async def _require_event_stream(engine: aiohttp.ClientResponse) -> None:
+async def _require_event_stream(engine: EngineAnswer) -> None:
     if engine.status < 400 and engine.content_type in ("text/event-stream", "application/octet-stream"):
         return
     body = await engine.read()
