@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Mapping
+from typing import cast
 
 import aiohttp
 import httptools
@@ -173,8 +174,7 @@ class _Connection(asyncio.Protocol):
     # asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is one, without the base class
 
     def data_received(self, data: bytes) -> None:
         if not self._in_use:  # an idle connection the engine talks on is out of step: never reuse it
