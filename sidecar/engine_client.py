@@ -148,6 +148,7 @@ class _Connection(asyncio.Protocol):
         self._raw_headers: list[tuple[bytes, bytes]] = []
         self._until_close = True  # no Content-Length, not chunked: the body ends when the engine closes
         self._complete = False
+        self._keep_alive = False
         self._broken = False  # bytes beyond the answer, or a parse error: never reused
         self._timer: asyncio.TimerHandle | None = None
         self._last_read = 0.0
@@ -243,6 +244,8 @@ class _Connection(asyncio.Protocol):
             self._broken = True
             return
         self._complete = True
+        # Asked here: once feed_data returns, llhttp has reset its flags for the next message.
+        self._keep_alive = self._parser.should_keep_alive()
 
     def _settle(self) -> None:
         """The answer has fully arrived: its body ends, the connection goes back or closes."""
@@ -252,7 +255,7 @@ class _Connection(asyncio.Protocol):
             body.feed_eof()
         self._answered += 1
         self._in_use = False
-        if self.usable and self._parser.should_keep_alive():
+        if self.usable and self._keep_alive:
             self._client.checkin(self)
         else:
             self._client.discard()
