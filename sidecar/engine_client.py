@@ -50,7 +50,7 @@ class EngineClient:
 
     @classmethod
     def for_url(
-        cls, base_url: str, *, connect_timeout: float | None, read_timeout: float | None
+        cls, base_url: str, *, connect_timeout: float | None, read_timeout: float | None, limit: int = 512
     ) -> EngineClient | None:
         """A client for a plain `http://host[:port][/path]` engine; None for anything that needs aiohttp."""
         url = URL(base_url)
@@ -58,7 +58,7 @@ class EngineClient:
             return None
         if url.fragment or not _PLAIN_PATH.fullmatch(url.raw_path):
             return None
-        return cls(url, connect_timeout=connect_timeout, read_timeout=read_timeout)
+        return cls(url, connect_timeout=connect_timeout, read_timeout=read_timeout, limit=limit)
 
     async def post(self, path: str, body: bytes, headers: Mapping[str, str]) -> EngineResponse:
         """Send the request, return the answer once its headers are in; the caller reads and releases it."""
@@ -187,8 +187,9 @@ class _Connection(asyncio.Protocol):
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
             self._broken = True
-            self._fail(self._garbage(exc))
-            return
+            if not self._complete:  # garbage after a whole answer spoils the connection, not the answer
+                self._fail(self._garbage(exc))
+                return
         if self._complete:
             self._settle()
 
@@ -217,14 +218,19 @@ class _Connection(asyncio.Protocol):
         self._status_reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._complete:  # the answer's headers are handed over: a second answer's are not its own
+            return
         self._raw_headers.append((name, value))
         if len(name) in (14, 17) and name.lower() in (b"content-length", b"transfer-encoding"):
             self._until_close = False
 
     def on_headers_complete(self) -> None:
+        if self._complete:  # a second answer to one request
+            self._broken = True
+            return
         status = self._parser.get_status_code()
         if status < 200:  # an interim answer (100 Continue, 103 Early Hints): the real one follows
-            self._raw_headers, self._status_reason = [], b""
+            self._raw_headers, self._status_reason, self._until_close = [], b"", True
             return
         body = self._body = EngineBody(self)
         reason = self._status_reason.decode("latin-1")
@@ -234,14 +240,11 @@ class _Connection(asyncio.Protocol):
             waiter.set_result(EngineResponse(status, reason, self._raw_headers, body))
 
     def on_body(self, data: bytes) -> None:
-        if self._body is not None:
+        if self._body is not None and not self._complete:
             self._body.feed(data)
 
     def on_message_complete(self) -> None:
-        if self._body is None:  # the end of an interim answer
-            return
-        if self._complete:  # a second answer to one request
-            self._broken = True
+        if self._body is None or self._complete:  # the end of an interim answer, or of a second one
             return
         self._complete = True
         # Asked here: once feed_data returns, llhttp has reset its flags for the next message.

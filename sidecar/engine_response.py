@@ -4,6 +4,7 @@ as it arrives, with back-pressure on the engine's connection."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Protocol
@@ -45,6 +46,11 @@ class EngineBody:
     @property
     def complete(self) -> bool:
         return self._eof
+
+    @property
+    def buffered(self) -> int:
+        """Bytes that have arrived and not been read yet."""
+        return self._size
 
     def feed(self, data: bytes) -> None:
         self._chunks.append(data)
@@ -185,4 +191,5 @@ class EngineResponse:
     def __del__(self) -> None:
         # A relay that lost its answer unreleased (an exception between the call and its read) must not hold
         # the connection, and its slot in the pool, forever; aiohttp's ClientResponse does the same.
-        self.content.drop()
+        with contextlib.suppress(RuntimeError):  # the loop may be gone already
+            self.content.drop()
