@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections import deque
 from collections.abc import Mapping
 from typing import cast
 
@@ -28,7 +29,7 @@ _PLAIN_PATH = re.compile(r"[A-Za-z0-9._~/-]*")
 
 
 class _StaleConnection(Exception):
-    """A reused connection closed before any byte of the answer: the engine never took the request."""
+    """A reused connection closed before any byte of the answer came back."""
 
 
 class EngineClient:
@@ -45,7 +46,7 @@ class EngineClient:
         self.host_header = host if self.port == 80 else f"{host}:{self.port}"
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
-        self._idle: list[_Connection] = []  # most recently used last
+        self._idle: deque[_Connection] = deque()  # most recently used last
         self._slots = asyncio.Semaphore(limit)
 
     @classmethod
@@ -115,9 +116,12 @@ class EngineClient:
 
     def checkin(self, connection: _Connection) -> None:
         """A connection whose answer has fully arrived, kept alive: back to the pool."""
-        connection.idle_since = asyncio.get_running_loop().time()
+        now = connection.idle_since = asyncio.get_running_loop().time()
         self._idle.append(connection)
         self._slots.release()
+        # The least recently used are reused last (LIFO keeps few connections warm): age them out here.
+        while now - self._idle[0].idle_since >= IDLE_SECONDS:
+            self._idle.popleft().close()
 
     def discard(self) -> None:
         """A connection in use will not be reused (it has closed, or is closing)."""
@@ -150,6 +154,7 @@ class _Connection(asyncio.Protocol):
         self._complete = False
         self._keep_alive = False
         self._broken = False  # bytes beyond the answer, or a parse error: never reused
+        self._paused = False
         self._timer: asyncio.TimerHandle | None = None
         self._last_read = 0.0
 
@@ -258,6 +263,8 @@ class _Connection(asyncio.Protocol):
             body.feed_eof()
         self._answered += 1
         self._in_use = False
+        if self._paused:  # the last bytes came with the ones that paused reading: the body is whole now
+            self.resume()
         if self.usable and self._keep_alive:
             self._client.checkin(self)
         else:
@@ -267,15 +274,18 @@ class _Connection(asyncio.Protocol):
     # BodyFlow: back-pressure and giving up, from the answer's body
 
     def pause(self) -> None:
-        if self._transport is not None:
+        if self._transport is not None and not self._paused:
+            self._paused = True
             self._transport.pause_reading()
             self._disarm()  # the engine is not silent, the reader is slow: no read timeout while paused
 
     def resume(self) -> None:
-        if self._transport is not None:
+        if self._transport is not None and self._paused:
+            self._paused = False
             self._transport.resume_reading()
-            self._last_read = self._loop.time()
-            self._arm()
+            if self._in_use:
+                self._last_read = self._loop.time()
+                self._arm()
 
     def drop(self) -> None:
         self.close()

@@ -15,6 +15,7 @@ import uvloop
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from sidecar import engine_client
 from sidecar.engine_client import EngineClient
 from tests.fixtures.fake_engine import create_fake_engine, recorded
 from tests.integration.conftest import SidecarFactory
@@ -203,6 +204,23 @@ async def test_an_idle_connection_the_engine_closed_is_not_picked() -> None:
             await asyncio.sleep(0.05)  # the close has arrived
         await client.close()
     assert (seen.connections, len(seen.requests)) == (3, 3)  # no request went to a closed connection
+
+
+async def test_connections_idle_too_long_are_not_reused(
+    ports_engine: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine_client, "IDLE_SECONDS", 0.05)
+    client = client_for(ports_engine)
+
+    async def port() -> int:
+        async with await client.post("/v1/whole", b"{}", JSON_HEADERS) as response:
+            return int(orjson.loads(await response.read())["port"])
+
+    first = await port()
+    assert await port() == first
+    await asyncio.sleep(0.1)
+    assert await port() != first
+    await client.close()
 
 
 async def test_an_answer_released_unread_closes_its_connection(ports_engine: str) -> None:

@@ -149,6 +149,23 @@ async def test_a_slow_reader_pauses_the_engine_and_the_pause_is_no_timeout() -> 
         await client.close()
 
 
+async def test_a_connection_paused_by_the_last_bytes_of_its_answer_goes_back_reading() -> None:
+    big = b"x" * (PAUSE_ABOVE + 2**14)  # over the pause mark, likely in one read with its end
+
+    async def handler(n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seen: Seen) -> None:
+        while await read_request(reader, seen) is not None:
+            writer.write(answer(big))
+
+    async with raw_engine(handler) as (url, seen):
+        client = client_for(url, read_timeout=TIMEOUT)
+        for _ in range(3):
+            response = await client.post("/v1/responses", b"{}", HEADERS)
+            await asyncio.sleep(0.05)  # all of it has arrived, unread
+            assert await response.read() == big
+        await client.close()
+    assert seen.connections == 1
+
+
 async def test_a_cut_stream_raises_its_exception_from_every_read_and_closes_on_release() -> None:
     class Cut(Exception):
         pass
