@@ -163,7 +163,9 @@ class _Connection(asyncio.Protocol):
         return self._transport is not None and not self._transport.is_closing() and not self._broken
 
     async def exchange(self, request: bytes) -> EngineResponse:
-        assert self._transport is not None
+        if self._transport is None:  # the engine closed it between the connect and now: its slot goes back
+            self._client.discard()
+            raise aiohttp.ServerDisconnectedError()
         self._in_use, self._received, self._complete = True, False, False
         self._raw_headers, self._until_close = [], True
         waiter: asyncio.Future[EngineResponse] = self._loop.create_future()

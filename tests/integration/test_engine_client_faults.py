@@ -190,3 +190,24 @@ async def test_a_cut_stream_raises_its_exception_from_every_read_and_closes_on_r
         response.close()
         await asyncio.wait_for(closed.wait(), 2)
         await client.close()
+
+
+async def test_a_connection_the_engine_closes_before_the_request_is_a_disconnect_and_frees_its_slot() -> None:
+    async def handler(n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seen: Seen) -> None:
+        if n > 1:
+            while await read_request(reader, seen) is not None:
+                writer.write(answer(b"{}"))
+
+    async with raw_engine(handler) as (url, seen):
+        client = client_for(url, limit=1)
+        await client._slots.acquire()  # as post() does before it connects
+        connection = await client._connect()
+        connection.close()  # as if the engine had: closed before a byte of the request went out
+        await asyncio.sleep(0.05)
+        with pytest.raises(aiohttp.ServerDisconnectedError):
+            await connection.exchange(b"POST /v1/responses HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+        async with asyncio.timeout(2):  # the one slot is free again: the next call is served
+            async with await client.post("/v1/responses", b"{}", HEADERS) as engine:
+                assert await engine.read() == b"{}"
+        assert seen.connections == 2  # the closed one was not used again
+        await client.close()
