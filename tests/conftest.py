@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 import pytest
+import uvloop
 
 from tests.fixtures.llamacpp import LlamaCppEngine
 from tests.fixtures.redis_servers import RedisCluster, RedisServer
@@ -21,6 +23,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="skip tests marked slow (real-engine end-to-end); same as CONVOSTORE_SKIP_SLOW=1",
     )
+    parser.addoption(
+        "--loop",
+        choices=("uvloop", "asyncio"),
+        default=os.environ.get("CONVOSTORE_TEST_LOOP", "uvloop"),
+        help="the event loop async tests run on: uvloop, the sidecar's own (default), or asyncio's",
+    )
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """In-process tests run on the loop `convostore serve` runs on: transports, timers and close
+    ordering differ between uvloop and asyncio's loop in ways a relay or a client can depend on."""
+    if config.getoption("--loop") == "uvloop":
+        return {"uvloop": uvloop.new_event_loop}
+    return {"asyncio": asyncio.new_event_loop}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
