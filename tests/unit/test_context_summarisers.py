@@ -143,16 +143,17 @@ def test_the_transcript_keeps_whole_texts() -> None:
     assert lines == [f"user: {long}", "assistant: ok"]
 
 
+class CountingReads(MemoryStore):
+    """A memory store that counts its read_summaries calls: the round trips a prompt costs."""
+
+    reads = 0
+
+    async def read_summaries(self, tenant: str, conversation_id: str, keys: list[str]) -> list[bytes | None]:
+        self.reads += 1
+        return await super().read_summaries(tenant, conversation_id, keys)
+
+
 def test_a_turns_two_prompts_read_the_stored_summaries_once() -> None:
-    class CountingReads(MemoryStore):
-        reads = 0
-
-        async def read_summaries(
-            self, tenant: str, conversation_id: str, keys: list[str]
-        ) -> list[bytes | None]:
-            self.reads += 1
-            return await super().read_summaries(tenant, conversation_id, keys)
-
     async def run() -> None:
         store = CountingReads(3600)
         await store.append_turn(Turn(TENANT, CONV, [("msg_1", user("hi"))], n_input=1, mint_response=True))
@@ -173,15 +174,6 @@ def test_a_turns_two_prompts_read_the_stored_summaries_once() -> None:
 
 
 def test_summaries_the_resolve_brought_fold_without_reading_the_store() -> None:
-    class CountingReads(MemoryStore):
-        reads = 0
-
-        async def read_summaries(
-            self, tenant: str, conversation_id: str, keys: list[str]
-        ) -> list[bytes | None]:
-            self.reads += 1
-            return await super().read_summaries(tenant, conversation_id, keys)
-
     async def run() -> None:
         store = CountingReads(3600)
         await store.append_turn(Turn(TENANT, CONV, [("msg_1", user("hi"))], n_input=1, mint_response=True))
