@@ -44,7 +44,7 @@ async def compact_response(request: web.Request) -> web.Response:
         first_input=len(plan.history),
         keep_last_turns=policy.keep_last_turns,
         mint=plan.mint,
-        history_param="conversation" if create.conversation_id else "previous_response_id",
+        history_param=create.history_param,
     )
     # usage: what the window compacted costs as input; the template summariser makes no model call.
     _, tokens, source = await counted_window(request, create, plan, policy_override=_UNTRIMMED)

@@ -33,6 +33,11 @@ class CreateRequest:
     model: str
     truncation: str = "disabled"  # "auto": fold and drop summaries to fit max_input_tokens (docs/api.md §7)
 
+    @property
+    def history_param(self) -> str:
+        """The parameter that named the history: an error about what is stored in it names this."""
+        return "conversation" if self.conversation_id else "previous_response_id"
+
 
 def parse_create(body: dict[str, Any]) -> CreateRequest:
     for name in ("stream", "store", "background"):
@@ -151,5 +156,5 @@ def prompt_inputs(request: web.Request, create: CreateRequest, plan: TurnPlan) -
         "tenant": plan.tenant,  # compaction items in the input or history are verified for this tenant
         "store": request.app[STORE],  # stored summaries (upstream/http summarisers)
         "summaries": plan.summaries,  # those the resolve brought
-        "history_param": "conversation" if create.conversation_id else "previous_response_id",
+        "history_param": create.history_param,
     }
