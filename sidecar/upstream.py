@@ -25,7 +25,9 @@ if TYPE_CHECKING:
 PROBE_TIMEOUT = aiohttp.ClientTimeout(total=2.0)
 
 
-class EngineBody(Protocol):
+class AnswerBody(Protocol):
+    """What the relays read of an answer's body (engine_response.EngineBody or aiohttp's StreamReader)."""
+
     def iter_any(self) -> AsyncIterator[bytes]: ...
 
     def set_exception(self, exc: BaseException) -> None: ...
@@ -44,7 +46,7 @@ class EngineAnswer(Protocol):
     def content_type(self) -> str: ...
 
     @property
-    def content(self) -> EngineBody: ...
+    def content(self) -> AnswerBody: ...
 
     async def read(self) -> bytes: ...
 
