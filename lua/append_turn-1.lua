@@ -34,11 +34,12 @@ local records_key = KEYS[1]
 local tag_prefix = tag_prefix_of(records_key)
 
 -- Every check comes before the first write: a script that returns midway keeps what it wrote.
-local seg, stop, prefix
+local META = {'v', 'hs', 'he', 'nseg', 'inc', 'bytes', 'turns'}
+local seg, stop, prefix, m
 local has_parent = parent_id ~= ''
 if has_parent then
   local p, _
-  p, _, prefix = load_record(tag_prefix, records_key, parent_id, tenant)
+  p, _, prefix, m = load_record(tag_prefix, records_key, parent_id, tenant, META)
   if not p then return {'parent_missing'} end
   if conv ~= '' and conv ~= p[2] then return {'parent_other_conversation'} end
   conv, seg, stop = p[2], p[3], tonumber(p[4])
@@ -55,7 +56,7 @@ if idem ~= '' then
   end
 end
 
-local index, random
+local index, random, reserved_slot
 if response_id ~= '' then
   if string.sub(response_id, 1, 1) == '+' then
     random = string.sub(response_id, 2)
@@ -64,22 +65,25 @@ if response_id ~= '' then
     if not index then return {'reservation_missing'} end
     local slot = redis.call('LINDEX', records_key, index)
     -- Reserved by resolve, or, for a new conversation's first turn, still the next free index.
-    if slot ~= RESERVED and not (slot == false and redis.call('LLEN', records_key) == index) then
+    reserved_slot = slot == RESERVED
+    if not reserved_slot and not (slot == false and redis.call('LLEN', records_key) == index) then
       return {'reservation_missing'}
     end
   end
 end
 
-local exists = redis.call('EXISTS', meta) == 1
+m = m or redis.call('HMGET', meta, unpack(META))
+local exists = m[1] ~= false
 if not exists then
   if create ~= '1' then return {'conv_missing'} end
+  m = {'0', '0', '0', '1', incarnation, '0', '0'}
 end
-local m = exists and redis.call('HMGET', meta, 'v', 'hs', 'he', 'nseg', 'inc') or {'0', '0', '0', '1', incarnation}
 local version = tonumber(m[1])
 if if_match ~= '' and tonumber(if_match) ~= version then return {'conflict', version} end
 if not has_parent then seg, stop = m[2], tonumber(m[3]) end
 
--- Writes from here on.
+-- Writes from here on. `created`: a key of the conversation was made here, so every key's deadline is set.
+local created = not exists
 if not exists then
   redis.call('HSET', meta, 'v', 0, 'nseg', 1, 'hs', '0', 'he', 0, 'created', now, 'updated', now,
     'bytes', 0, 'turns', 0, 'inc', incarnation)
@@ -101,30 +105,32 @@ local added = 0
 if n > 0 then
   for i = FIRST_ITEM, #ARGV do added = added + #ARGV[i] end
   for first = FIRST_ITEM, #ARGV, 1000 do
-    redis.call('RPUSH', seg_key, unpack(ARGV, first, math.min(first + 999, #ARGV)))
+    local last = math.min(first + 999, #ARGV)
+    if redis.call('RPUSH', seg_key, unpack(ARGV, first, last)) == last - first + 1 then created = true end
   end
 end
 local new_end = stop + n
 
 version = version + 1
-local total = redis.call('HINCRBY', meta, 'bytes', added)
-local turns = tonumber(redis.call('HGET', meta, 'turns'))
+local total = tonumber(m[6] or '0') + added
+local turns = tonumber(m[7] or '0')
 if response_id ~= '' then
   if not index then
     index = reserve_record(records_key, ttl)
     response_id = 'resp_' .. string.sub(tag_prefix, 5, 16) .. string.format('%08x', index) .. random
-  elseif redis.call('LLEN', records_key) == index then
+  elseif not reserved_slot then  -- the first turn's index, still the next free one: take it
     reserve_record(records_key, ttl)
   end
-  turns = redis.call('HINCRBY', meta, 'turns', 1)
+  turns = turns + 1
   local header = table.concat({tenant, conv, seg, new_end, stop + n_input, response_status, random, m[5] or ''}, '\n')
   redis.call('LSET', records_key, index, header .. '\n' .. response_body)
-  redis.call('RPUSH', prefix .. 'resps', index)
+  if redis.call('RPUSH', prefix .. 'resps', index) == 1 then created = true end
 end
-redis.call('HSET', meta, 'v', version, 'hs', seg, 'he', new_end, 'updated', now)
+redis.call('HSET', meta, 'v', version, 'hs', seg, 'he', new_end, 'updated', now, 'bytes', total, 'turns', turns)
 
 local result_id = response_id == '' and '-' or response_id
 if idem ~= '' then
+  created = true  -- the key index (idems) may be new
   local result = table.concat({conv, version, n, total, turns, result_id}, '\n')
   if not exists then
     -- The key that created the conversation replays its first turn for as long as the conversation lives
@@ -137,5 +143,5 @@ if idem ~= '' then
     index_idempotency_key(prefix, idem, now + idem_ttl, now)
   end
 end
-touch_conversation(prefix, meta, records_key, ttl)
+touch_conversation(prefix, meta, records_key, ttl, created)
 return {'ok', conv, version, n, total, turns, result_id}

@@ -75,5 +75,5 @@ for s = 0, nseg do
   end
 end
 redis.call('HSET', meta, 'bytes', total)
-touch_conversation(prefix, meta, records_key, tonumber(ARGV[5]))
+touch_conversation(prefix, meta, records_key, tonumber(ARGV[5]), true)  -- the new head segment
 return version

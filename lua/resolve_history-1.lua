@@ -33,19 +33,21 @@ local idem, req_hash, claim_ms, random, fresh = ARGV[7], ARGV[8], tonumber(ARGV[
 
 local conv, response_id, seg, stop, status, body, prefix = ARGV[3], '', nil, nil, '', '', nil
 local start = 0
+local META = {'v', 'hs', 'he', 'bytes', 'turns', 'created', 'updated', 'md', 'sb'}
+local m
 if mode == 'resp' then
   local r, _
-  r, _, prefix = load_record(tag_prefix, records_key, ARGV[3], tenant)
+  r, _, prefix, m = load_record(tag_prefix, records_key, ARGV[3], tenant, META)
   if not r then return {-1} end
   conv, response_id, seg, status, body = r[2], ARGV[3], r[3], r[6], r[9]
   stop = tonumber(r[4])
   if range == 'input' then stop = tonumber(r[5]) elseif range == 'output' then start = tonumber(r[5]) end
 else
   prefix = tag_prefix .. tenant .. ':' .. conv .. ':'
+  m = redis.call('HMGET', prefix .. 'meta', unpack(META))
 end
 
 local meta_key = prefix .. 'meta'
-local m = redis.call('HMGET', meta_key, 'v', 'hs', 'he', 'bytes', 'turns', 'created', 'updated', 'md', 'sb')
 local exists = m[1] ~= false
 
 if idem ~= '' then
@@ -92,7 +94,8 @@ if range == 'output' then
 else
   items = collect_items(prefix, meta_key, seg, stop)
 end
-touch_conversation(prefix, meta_key, records_key, ttl)
+-- A claim may have made the key index (idems): it expires with the conversation from now on.
+touch_conversation(prefix, meta_key, records_key, ttl, idem ~= '')
 local out = {reserved, conv, response_id, m[1], m[4], m[5], m[6], m[7], status, body, m[9] or 0}
 -- The summaries' key hangs off the conversation's prefix, which mode "resp" found through the record. Read
 -- whether or not "sb" counts them: summaries stored before it was kept still fold.

@@ -7,8 +7,18 @@
 -- A record slot handed out by a resolve and not yet written (a record never starts with NUL).
 local RESERVED = '\0'
 
-local function touch_conversation(prefix, meta_key, records_key, ttl)
+-- A use within this slack of the last refresh (1 % of the TTL, at most a minute) leaves the deadlines as
+-- they are: a refresh is a call per key, the bulk of a turn's script. So a conversation used turn after turn
+-- expires between TTL minus the slack and TTL after its last use, and its keys still expire together.
+local function refresh_due(meta_key, ttl)
+  local left = redis.call('PTTL', meta_key)
+  return left > ttl or left <= ttl - math.min(math.floor(ttl / 100), 60000)
+end
+
+-- `created`: the caller made a key of the conversation that has no deadline yet, so every key is refreshed.
+local function touch_conversation(prefix, meta_key, records_key, ttl, created)
   if ttl <= 0 then return end
+  if not created and not refresh_due(meta_key, ttl) then return end
   local m = redis.call('HMGET', meta_key, 'nseg', 'ik')
   redis.call('PEXPIRE', meta_key, ttl)
   for s = 0, tonumber(m[1] or '1') - 1 do redis.call('PEXPIRE', prefix .. 'seg:' .. s, ttl) end
@@ -82,8 +92,8 @@ end
 -- The record of `response_id` when it is `tenant`'s and its conversation is alive in the incarnation
 -- that wrote it (a conversation deleted or expired and created again under the same id is another one):
 -- r = {tenant, conv, seg, end, iend, status, random, incarnation, body}, its index, the conversation's
--- key prefix.
-local function load_record(tag_prefix, records_key, response_id, tenant)
+-- key prefix, and the conversation meta's `fields` (read in the same call as the incarnation).
+local function load_record(tag_prefix, records_key, response_id, tenant, fields)
   local index, random = response_index(response_id)
   if not index then return nil end
   local raw = redis.call('LINDEX', records_key, index)
@@ -91,8 +101,10 @@ local function load_record(tag_prefix, records_key, response_id, tenant)
   local r = parse_record(raw)
   if r[1] ~= tenant or r[7] ~= random then return nil end
   local prefix = tag_prefix .. tenant .. ':' .. r[2] .. ':'
-  if (redis.call('HGET', prefix .. 'meta', 'inc') or '') ~= r[8] then return nil end
-  return r, index, prefix
+  local m = redis.call('HMGET', prefix .. 'meta', 'inc', unpack(fields or {}))
+  if (m[1] or '') ~= r[8] then return nil end
+  table.remove(m, 1)
+  return r, index, prefix, m
 end
 
 -- Reserve the next record index of the slot (the id is handed out before the turn is stored). A list

@@ -41,8 +41,9 @@ class Monitor:
             assert sock.recv(5) == b"+OK\r\n"
             self._socks.append(sock)
 
-    def commands(self) -> list[str]:
-        """Stop monitoring and return each client command's name, lower case."""
+    def commands(self, in_scripts: bool = False) -> list[str]:
+        """Stop monitoring and return each client command's name, lower case (with `in_scripts`, only
+        the commands scripts ran)."""
         commands: list[str] = []
         for port, sock in zip(self._ports, self._socks, strict=True):
             with socket.create_connection(("127.0.0.1", port), timeout=5) as marker:
@@ -53,7 +54,7 @@ class Monitor:
                 data += sock.recv(65536)
             sock.close()
             for line in data.decode(errors="replace").splitlines():
-                if self.MARKER in line or "[0 lua]" in line or "] " not in line:
+                if self.MARKER in line or ("[0 lua]" in line) != in_scripts or "] " not in line:
                     continue
                 commands.append(line.split("] ", 1)[1].split(" ", 1)[0].strip('"').lower())
         return commands
