@@ -295,10 +295,10 @@ class CountingStore:
     async def due_runs(self, now_ms: int, limit: int) -> list[str]:
         return await self._inner.due_runs(now_ms, limit)
 
-    async def renew_run_turn(
+    async def renew_turn(
         self, tenant: str, conversation_id: str, response_id: str, claim: Claim | None
     ) -> bool:
-        return await self._inner.renew_run_turn(tenant, conversation_id, response_id, claim)
+        return await self._inner.renew_turn(tenant, conversation_id, response_id, claim)
 
     async def hold_run_slot(
         self, tenant: str, response_id: str, limit: int, stale_ms: int

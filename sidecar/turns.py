@@ -25,7 +25,7 @@ from .ids import (
 from .normalise import canonical_json_text, encode_item
 from .response_record import compact_record
 from .store import History, Store, Turn, TurnResult
-from .store.base import Begun, Claim, IdempotencyInFlight
+from .store.base import CLAIM_RENEW_SECONDS, Begun, Claim, IdempotencyInFlight
 from .stored_items import with_sidecar_ids
 
 # How long a retry waits for the request holding its idempotency key before it is answered 409.
@@ -181,14 +181,34 @@ def _replay_plan(
 
 
 @contextlib.asynccontextmanager
-async def turn_settled(store: Store, plan: TurnPlan) -> AsyncIterator[None]:
+async def turn_settled(store: Store, plan: TurnPlan, *, renew: bool = True) -> AsyncIterator[None]:
     """Around everything after planning: a turn that ends without being stored (the engine refused or
-    failed before answering) gives back its record index and its idempotency key, so a retry can run."""
+    failed before answering) gives back its record index and its idempotency key, so a retry can run.
+    Meanwhile, with `renew`, what lapses after a claim's life is renewed (see _keep_turn)."""
+    keeper = None
+    if renew and plan.reserved and plan.replay is None and (plan.claim is not None or plan.version == 0):
+        keeper = asyncio.create_task(_keep_turn(store, plan))
     try:
         yield
     finally:
+        if keeper is not None:
+            keeper.cancel()
         if plan.reserved and not plan.recorded and plan.replay is None:
             await _give_back(store, plan.tenant, plan.conversation_id, plan.response_id, plan.claim)
+
+
+async def _keep_turn(store: Store, plan: TurnPlan) -> None:
+    """An idempotency claim, and a record index reserved in a conversation that does not exist yet, last a
+    claim's life (CLAIM_SECONDS, short so that a sidecar that dies frees them soon): renewed while the turn
+    runs, a generation longer than that still stores its turn and a retry still waits for it."""
+    while True:
+        await asyncio.sleep(CLAIM_RENEW_SECONDS)
+        try:
+            await store.renew_turn(plan.tenant, plan.conversation_id, plan.response_id, plan.claim)
+        except Exception:  # the store is away: the next renewal retries, well within a claim's life
+            logging.getLogger("convostore").warning(
+                "could not renew a running turn", extra={"conversation_id": plan.conversation_id}
+            )
 
 
 async def _give_back(

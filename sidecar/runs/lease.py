@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import time
 
+from ..store.base import CLAIM_RENEW_SECONDS
+
 LEASE_MS = 3000
 RENEW_SECONDS = 0.75
 REAP_INTERVAL_SECONDS = 1.0
 # A run renews what outlives a lease this often: its turn's reserved record index and idempotency claim
-# (they lapse after the store's CLAIM_SECONDS, 900) and its tenant's quota slot, which is free again after
+# (they lapse after the store's CLAIM_SECONDS) and its tenant's quota slot, which is free again after
 # SLOT_STALE_MS without a renewal (a reaper releases an orphan's at once; this is for all replicas dying).
-TURN_RENEW_SECONDS = 60.0
+TURN_RENEW_SECONDS = CLAIM_RENEW_SECONDS
 SLOT_STALE_MS = 300_000
 # A follower on another replica than the runner's polls the log this often (the runner's own replica
 # wakes its followers at once).

@@ -111,7 +111,8 @@ class Runner:
     async def _run(self, run: _Run) -> None:
         rid = run.plan.response_id
         try:
-            async with turn_settled(self.store, run.plan):  # a run that stores nothing gives its id back
+            # A run that stores nothing gives its id back; _keep renews what it holds (with its quota slot).
+            async with turn_settled(self.store, run.plan, renew=False):
                 await self._drive(run)
         except asyncio.CancelledError:
             raise
@@ -226,7 +227,7 @@ class Runner:
             await asyncio.sleep(TURN_RENEW_SECONDS)
             try:
                 if keeps_turn:
-                    await self.store.renew_run_turn(
+                    await self.store.renew_turn(
                         plan.tenant, plan.conversation_id, plan.response_id, plan.claim
                     )
                 if run.record.holds_slot:

@@ -9,8 +9,11 @@ Range = Literal["full", "input", "output"]
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 # How long an idempotency key stays claimed by a request still running, and a record index reserved in a
-# conversation that does not exist yet: past it, a sidecar that died mid-request no longer blocks retries.
-CLAIM_SECONDS = 900
+# conversation that does not exist yet; the request renews both (renew_turn) every CLAIM_RENEW_SECONDS. A
+# sidecar that dies mid-request stops renewing, so its key is free within a minute: a retry waits up to 30 s
+# for a claimed key and then gets 409, and its next try runs.
+CLAIM_SECONDS = 60
+CLAIM_RENEW_SECONDS = 15.0
 
 
 class ParentNotFound(Exception):
@@ -297,10 +300,10 @@ class Store(Protocol):
         """Indexed runs due for a lease check at `now_ms`."""
         ...
 
-    async def renew_run_turn(
+    async def renew_turn(
         self, tenant: str, conversation_id: str, response_id: str, claim: Claim | None
     ) -> bool:
-        """Extend a running run's reserved record index and idempotency claim to a claim's life from now
+        """Extend a running turn's reserved record index and idempotency claim to a claim's life from now
         (never shorten them); whether the index is still reserved."""
         ...
 

@@ -317,7 +317,7 @@ class MemoryStore(MemoryEdits, MemoryQuotas, MemoryRuns):
     async def close(self) -> None:
         return None
 
-    async def renew_run_turn(
+    async def renew_turn(
         self, tenant: str, conversation_id: str, response_id: str, claim: Claim | None
     ) -> bool:
         now = time.monotonic()

@@ -97,7 +97,7 @@ class RedisStore(RedisRuns):
             name: client.register_script(load_script(f"{name}-1"))
             for name in (
                 "start_run", "append_run_events", "finish_run", "read_run", "cancel_run", "take_over_run",
-                "track_run", "due_runs", "renew_run_turn", "hold_run_slot", "release_run_slot",
+                "track_run", "due_runs", "renew_turn", "hold_run_slot", "release_run_slot",
             )
         }  # fmt: skip
 

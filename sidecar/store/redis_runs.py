@@ -95,7 +95,7 @@ class RedisRuns:
         reply = await self._run(self._run_scripts["due_runs"], [RUNS_INDEX_KEY], [now_ms, limit])
         return [text(r) for r in reply]
 
-    async def renew_run_turn(
+    async def renew_turn(
         self, tenant: str, conversation_id: str, response_id: str, claim: Claim | None
     ) -> bool:
         parsed = parse_response_id(response_id)
@@ -109,7 +109,7 @@ class RedisRuns:
             conversation_id,
             self._claim_ttl,
         ]
-        return bool(await self._run(self._run_scripts["renew_run_turn"], [records_key(parsed[0])], args))
+        return bool(await self._run(self._run_scripts["renew_turn"], [records_key(parsed[0])], args))
 
     async def hold_run_slot(
         self, tenant: str, response_id: str, limit: int, stale_ms: int

@@ -1,5 +1,5 @@
 """What a background run holds beyond its lease, on every backend: its turn's reservation and idempotency
-claim, renewed while it runs (renew_run_turn), and its tenant's quota slot (hold_run_slot, release_run_slot).
+claim, renewed while it runs (renew_turn), and its tenant's quota slot (hold_run_slot, release_run_slot).
 """
 
 from __future__ import annotations
@@ -63,14 +63,14 @@ async def test_a_renewed_turn_keeps_its_claim_and_its_reservation(short_claims: 
     rid = begun.response_id
     for _ in range(6):  # 0.6 s: two claim lives
         await asyncio.sleep(CLAIM_MS / 3000)
-        assert await store.renew_run_turn(TENANT, conv, rid, claim)
+        assert await store.renew_turn(TENANT, conv, rid, claim)
     with pytest.raises(IdempotencyInFlight):  # still claimed: a retry waits, it does not run again
         await store.begin_turn(TENANT, conversation_id=conv, claim=claim)
     stored = await store.append_turn(
         Turn(TENANT, conv, [item(conv, "late")], 1, response_id=rid, idempotency_key=key, request_hash="hash")
     )
     assert stored.response_id == rid and stored.version == 1
-    assert not await store.renew_run_turn(TENANT, conv, rid, claim)  # written: nothing left to renew
+    assert not await store.renew_turn(TENANT, conv, rid, claim)  # written: nothing left to renew
 
 
 async def test_a_turn_not_renewed_loses_its_claim(short_claims: Backend) -> None:
