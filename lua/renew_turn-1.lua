@@ -1,9 +1,9 @@
--- A background run keeps the turn it will store: its reserved record index (in a conversation that does
--- not exist yet the record list lives only a claim's life) and its idempotency claim, each extended to at
--- least a claim's life from now. Without it a run longer than a claim loses its write, and a retry with
--- its key runs the request again.
+-- A running turn (a foreground call, or a background run) keeps the turn it will store: its reserved record
+-- index (in a conversation that does not exist yet the record list lives only a claim's life) and its
+-- idempotency claim, each extended to at least a claim's life from now. Without it a turn longer than a
+-- claim can lose its write, and a retry with its key runs the request again.
 -- KEYS[1]  the slot's record list  cs:{t}:rec
--- ARGV[1]  the run's response id (its record index is reserved)
+-- ARGV[1]  the turn's response id (its record index is reserved)
 -- ARGV[2]  idempotency key ("" = none); ARGV[3] the request's hash
 -- ARGV[4]  tenant; ARGV[5] conversation id
 -- ARGV[6]  a claim's life, ms
