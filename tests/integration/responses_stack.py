@@ -177,7 +177,12 @@ async def stack(request: pytest.FixtureRequest, make_sidecar: Callable[..., Any]
     """A fresh fake engine (mode ok) behind the sidecar, per engine API and store backend. Every exchange the
     SDK had is checked for conformance when the test ends."""
     api, store = request.param
-    redis_url = request.getfixturevalue("redis_server").url if store == "redis" else None
+    redis_url = None
+    if store == "redis":
+        server = request.getfixturevalue("redis_server")
+        # The server is the session's: stored_count() must not see an earlier test's keys lapse meanwhile.
+        server.flushall()
+        redis_url = server.url
     engine = TestClient(TestServer(create_fake_engine(deltas=4, delay=0.05)))
     await engine.start_server()
     sidecar = await make_sidecar(
