@@ -8,43 +8,11 @@ import asyncio
 from typing import Any
 
 import openai
-import pytest
 from aiohttp.test_utils import TestServer
 
-from sidecar.appkeys import STORE
-from sidecar.store.redis import RedisStore
 from tests.fixtures.fake_engine import recorded
-from tests.integration.conftest import SidecarFactory
+from tests.integration.conftest import CLAIM_MS
 from tests.integration.test_background import poll, raw_get, slow
-
-CLAIM_MS = 300
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def short_claims(
-    request: pytest.FixtureRequest,
-    make_sidecar: SidecarFactory,
-    engine: TestServer,
-    monkeypatch: pytest.MonkeyPatch,
-) -> Any:
-    url = "memory://" if request.param == "memory" else request.getfixturevalue("redis_server").url
-    monkeypatch.setattr("sidecar.store.memory.CLAIM_SECONDS", CLAIM_MS / 1000)
-    monkeypatch.setattr("sidecar.runs.runner.TURN_RENEW_SECONDS", CLAIM_MS / 3000)
-    sidecar = await make_sidecar(redis_url=url, upstream=str(engine.make_url("")))
-    if request.param == "redis":
-        redis_store = backend(sidecar.app[STORE])
-        assert isinstance(redis_store, RedisStore)
-        redis_store._claim_ttl = CLAIM_MS
-    return sidecar
-
-
-def backend(store: Any) -> Any:
-    """The backend under the metrics, quota and lazy-connect wrappers."""
-    while True:
-        inner = getattr(store, "inner", None) or getattr(store, "_inner", None)
-        if inner is None:
-            return store
-        store = inner
 
 
 async def test_a_run_longer_than_its_claim_stores_its_turn(short_claims: Any, engine: TestServer) -> None:

@@ -9,7 +9,6 @@ import asyncio
 from typing import Any
 
 import orjson
-import pytest
 from aiohttp.test_utils import TestServer
 
 from sidecar.appkeys import STORE
@@ -17,32 +16,10 @@ from sidecar.auth import DEFAULT_TENANT
 from sidecar.handlers.common import request_hash
 from sidecar.ids import conversation_id_for_idempotency_key
 from sidecar.store.base import CLAIM_RENEW_SECONDS, CLAIM_SECONDS, Claim
-from sidecar.store.redis import RedisStore
 from sidecar.turns import CLAIM_WAIT_SECONDS
 from tests.fixtures.fake_engine import recorded
-from tests.integration.conftest import SidecarFactory
+from tests.integration.conftest import CLAIM_MS
 from tests.integration.test_background import slow
-from tests.integration.test_background_reservation import backend
-
-CLAIM_MS = 300
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def short_claims(
-    request: pytest.FixtureRequest,
-    make_sidecar: SidecarFactory,
-    engine: TestServer,
-    monkeypatch: pytest.MonkeyPatch,
-) -> Any:
-    url = "memory://" if request.param == "memory" else request.getfixturevalue("redis_server").url
-    monkeypatch.setattr("sidecar.store.memory.CLAIM_SECONDS", CLAIM_MS / 1000)
-    monkeypatch.setattr("sidecar.turns.CLAIM_RENEW_SECONDS", CLAIM_MS / 3000)
-    sidecar = await make_sidecar(redis_url=url, upstream=str(engine.make_url("")))
-    if request.param == "redis":
-        redis_store = backend(sidecar.app[STORE])
-        assert isinstance(redis_store, RedisStore)
-        redis_store._claim_ttl = CLAIM_MS
-    return sidecar
 
 
 def test_a_claim_is_renewed_well_within_its_life_and_a_dead_ones_lapses_within_a_retrys_wait() -> None:
