@@ -48,6 +48,7 @@ class EngineClient:
         self.read_timeout = read_timeout
         self._idle: deque[_Connection] = deque()  # most recently used last
         self._slots = asyncio.Semaphore(limit)
+        self._sweep_timer: asyncio.TimerHandle | None = None
 
     @classmethod
     def for_url(
@@ -119,15 +120,33 @@ class EngineClient:
         now = connection.idle_since = asyncio.get_running_loop().time()
         self._idle.append(connection)
         self._slots.release()
-        # The least recently used are reused last (LIFO keeps few connections warm): age them out here.
-        while now - self._idle[0].idle_since >= IDLE_SECONDS:
+        # The least recently used are reused last (LIFO keeps few connections warm): age them out here, and
+        # on a timer when the traffic stops (an engine need not close idle connections itself).
+        self._close_aged(now)
+        if self._sweep_timer is None:
+            self._sweep_timer = asyncio.get_running_loop().call_at(now + IDLE_SECONDS, self._sweep)
+
+    def _close_aged(self, now: float) -> None:
+        while self._idle and now - self._idle[0].idle_since >= IDLE_SECONDS:
             self._idle.popleft().close()
+
+    def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        self._close_aged(now)
+        self._sweep_timer = None
+        if self._idle:  # a timer may fire a little early: never re-armed for at once
+            when = max(self._idle[0].idle_since + IDLE_SECONDS, now + 0.05)
+            self._sweep_timer = loop.call_at(when, self._sweep)
 
     def discard(self) -> None:
         """A connection in use will not be reused (it has closed, or is closing)."""
         self._slots.release()
 
     async def close(self) -> None:
+        if self._sweep_timer is not None:
+            self._sweep_timer.cancel()
+            self._sweep_timer = None
         for connection in self._idle:
             connection.close()
         self._idle.clear()

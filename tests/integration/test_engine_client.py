@@ -223,6 +223,30 @@ async def test_connections_idle_too_long_are_not_reused(
     await client.close()
 
 
+async def test_idle_connections_are_closed_when_the_traffic_stops(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(engine_client, "IDLE_SECONDS", 0.1)
+    closed: list[float] = []
+
+    async def handler(n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seen: Seen) -> None:
+        while await read_request(reader, seen) is not None:
+            writer.write(answer(b"{}"))
+            await writer.drain()
+        closed.append(asyncio.get_running_loop().time())  # the client closed the connection
+
+    async with raw_engine(handler) as (url, seen):
+        client = client_for(url)
+        for _ in range(2):
+            async with await client.post("/v1/responses", b"{}", JSON_HEADERS) as response:
+                assert await response.read() == b"{}"
+        last_answer = asyncio.get_running_loop().time()
+        await asyncio.sleep(0.5)  # no traffic: nothing but a timer can close the idle connection
+        assert seen.connections == 1 and len(closed) == 1
+        assert 0.1 <= closed[0] - last_answer < 0.4
+        await client.close()
+
+
 async def test_an_answer_released_unread_closes_its_connection(ports_engine: str) -> None:
     client = client_for(ports_engine)
     response = await client.post("/v1/chunked", b"{}", JSON_HEADERS)
