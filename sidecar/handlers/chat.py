@@ -13,7 +13,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from ..appkeys import CONFIG, CONTEXT, METRICS, STORE, UPSTREAM
+from ..appkeys import CONTEXT, METRICS, STORE, UPSTREAM
 from ..context.packs import PACK_HEADER
 from ..drain import CUT_CODE, CUT_MESSAGE, DRAIN, StreamCut
 from ..errors import InvalidRequest, UpstreamError
@@ -29,7 +29,7 @@ from ..wire.items import canonical_tools
 from ..wire.resource import build_response_resource
 from ..wire.sse import SSEDecoder, encode_sse
 from ..wire.stream_state import MalformedEvent
-from .common import idempotency_key, read_json, request_hash, stateful_headers
+from .common import engine_headers, idempotency_key, read_json, request_hash, stateful_headers
 from .engine_answer import (
     NOT_STORED,
     read_engine_json,
@@ -143,9 +143,9 @@ async def _answer(
     if stream:
         # The stored turn needs usage; the client gets a usage chunk only if it asked (ChatClientStream).
         engine_body["stream_options"] = {**stream_options, "include_usage": True}
-    upstream = request.app[UPSTREAM]
-    engine_headers = upstream.headers(request.headers, forward_client_key=request.app[CONFIG].auth == "none")
-    engine = await upstream.post("/v1/chat/completions", orjson.dumps(engine_body), engine_headers)
+    engine = await request.app[UPSTREAM].post(
+        "/v1/chat/completions", orjson.dumps(engine_body), engine_headers(request)
+    )
     base = build_response_resource(
         response_id=plan.response_id,
         created_at=int(time.time()),

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from ..appkeys import CONFIG, STORE
+from ..appkeys import CONFIG, STORE, UPSTREAM
 from ..errors import BodyTooLarge, InvalidRequest, RequestTimeout, conversation_not_found
 from ..ids import validate_client_id
 from ..middleware import TENANT
@@ -101,6 +101,13 @@ def idempotency_key(request: web.Request) -> str | None:
     if not 0 < len(value) <= 255 or any(c in value for c in "\n\r"):
         raise InvalidRequest("Idempotency-Key must be 1-255 characters.", param="Idempotency-Key")
     return value
+
+
+def engine_headers(request: web.Request) -> dict[str, str]:
+    """The headers a turn's engine call carries: the client's key only when the sidecar checks none itself."""
+    return request.app[UPSTREAM].headers(
+        request.headers, forward_client_key=request.app[CONFIG].auth == "none"
+    )
 
 
 def stateful_headers(

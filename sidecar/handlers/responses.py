@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from ..appkeys import CONFIG, CONTEXT, METRICS, STORE, UPSTREAM
+from ..appkeys import CONTEXT, METRICS, STORE, UPSTREAM
 from ..context.packs import PACK_HEADER
 from ..context.prompt import Prompt
 from ..errors import InvalidRequest, UpstreamError
@@ -32,7 +32,7 @@ from ..wire.resource import build_response_resource
 from ..wire.stream_repair import ResponsesStreamRewriter, rewrite_response
 from ..wire.stream_state import MalformedEvent
 from ..wire.translator import StreamTranslator
-from .common import idempotency_key, read_json, request_hash, stateful_headers
+from .common import engine_headers, idempotency_key, read_json, request_hash, stateful_headers
 from .engine_answer import read_engine_json
 from .replay import replay_stored
 from .responses_request import CreateRequest, parse_create, prompt_inputs, responses_engine_body
@@ -123,8 +123,7 @@ async def _answer(
     headers["X-Prefix-Fingerprint"] = prompt.fingerprint
     headers["X-Estimated-Input-Tokens"] = str(prompt.input_tokens)
     path, engine_body = _engine_request(api, create, plan, prompt)
-    engine_headers = upstream.headers(request.headers, forward_client_key=request.app[CONFIG].auth == "none")
-    engine_response = await upstream.post(path, engine_body, engine_headers)
+    engine_response = await upstream.post(path, engine_body, engine_headers(request))
 
     async def save(final: dict[str, Any]) -> TurnResult | None:
         request.app[METRICS].observe_usage(final.get("usage"))
@@ -234,9 +233,7 @@ async def _create_background(request: web.Request, raw: bytes, body: dict[str, A
         headers["X-Prefix-Fingerprint"] = prompt.fingerprint
         headers["X-Estimated-Input-Tokens"] = str(prompt.input_tokens)
         path, engine_body = _engine_request(api, dataclasses.replace(create, stream=True), plan, prompt)
-        engine_headers = upstream.headers(
-            request.headers, forward_client_key=request.app[CONFIG].auth == "none"
-        )
+        headers_for_engine = engine_headers(request)
         base = _response_base(create, plan, "queued")
         translator = _translator(api, base, plan)
         # Over the tenant's background quota: a 429, and the turn given back (nothing stored).
@@ -247,7 +244,7 @@ async def _create_background(request: web.Request, raw: bytes, body: dict[str, A
                 dataclasses.replace(plan),
                 record,
                 translator,
-                lambda: upstream.post(path, engine_body, engine_headers),
+                lambda: upstream.post(path, engine_body, headers_for_engine),
             )
         except BaseException:
             if holds_slot:
