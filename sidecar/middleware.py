@@ -22,6 +22,7 @@ from .store.base import (
     IdempotencyKeyReused,
     ParentInOtherConversation,
     ParentNotFound,
+    ReservationLapsed,
     StoreDown,
 )
 from .tracing import close_request_trace, current_trace_id, open_request_trace
@@ -68,6 +69,11 @@ def store_error(exc: Exception) -> errors.ConvoStoreError:
         return errors.conversation_not_found(str(exc.args[0]))
     if isinstance(exc, StoreDown):
         return errors.StoreUnavailable("The conversation store is unavailable; retry later.")
+    if isinstance(exc, ReservationLapsed):
+        return errors.StoreUnavailable(
+            "The response could not be stored: its reserved id lapsed while the conversation store was "
+            "unreachable (or a retry with the same Idempotency-Key took it over); retry the request."
+        )
     raise exc
 
 
@@ -123,6 +129,7 @@ async def _handle(request: web.Request, handler: Handler, request_id: str) -> we
         ParentInOtherConversation,
         ConversationMissing,
         StoreDown,
+        ReservationLapsed,
     ) as exc:
         return error_response(store_error(exc), request_id)
     except web.HTTPRequestEntityTooLarge:

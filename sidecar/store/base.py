@@ -48,6 +48,11 @@ class StoreDown(Exception):
     """The backend cannot be reached."""
 
 
+class ReservationLapsed(RuntimeError):
+    """A turn's response id is not (or no longer) reserved: its record index lapsed while the store was away,
+    or a retry holding the same idempotency key took it over. Nothing is stored."""
+
+
 @dataclass(frozen=True, slots=True)
 class Turn:
     """One atomic write: items (inputs first, then outputs) and optionally the response they form."""

@@ -26,6 +26,7 @@ from .base import (
     ParentInOtherConversation,
     ParentNotFound,
     Range,
+    ReservationLapsed,
     StoredSummary,
     Turn,
     TurnResult,
@@ -219,7 +220,7 @@ class MemoryStore(MemoryEdits, MemoryQuotas, MemoryRuns):
 
         reserved = turn.response_id is not None and self._is_reservable(turn.response_id)
         if turn.response_id is not None and not reserved:
-            raise RuntimeError(f"response {turn.response_id} was not reserved before it was stored")
+            raise ReservationLapsed(f"response {turn.response_id} was not reserved before it was stored")
         now_ms = int(time.time() * 1000)
         conv = self._live_conversation(tenant, conversation_id)
         created = conv is None

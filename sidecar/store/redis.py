@@ -40,6 +40,7 @@ from .base import (
     ParentNotFound,
     Range,
     RateDecision,
+    ReservationLapsed,
     StoreDown,
     StoredSummary,
     Turn,
@@ -340,7 +341,7 @@ def _turn_result(reply: list[Any], turn: Turn) -> TurnResult:
     if status == "parent_other_conversation":
         raise ParentInOtherConversation(turn.parent_response_id)
     if status == "reservation_missing":
-        raise RuntimeError(f"response {turn.response_id} was not reserved before it was stored")
+        raise ReservationLapsed(f"response {turn.response_id} was not reserved before it was stored")
     if status == "conv_missing":
         raise ConversationMissing(turn.conversation_id)
     raise RuntimeError(f"append_turn returned {status!r}")

@@ -18,7 +18,8 @@ from sidecar.ids import conversation_id_for_idempotency_key
 from sidecar.store.base import CLAIM_RENEW_SECONDS, CLAIM_SECONDS, Claim
 from sidecar.turns import CLAIM_WAIT_SECONDS
 from tests.fixtures.fake_engine import recorded
-from tests.integration.conftest import CLAIM_MS
+from tests.fixtures.redis_servers import RedisServer, redis_call
+from tests.integration.conftest import CLAIM_MS, SidecarFactory
 from tests.integration.test_background import slow
 
 
@@ -62,3 +63,30 @@ async def test_a_claim_whose_sidecar_died_lapses_and_a_retry_runs(short_claims: 
     assert retry.status == 200, await retry.text()
     assert (await retry.json())["status"] == "completed"
     assert len(recorded(engine.app, "/v1/responses")) == 1
+
+
+async def test_a_turn_whose_reservation_was_lost_is_a_503_and_stores_nothing(
+    make_sidecar: SidecarFactory, engine: TestServer, redis_server: RedisServer
+) -> None:
+    """Its record index gone while the engine ran (here overwritten; in life lapsed while the store was
+    away, or taken over by a retry): the turn cannot be stored under the id it was given. A clear, retryable
+    503, not a 500."""
+    redis_server.flushall()
+    sidecar = await make_sidecar(redis_url=redis_server.url, upstream=str(engine.make_url("")))
+    root = await sidecar.post("/v1/responses", json={"model": "m", "input": "first"})
+    root_id = (await root.json())["id"]
+    slow(engine, 0.1, 5)
+    chained = {"model": "m", "input": "second", "previous_response_id": root_id}
+    call = asyncio.ensure_future(sidecar.post("/v1/responses", json=chained))
+    await asyncio.sleep(0.2)  # the engine is answering; the turn's record index (1) is reserved
+    records = redis_call(redis_server.port, "KEYS", "cs:*:rec")
+    assert isinstance(records, list) and len(records) == 1
+    assert redis_call(redis_server.port, "LINDEX", records[0], "1") == "\0"
+    redis_call(redis_server.port, "LSET", records[0], "1", "taken")
+    resp = await call
+    error = (await resp.json())["error"]
+    assert resp.status == 503, error
+    assert error["code"] == "store_unavailable" and "retry the request" in error["message"]
+    metas = redis_call(redis_server.port, "KEYS", "cs:*:meta")
+    assert isinstance(metas, list) and len(metas) == 1
+    assert redis_call(redis_server.port, "HGET", metas[0], "v") == "1"  # the root's turn only: nothing stored
