@@ -5,7 +5,6 @@ deleted or expire."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import math
@@ -18,6 +17,7 @@ from aiohttp import web
 from .appkeys import METRICS, STORE
 from .errors import ConvoStoreError, RateLimited
 from .middleware import PUBLIC_RESOURCES, TENANT
+from .periodic import every
 from .store import History, Store, Turn, TurnResult
 from .store.base import (
     Begun,
@@ -344,20 +344,15 @@ async def reconciling(
     """Recount, every `interval`, the tenants whose storage is limited (dropping twice is harmless: the
     per-conversation count goes once)."""
 
-    async def loop() -> None:
-        while True:
-            await asyncio.sleep(interval)
-            for tenant in quotas.counting_tenants():
-                try:
-                    await reconcile(store, tenant)
-                except StoreDown:
-                    log.warning("quota reconciliation skipped: the store is unavailable")
+    async def tick() -> None:
+        for tenant in quotas.counting_tenants():
+            try:
+                await reconcile(store, tenant)
+            except StoreDown:
+                log.warning("quota reconciliation skipped: the store is unavailable")
 
-    task = asyncio.create_task(loop()) if quotas.any else None
-    try:
+    if not quotas.any:
         yield
-    finally:
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        return
+    async with every(interval, tick):
+        yield

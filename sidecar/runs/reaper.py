@@ -4,11 +4,11 @@ would have, with what the log captured: `failed` (or `cancelled`, when a cancel 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
 
+from ..periodic import every
 from ..response_record import resource_from_record
 from ..store import Store
 from ..stored_items import decode_items
@@ -98,18 +98,11 @@ async def settle_orphan(store: Store, owner: str, tenant: str, response_id: str)
 async def reaping(
     store: Store, runner: Runner, interval: float = REAP_INTERVAL_SECONDS
 ) -> AsyncIterator[None]:
-    async def loop() -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await reap_once(store, runner)
-            except Exception:  # the store is away, or one run would not settle: the next pass retries
-                log.warning("reaping background responses failed", exc_info=True)
+    async def tick() -> None:
+        try:
+            await reap_once(store, runner)
+        except Exception:  # the store is away, or one run would not settle: the next pass retries
+            log.warning("reaping background responses failed", exc_info=True)
 
-    task = asyncio.create_task(loop())
-    try:
+    async with every(interval, tick):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

@@ -4,11 +4,11 @@ and runs), as Redis expires a conversation's keys together."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
 
+from ..periodic import every
 from .memory_records import Conversation, IdempotencyRecord, Slot, StoredResponse
 from .memory_runs import Run
 
@@ -86,15 +86,8 @@ class MemoryLifetime:
 
     @contextlib.asynccontextmanager
     async def sweeping(self, interval: float = SWEEP_INTERVAL_SECONDS) -> AsyncIterator[None]:
-        async def loop() -> None:
-            while True:
-                await asyncio.sleep(interval)
-                self.sweep()
+        async def tick() -> None:
+            self.sweep()
 
-        task = asyncio.create_task(loop())
-        try:
+        async with every(interval, tick):
             yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
