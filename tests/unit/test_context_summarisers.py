@@ -183,27 +183,24 @@ def test_summaries_the_resolve_brought_fold_without_reading_the_store() -> None:
         resolved = await store.resolve_conversation(TENANT, CONV)
         assert resolved is not None and resolved.summaries is not None
         reads = store.reads
-        stored = StoredSummaries(store, TENANT, CONV, UPSTREAM, writable=True, resolved=resolved.summaries)
-        prompt = await build_prompt(
-            pack=NO_PACK,
-            policy=UPSTREAM,
-            counter=TokenCounter(ESTIMATE, "", CountCache()),
-            history=history,
-            new_input=new,
-            stored=stored,
-        )
+
+        async def prompt_with(resolved_summaries: dict[str, bytes]) -> Prompt:
+            return await build_prompt(
+                pack=NO_PACK,
+                policy=UPSTREAM,
+                counter=TokenCounter(ESTIMATE, "", CountCache()),
+                history=history,
+                new_input=new,
+                stored=StoredSummaries(
+                    store, TENANT, CONV, UPSTREAM, writable=True, resolved=resolved_summaries
+                ),
+            )
+
+        prompt = await prompt_with(resolved.summaries)
         assert store.reads == reads
         assert list(prompt.summaries) == ["Summary of turns 1-2:\nstored"] and not prompt.pending
         # A block missing from what the resolve brought is not stored: it waits, nothing is read for it.
-        empty = StoredSummaries(store, TENANT, CONV, UPSTREAM, writable=True, resolved={})
-        waiting = await build_prompt(
-            pack=NO_PACK,
-            policy=UPSTREAM,
-            counter=TokenCounter(ESTIMATE, "", CountCache()),
-            history=history,
-            new_input=new,
-            stored=empty,
-        )
+        waiting = await prompt_with({})
         assert store.reads == reads and not waiting.summaries and len(waiting.pending) == 1
 
     asyncio.run(run())
