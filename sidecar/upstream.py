@@ -3,6 +3,8 @@ reach, one aiohttp ClientSession per process, which also serves pass-through and
 
 from __future__ import annotations
 
+import errno
+import os
 import time
 from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
@@ -23,6 +25,20 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
 
 PROBE_TIMEOUT = aiohttp.ClientTimeout(total=2.0)
+
+
+def failure_reason(exc: BaseException) -> str:
+    """What went wrong between the sidecar and the engine, in words a client's log can use ("connection
+    refused", not "ClientOSError"); never the engine's address, which is the deployment's own."""
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the engine closed the connection"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "the engine's answer was cut off or malformed"
+    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+        return "timed out"
+    if isinstance(exc, OSError) and exc.errno is not None and exc.errno in errno.errorcode:
+        return os.strerror(exc.errno).lower()
+    return exc.__class__.__name__
 
 
 class AnswerBody(Protocol):
@@ -150,7 +166,7 @@ class Upstream:
         except TimeoutError:
             raise UpstreamTimeout("The engine did not answer in time.") from None
         except aiohttp.ClientError as exc:
-            raise UpstreamError(f"The engine is unreachable: {exc.__class__.__name__}.") from None
+            raise UpstreamError(f"The engine is unreachable: {failure_reason(exc)}.") from None
         if self.metrics is not None:
             self.metrics.upstream_first_byte_ms.observe((time.perf_counter() - started) * 1000)
         return response
@@ -181,7 +197,7 @@ class Upstream:
                     if resp.status < 500:
                         return None
             except (TimeoutError, aiohttp.ClientError) as exc:
-                reason = f"engine unreachable at {self.base_url}: {exc.__class__.__name__}"
+                reason = f"engine unreachable at {self.base_url}: {failure_reason(exc)}"
                 continue
             reason = f"engine at {self.base_url} answered {resp.status}"
         return reason

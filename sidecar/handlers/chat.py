@@ -21,7 +21,7 @@ from ..fingerprint import estimate_tokens, prefix_fingerprint
 from ..ids import validate_client_id
 from ..middleware import REQUEST_ID, TENANT
 from ..turns import TurnPlan, plan_turn, record_response, turn_settled
-from ..upstream import EngineAnswer
+from ..upstream import EngineAnswer, failure_reason
 from ..wire.chat_chunks import DONE_FRAME, ChatClientStream, chat_error, with_sidecar_call_ids
 from ..wire.chat_messages import messages_to_items
 from ..wire.chat_translate import ChatStreamTranslator, chat_choice
@@ -237,8 +237,8 @@ async def _relay(
             translator.incomplete("max_output_tokens")
             await send(encode_sse(None, orjson.dumps(chat_error(CUT_MESSAGE, CUT_CODE))))
         except (TimeoutError, aiohttp.ClientError) as exc:
-            log.warning("engine stream failed: %s", exc.__class__.__name__)
-            await send(client.fail(f"The engine failed mid-stream: {exc.__class__.__name__}."))
+            log.warning("engine stream failed: %s", failure_reason(exc))
+            await send(client.fail(f"The engine failed mid-stream: {failure_reason(exc)}."))
         except ClientGone:
             raise
         except Exception:

@@ -12,7 +12,7 @@ import aiohttp
 import orjson
 
 from ..errors import ConvoStoreError, RateLimited, UpstreamError, engine_rejected
-from ..upstream import EngineAnswer
+from ..upstream import EngineAnswer, failure_reason
 
 log = logging.getLogger("convostore.engine")
 
@@ -51,7 +51,7 @@ async def require_event_stream(engine: EngineAnswer) -> None:
         try:
             body = await engine.read()
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise UpstreamError(f"The engine failed while answering: {exc.__class__.__name__}.") from None
+            raise UpstreamError(f"The engine failed while answering: {failure_reason(exc)}.") from None
     if engine.status >= 400:
         raise engine_error(engine, body)
     raise UpstreamError("The engine answered a stream request with something that is not an event stream.")
@@ -63,7 +63,7 @@ async def read_engine_json(engine: EngineAnswer) -> dict[str, Any]:
         try:
             raw = await engine.read()
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise UpstreamError(f"The engine failed while answering: {exc.__class__.__name__}.") from None
+            raise UpstreamError(f"The engine failed while answering: {failure_reason(exc)}.") from None
         if engine.status >= 400:
             raise engine_error(engine, raw)
     try:

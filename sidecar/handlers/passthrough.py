@@ -20,6 +20,7 @@ from ..errors import (
     UpstreamError,
     UpstreamTimeout,
 )
+from ..upstream import failure_reason
 
 # RFC 9110 §7.6.1 hop-by-hop headers, plus those aiohttp recomputes for the new connection.
 HOP_BY_HOP = frozenset(
@@ -73,7 +74,7 @@ async def passthrough(request: web.Request) -> web.StreamResponse:
     except TimeoutError:
         raise body.failure or UpstreamTimeout("The engine did not answer in time.") from None
     except aiohttp.ClientError as exc:
-        raise body.failure or UpstreamError(f"The engine is unreachable: {exc.__class__.__name__}.") from None
+        raise body.failure or UpstreamError(f"The engine is unreachable: {failure_reason(exc)}.") from None
     async with engine:
         response = web.StreamResponse(status=engine.status, reason=engine.reason)
         for name, value in forwarded_headers(engine.headers, HOP_BY_HOP).items():

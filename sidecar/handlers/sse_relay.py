@@ -20,7 +20,7 @@ import aiohttp
 from aiohttp import web
 
 from ..drain import CUT_CODE, CUT_MESSAGE, DRAIN, StreamCut
-from ..upstream import EngineAnswer
+from ..upstream import EngineAnswer, failure_reason
 from ..wire import events as ev
 from ..wire.events import error_event
 from ..wire.sse import SSEDecoder, encode_events
@@ -134,9 +134,9 @@ async def relay_stream(
             translator.incomplete("max_output_tokens")  # what was streamed, stored with the error event
             await send([error_event(CUT_MESSAGE, CUT_CODE)])
         except (TimeoutError, aiohttp.ClientError) as exc:
-            log.warning("engine stream failed: %s", exc.__class__.__name__)
+            log.warning("engine stream failed: %s", failure_reason(exc))
             await send(
-                translator.fail(f"The engine failed mid-stream: {exc.__class__.__name__}.", "server_error")
+                translator.fail(f"The engine failed mid-stream: {failure_reason(exc)}.", "server_error")
             )
         except ClientGone:
             raise

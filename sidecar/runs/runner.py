@@ -24,7 +24,7 @@ from ..errors import ConvoStoreError, UpstreamError, engine_rejected
 from ..metrics import Metrics
 from ..store import Store
 from ..turns import TurnPlan, record_response, turn_settled
-from ..upstream import EngineAnswer
+from ..upstream import EngineAnswer, failure_reason
 from ..wire import events as ev
 from ..wire.sse import SSEDecoder
 from ..wire.translator import StreamTranslator, translate_messages
@@ -149,7 +149,7 @@ class Runner:
         except ConvoStoreError as exc:  # the engine refused or failed before streaming
             tail = translator.fail(exc.message, str(exc.code or "server_error"))
         except (TimeoutError, aiohttp.ClientError) as exc:
-            tail = translator.fail(f"The engine failed mid-stream: {exc.__class__.__name__}.", "server_error")
+            tail = translator.fail(f"The engine failed mid-stream: {failure_reason(exc)}.", "server_error")
         except Exception:
             log.exception("running background response %s failed", run.plan.response_id)
             tail = translator.fail("The sidecar could not run the engine's stream.", "server_error")

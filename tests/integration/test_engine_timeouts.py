@@ -75,4 +75,6 @@ async def test_an_unreachable_engine_is_a_502_and_stores_nothing(
     setup = Setup("responses", TestServer(create_fake_engine()), sidecar)  # the engine is never started
     outcome = await call(setup, stream=stream)
     assert_openai_error(outcome, 502)
+    # what happened, in words; not the exception's class, nor the engine's address
+    assert outcome.json["error"]["message"] == "The engine is unreachable: connection refused."
     await assert_nothing_stored(setup, outcome)
