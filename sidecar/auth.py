@@ -37,7 +37,9 @@ class Authenticator:
         key = _bearer(_single(headers, "Authorization"))
         if key is None:
             raise AuthenticationError("You didn't provide an API key.", code="missing_api_key")
-        digest = hashlib.sha256(key.encode()).hexdigest()
+        # Header bytes that are not UTF-8 reach us as surrogate escapes: hashed as the bytes they were (a key
+        # no tenant has, so a 401), never a 500.
+        digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
         for known, tenant in self._tenant_by_key_hash.items():
             if hmac.compare_digest(known, digest):
                 return tenant

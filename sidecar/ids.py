@@ -14,6 +14,8 @@ TAG_LEN = 12
 _RANDOM_BYTES = 10  # 80 random bits after the slot tag: short ids, since each is stored per item
 # Client-chosen ids become part of Redis keys: no ':' (our separator) and no braces (hash-tag syntax).
 CLIENT_ID_PATTERN = r"^[A-Za-z0-9_.\-]{1,128}$"  # published in openapi.json (api_shapes.py)
+# fullmatch, never match: `$` also matches before a final newline, and an id ending in one passed, broke the
+# response headers after the write and shifted the fields of the newline-separated records.
 _CLIENT_ID = re.compile(CLIENT_ID_PATTERN)
 _MINTED = re.compile(rf"^(resp|msg|fc|fco|rs|item|cmp)_([0-9a-f]{{{TAG_LEN}}})[0-9a-f]{{8,64}}$")
 
@@ -45,7 +47,7 @@ def mint_response_id(tag: str, index: int, random_part: str | None = None) -> st
 
 def parse_response_id(response_id: str) -> tuple[str, int, str] | None:
     """(slot tag, record index, random part) of an id the sidecar minted, else None."""
-    match = _RESPONSE.match(response_id)
+    match = _RESPONSE.fullmatch(response_id)
     return (match.group(1), int(match.group(2), 16), match.group(3)) if match else None
 
 
@@ -60,12 +62,12 @@ def conversation_id_for_idempotency_key(tenant: str, key: str) -> str:
 
 def tag_of_minted_id(item_id: str) -> str | None:
     """The slot tag inside an id the sidecar minted, or None for an id it did not mint."""
-    match = _MINTED.match(item_id)
+    match = _MINTED.fullmatch(item_id)
     return match.group(2) if match else None
 
 
 def validate_client_id(value: object, param: str) -> str:
-    if not isinstance(value, str) or not _CLIENT_ID.match(value):
+    if not isinstance(value, str) or not _CLIENT_ID.fullmatch(value):
         raise InvalidRequest(
             f"Invalid '{param}': expected 1-128 characters of [A-Za-z0-9_.-].",
             param=param,
@@ -75,4 +77,4 @@ def validate_client_id(value: object, param: str) -> str:
 
 
 def is_client_id(value: str) -> bool:
-    return bool(_CLIENT_ID.match(value))
+    return bool(_CLIENT_ID.fullmatch(value))

@@ -8,6 +8,8 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .ids import is_client_id
+
 Check = Callable[[Any, str], None]
 
 SUMMARISERS = ("template", "upstream", "http")
@@ -54,7 +56,7 @@ def _fields(value: Any, where: str, schema: Mapping[str, Check]) -> None:
         check(item, _join(where, key))
 
 
-def _named(schema: Mapping[str, Check]) -> Check:
+def _named(schema: Mapping[str, Check], name_check: Check | None = None) -> Check:
     """A mapping of names (packs, policies, tenants) to objects that follow `schema`; null means empty."""
 
     def check(value: Any, where: str) -> None:
@@ -62,7 +64,7 @@ def _named(schema: Mapping[str, Check]) -> Check:
             return
         _mapping(value, where)
         for name, spec in value.items():
-            _name(name, where)
+            (name_check or _name)(name, where)
             _fields({} if spec is None else spec, _join(where, name), schema)
 
     return check
@@ -76,6 +78,12 @@ def _mapping(value: Any, where: str) -> None:
 def _name(name: Any, where: str) -> None:
     if not isinstance(name, str) or not name:
         raise PolicyError(where, f"names must be non-empty strings, not {name!r}")
+
+
+def _tenant_name(name: Any, where: str) -> None:
+    """A tenant's name is part of its keys and records, as X-Tenant-Id's value is: the same characters."""
+    if not isinstance(name, str) or not is_client_id(name):
+        raise PolicyError(where, f"tenant names must be 1-128 characters of [A-Za-z0-9_.-], not {name!r}")
 
 
 def _string(value: Any, where: str) -> None:
@@ -198,7 +206,7 @@ _TOP: dict[str, Check] = {
     "packs": _named(_PACK),
     "policies": _named(_POLICY),
     "tokenizers": _tokenizers,
-    "tenants": _named(_TENANT),
+    "tenants": _named(_TENANT, _tenant_name),
     "compaction": _compaction,
 }
 

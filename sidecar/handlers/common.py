@@ -98,8 +98,10 @@ def idempotency_key(request: web.Request) -> str | None:
     value = request.headers.get("Idempotency-Key")
     if value is None:
         return None
-    if not 0 < len(value) <= 255 or any(c in value for c in "\n\r"):
-        raise InvalidRequest("Idempotency-Key must be 1-255 characters.", param="Idempotency-Key")
+    # Printable only: no control characters, and none of the surrogate escapes that stand for bytes that were
+    # not UTF-8 (the key is hashed and stored as text).
+    if not 0 < len(value) <= 255 or not value.isprintable():
+        raise InvalidRequest("Idempotency-Key must be 1-255 printable characters.", param="Idempotency-Key")
     return value
 
 

@@ -423,6 +423,45 @@ async def test_duplicate_tenant_headers_are_refused(
 
 
 @pytest.mark.parametrize(
+    ("target", "body"),
+    [
+        ("/v1/sessions/c1%0A/append", b'{"items": [{"type": "message", "role": "user", "content": "hi"}]}'),
+        ("/v1/sessions/c1%0A/trim", b"{}"),
+        ("/v1/responses", b'{"model": "m", "input": "hi", "conversation": "c1\\n"}'),
+        ("/v1/sessions/resolve?conversation_id=c1%0A", b""),
+    ],
+)
+async def test_an_id_ending_in_a_newline_is_refused_before_anything_is_stored(
+    sidecar: TestClient[Any, Any], target: str, body: bytes
+) -> None:
+    """Ids are parts of keys, records and response headers. `$` matches before a final newline: such an
+    id passed, was written, then broke the answer's headers (no answer came) and the records' fields."""
+    head = f"{'POST' if body else 'GET'} {target} HTTP/1.1\r\nHost: s\r\nContent-Type: application/json"
+    answer = await exchange(sidecar.server.port, head, body)
+    assert answer.status == 400, answer.body
+    assert answer.json()["error"]["code"] == "invalid_id"
+    stored = await exchange(sidecar.server.port, "GET /v1/sessions/c1%0A HTTP/1.1\r\nHost: s")
+    assert stored.status == 400 and stored.json()["error"]["code"] == "invalid_id"
+
+
+@pytest.mark.parametrize("secured", ["api_keys"], indirect=True)
+async def test_header_bytes_that_are_not_utf8_are_a_4xx_not_a_500(
+    secured: TestClient[Any, Any], engine: TestServer
+) -> None:
+    # exchange() sends the head as latin-1: these characters go out as the bytes 0xff 0xfe
+    key = await exchange(
+        secured.server.port, "GET /v1/models HTTP/1.1\r\nHost: s\r\nAuthorization: Bearer \xff\xfe"
+    )
+    assert key.status == 401 and key.json()["error"]["code"] == "invalid_api_key"
+    head = (
+        f"POST /v1/responses HTTP/1.1\r\nHost: s\r\n{credentials('api_keys')}\r\nIdempotency-Key: k\xff\xfe"
+    )
+    keyed = await exchange(secured.server.port, head, b'{"model": "m", "input": "hi"}')
+    assert keyed.status == 400 and keyed.json()["error"]["param"] == "Idempotency-Key"
+    assert recorded(engine.app) == []
+
+
+@pytest.mark.parametrize(
     ("sent", "kept"),
     [("abc-123:x.y_z", True), ("a" * 128, True), ("a" * 129, False), ("x y", False), ("<script>", False)],
 )

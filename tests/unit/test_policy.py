@@ -66,7 +66,10 @@ def test_the_shipped_example_loads_and_holds_every_key() -> None:
             "tenants: {acme: {quota: {stored_bytes: -1}}}",
             "tenants.acme.quota.stored_bytes: must be an integer",
         ),
-        ("tenants: {1: {api_keys: [k]}}", "tenants: names must be non-empty strings"),
+        ("tenants: {1: {api_keys: [k]}}", "tenants: tenant names must be 1-128 characters"),
+        # a tenant's name is part of its keys and records: the characters of X-Tenant-Id, no separators
+        ("tenants: {'a:b': {api_keys: [k]}}", "tenants: tenant names must be 1-128 characters"),
+        ('tenants: {"acme\\n": {api_keys: [k]}}', "tenants: tenant names must be 1-128 characters"),
         (
             "tenants: {a: {api_keys: [k]}, b: {api_keys: [k]}}",
             "tenants.b.api_keys[0]: the same key as tenant 'a'",
