@@ -17,7 +17,9 @@
 -- ARGV[14] how many of the items are the turn's input (the rest are its output)
 -- ARGV[15] the parent response id ("" = append at the conversation head)
 -- ARGV[16] the incarnation to give the conversation if this turn creates it (random)
--- ARGV[17..] item bytes, one argument per item (each item's JSON carries its own id)
+-- ARGV[17] the incarnation the turn was planned in ("" = none): appending at a conversation's head, the
+--          conversation must still be that one, not deleted (or expired) and perhaps made again meanwhile
+-- ARGV[18..] item bytes, one argument per item (each item's JSON carries its own id)
 -- Returns  {"ok", conv, version, appended, bytes, turns, response_id or "-"}
 --          {"replay", ...the first call's same fields}   (idempotent replay: nothing written)
 --          {"conflict", version} | {"idem_conflict"} | {"in_flight"} | {"parent_missing"} | {"conv_missing"}
@@ -28,8 +30,8 @@ local tenant, conv, idem, req_hash, if_match = ARGV[1], ARGV[2], ARGV[3], ARGV[4
 local now, ttl, idem_ttl = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local response_id, response_body, response_status = ARGV[9], ARGV[10], ARGV[11]
 local create, conv_md, n_input, parent_id = ARGV[12], ARGV[13], tonumber(ARGV[14]), ARGV[15]
-local incarnation = ARGV[16]
-local FIRST_ITEM = 17
+local incarnation, planned_in = ARGV[16], ARGV[17]
+local FIRST_ITEM = 18
 local records_key = KEYS[1]
 local tag_prefix = tag_prefix_of(records_key)
 
@@ -74,6 +76,7 @@ end
 
 m = m or redis.call('HMGET', meta, unpack(META))
 local exists = m[1] ~= false
+if not has_parent and planned_in ~= '' and (not exists or m[5] ~= planned_in) then return {'conv_missing'} end
 if not exists then
   if create ~= '1' then return {'conv_missing'} end
   m = {'0', '0', '0', '1', incarnation, '0', '0'}

@@ -17,10 +17,11 @@
 -- Returns  {index or -1} when the response/conversation is unknown, deleted, expired or another
 --          tenant's; {"replay", conv, version, appended, bytes, turns, response id} | {"idem_conflict"}
 --          | {"in_flight"} for a claimed key (nothing written); else {index or -1, conv, response_id,
---          version, bytes, turns, created_ms, updated_ms, status, body, summary bytes, [summaries,] item1,
---          item2, ...} (response_id: for "conv" the newest stored one, "" if none; body: the response's
---          stored body for "resp", the conversation metadata for "conv"; summary bytes: what
---          add_summary-1.lua stored; summaries: an array {block key, text, ...} of the conversation's stored
+--          version, bytes, turns, created_ms, updated_ms, status, body, summary bytes, incarnation,
+--          [summaries,] item1, item2, ...} (response_id: for "conv" the newest stored one, "" if none;
+--          body: the response's stored body for "resp", the conversation metadata for "conv"; summary
+--          bytes: what add_summary-1.lua stored; incarnation: the conversation's, which a turn's append
+--          checks (append_turn-1.lua ARGV[17]); summaries: an array {block key, text, ...} of the conversation's stored
 --          summaries, only for range "full" and when it has any (a conversation without pays nothing for
 --          them), so a turn folds its history without a second round trip; each item is a string).
 --@include includes/history.lua
@@ -33,7 +34,7 @@ local idem, req_hash, claim_ms, random, fresh = ARGV[7], ARGV[8], tonumber(ARGV[
 
 local conv, response_id, seg, stop, status, body, prefix = ARGV[3], '', nil, nil, '', '', nil
 local start = 0
-local META = {'v', 'hs', 'he', 'bytes', 'turns', 'created', 'updated', 'md', 'sb'}
+local META = {'v', 'hs', 'he', 'bytes', 'turns', 'created', 'updated', 'md', 'sb', 'inc'}
 local m
 if mode == 'resp' then
   local r, _
@@ -96,7 +97,7 @@ else
 end
 -- A claim may have made the key index (idems): it expires with the conversation from now on.
 touch_conversation(prefix, meta_key, records_key, ttl, idem ~= '')
-local out = {reserved, conv, response_id, m[1], m[4], m[5], m[6], m[7], status, body, m[9] or 0}
+local out = {reserved, conv, response_id, m[1], m[4], m[5], m[6], m[7], status, body, m[9] or 0, m[10] or ''}
 -- The summaries' key hangs off the conversation's prefix, which mode "resp" found through the record. Read
 -- whether or not "sb" counts them: summaries stored before it was kept still fold.
 if range == 'full' then

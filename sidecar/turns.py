@@ -49,6 +49,7 @@ class TurnPlan:
     replay: TurnResult | None = None  # the key was used before with this body: its first result
     recorded: bool = False
     summaries: dict[str, bytes] | None = None  # the stored summaries the resolve brought (None: not resolved)
+    incarnation: str = ""  # the conversation's, when it existed at planning: its turn is stored in that one
 
     def mint(self, prefix: str) -> str:
         return mint_in_conversation(prefix, self.tag)
@@ -134,6 +135,7 @@ async def plan_turn(
         plan.claim = claim
         plan.reserved = reserved
         plan.summaries = history.summaries if history is not None else {}
+        plan.incarnation = history.incarnation if history is not None else ""
         plan.input_items = with_sidecar_ids(_dereference(new_items, plan.history), plan.tag)
         return plan
     except BaseException:
@@ -272,6 +274,7 @@ async def record_turn(
             idempotency_key=idempotency_key,
             request_hash=request_hash,
             create=plan.create,
+            planned_incarnation=plan.incarnation if plan.previous_response_id is None else "",
         )
     )
     plan.recorded = True

@@ -71,6 +71,10 @@ class Turn:
     request_hash: str = ""
     create: bool = True
     conversation_metadata: bytes = b""
+    # Appending at a conversation's head: the incarnation (History.incarnation) the turn was planned in. A
+    # conversation deleted meanwhile, or deleted and made again under its id, is ConversationMissing: the
+    # turn is not stored into it. "" = no check (a new conversation, the session API's appends).
+    planned_incarnation: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +115,8 @@ class History:
     # The conversation's stored summaries (block key -> text) as the resolve found them, for folding this
     # history without another round trip; None when not read (an "input" or "output" range).
     summaries: dict[str, bytes] | None = None
+    # Which life of the conversation this is: made again under the same id after a delete, it differs.
+    incarnation: str = ""
 
     @property
     def stored_bytes(self) -> int:

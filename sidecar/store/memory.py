@@ -195,6 +195,7 @@ class MemoryStore(MemoryEdits, MemoryQuotas, MemoryRuns):
             items=items,
             summary_bytes=sum(len(text) for text in conv.summaries.values()),
             summaries=summaries,
+            incarnation=conv.incarnation,
         )
 
     # -- writes --------------------------------------------------------------------------------
@@ -224,7 +225,10 @@ class MemoryStore(MemoryEdits, MemoryQuotas, MemoryRuns):
         now_ms = int(time.time() * 1000)
         conv = self._live_conversation(tenant, conversation_id)
         created = conv is None
-        if conv is None and not turn.create:
+        planned = turn.planned_incarnation
+        if (conv is None and not turn.create) or (
+            planned and attach is None and (conv is None or conv.incarnation != planned)
+        ):
             raise ConversationMissing(conversation_id)
         current_version = conv.version if conv is not None else 0
         if turn.if_match is not None and turn.if_match != current_version:

@@ -3,6 +3,7 @@ response-id slots, and the walk that reads a branch of a conversation back."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from .base import TurnResult
@@ -33,6 +34,7 @@ class Conversation:
     turns: int = 0
     updated_ms: int = 0
     summaries: dict[str, bytes] = field(default_factory=dict)  # block key -> summary (add_summary)
+    incarnation: str = field(default_factory=lambda: os.urandom(4).hex())  # History.incarnation
 
 
 @dataclass(slots=True)

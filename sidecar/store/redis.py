@@ -171,6 +171,7 @@ class RedisStore(RedisRuns):
             turn.n_input,
             turn.parent_response_id or "",
             os.urandom(4).hex(),  # the conversation's incarnation, if this turn creates it
+            turn.planned_incarnation,
         ]
         args.extend(item for _, item in turn.items)
         if self._wait is None:
@@ -350,8 +351,8 @@ def _turn_result(reply: list[Any], turn: Turn) -> TurnResult:
 def _history(reply: list[Any], range_: Range = "full") -> History | None:
     if len(reply) == 1:  # only the reservation: unknown, deleted, expired or another tenant's
         return None
-    conv, response_id, version, total, turns, created, updated, status, body, summary_bytes = reply[1:11]
-    items, summaries = reply[11:], None
+    conv, response_id, version, total, turns, created, updated, status, body, summary_bytes, inc = reply[1:12]
+    items, summaries = reply[12:], None
     if range_ == "full":  # the stored summaries come first, when there are any: an array among strings
         summaries = {}
         if items and isinstance(items[0], list):
@@ -370,6 +371,7 @@ def _history(reply: list[Any], range_: Range = "full") -> History | None:
         items=items,
         summary_bytes=int(summary_bytes or 0),
         summaries=summaries,
+        incarnation=text(inc),
     )
 
 
