@@ -178,7 +178,10 @@ def engine_rejected(status: int, body: bytes) -> ConvoStoreError:
     if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
         error = parsed["error"]
         message = str(error.get("message") or message)
-        param, code = error.get("param"), error.get("code")
+        # Strings or nothing, as the OpenAI error body has them (llama.cpp's code is the status, a number).
+        param, code = (
+            value if isinstance(value, str) else None for value in (error.get("param"), error.get("code"))
+        )
     elif isinstance(parsed, dict) and isinstance(parsed.get("error"), str):
         message = parsed["error"]
     if 400 <= status < 500 and status not in (401, 403, 404, 408, 429):

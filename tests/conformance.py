@@ -86,6 +86,11 @@ def assert_stream_event(d: JSONObject) -> None:
     _validate(model, data)
 
 
+def assert_websocket_error(d: JSONObject) -> None:
+    """`d` is WebSocket mode's error message (WebSocketErrorEvent: a status and a string code)."""
+    _validate(spec.WebSocketErrorEvent, d)
+
+
 def assert_event_sequence(events: list[JSONObject]) -> None:
     """A whole stream: valid events, sequence numbers 0..n-1, created → in_progress first, one terminal
     event last, items announced before use and closed once, one response id throughout."""

@@ -45,10 +45,15 @@ def parse_socket_create(message: dict[str, Any]) -> CreateRequest:
     return parse_create({**body, "stream": True})
 
 
+_CODE_BY_STATUS = {404: "not_found"}
+
+
 def error_message(exc: ConvoStoreError) -> bytes:
     """A failed message as WebSocket mode reports it: its HTTP status beside the OpenAI error body (with
     the headers a 429 would carry). Numbered 0: it is the whole stream of the request that failed."""
     error = exc.body()["error"]
+    # The message's code is required (WebSocketErrorEvent), where an HTTP error body may have null.
+    error["code"] = error["code"] or _CODE_BY_STATUS.get(exc.status) or error["type"]
     if exc.headers:
         error["headers"] = exc.headers
     return orjson.dumps({"type": "error", "status": exc.status, "sequence_number": 0, "error": error})

@@ -24,6 +24,7 @@ from tests.conformance import (
     assert_event_sequence,
     assert_response_resource,
     assert_stream_event,
+    assert_websocket_error,
 )
 from tests.fixtures.fake_engine import CONFIG_KEY, create_fake_engine, recorded
 from tests.integration.responses_stack import ENGINE_PATHS, engine_view, parse_sse
@@ -191,10 +192,16 @@ async def test_an_error_is_one_message_and_the_socket_stays_open(stack: Stack) -
         await conn.response.create(model="m", input="x", background=True)
         (background,) = await one_response(conn)
         assert background["status"] == 400 and background["error"]["param"] == "background"
+        await conn.response.create(model="m", input="x", conversation="conv_unknown")
+        (unknown_conversation,) = await one_response(conn)
+        assert unknown_conversation["status"] == 404
+        assert unknown_conversation["error"]["code"] == "not_found"  # null in the HTTP body
         await stack.engine.put("/_fake/mode", json={"mode": "fail_status"})
         await conn.response.create(model="m", input="the engine refuses")
         (engine_error,) = await one_response(conn)
         assert engine_error["status"] >= 400
+        for message in (error, bad_body, background, unknown_conversation, engine_error):
+            assert_websocket_error(message)
         await stack.engine.put("/_fake/mode", json={"mode": "ok"})
         await conn.response.create(model="m", input="fine again")
         done = await one_response(conn)
