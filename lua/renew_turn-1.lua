@@ -1,12 +1,14 @@
 -- A running turn (a foreground call, or a background run) keeps the turn it will store: its reserved record
 -- index (in a conversation that does not exist yet the record list lives only a claim's life) and its
--- idempotency claim, each extended to at least a claim's life from now. Without it a turn longer than a
--- claim can lose its write, and a retry with its key runs the request again.
+-- idempotency claim, each extended to at least a claim's life from now, and the conversation it continues,
+-- refreshed as a use refreshes it. Without it a turn longer than a claim can lose its write, and a retry
+-- with its key runs the request again; one longer than the TTL finds its conversation gone.
 -- KEYS[1]  the slot's record list  cs:{t}:rec
 -- ARGV[1]  the turn's response id (its record index is reserved)
 -- ARGV[2]  idempotency key ("" = none); ARGV[3] the request's hash
 -- ARGV[4]  tenant; ARGV[5] conversation id
 -- ARGV[6]  a claim's life, ms
+-- ARGV[7]  TTL ms for the conversation's keys
 -- Returns  1 when the record index is still reserved, 0 when it lapsed or was written
 --@include includes/history.lua
 
@@ -33,4 +35,6 @@ if ARGV[2] ~= '' and redis.call('GET', idem_key) == '?' .. ARGV[3] .. '\n' .. AR
   index_idempotency_key(prefix, ARGV[2], now + life, now)
   if had then extend(idems) else redis.call('PEXPIRE', idems, life) end
 end
+local meta = prefix .. 'meta'
+if redis.call('EXISTS', meta) == 1 then touch_conversation(prefix, meta, KEYS[1], tonumber(ARGV[7])) end
 return held

@@ -186,13 +186,22 @@ def _replay_plan(
 async def turn_settled(store: Store, plan: TurnPlan, *, renew: bool = True) -> AsyncIterator[None]:
     """Around everything after planning: a turn that ends without being stored (the engine refused or
     failed before answering) gives back its record index and its idempotency key, so a retry can run.
-    Meanwhile, with `renew`, what lapses after a claim's life is renewed (see _keep_turn)."""
-    keeper = None
-    if renew and plan.reserved and plan.replay is None and (plan.claim is not None or plan.version == 0):
+    Meanwhile, with `renew`, what lapses after a claim's life, or the TTL, is renewed (see _keep_turn)."""
+    keeper: asyncio.Task[None] | None = None
+
+    def keep() -> None:
+        nonlocal keeper
         keeper = asyncio.create_task(_keep_turn(store, plan))
+
+    # Most turns end before the first renewal is due: they pay for a timer, not a task.
+    due = None
+    if renew and plan.reserved and plan.replay is None:
+        due = asyncio.get_running_loop().call_later(CLAIM_RENEW_SECONDS, keep)
     try:
         yield
     finally:
+        if due is not None:
+            due.cancel()
         if keeper is not None:
             keeper.cancel()
         if plan.reserved and not plan.recorded and plan.replay is None:
@@ -201,16 +210,17 @@ async def turn_settled(store: Store, plan: TurnPlan, *, renew: bool = True) -> A
 
 async def _keep_turn(store: Store, plan: TurnPlan) -> None:
     """An idempotency claim, and a record index reserved in a conversation that does not exist yet, last a
-    claim's life (CLAIM_SECONDS, short so that a sidecar that dies frees them soon): renewed while the turn
-    runs, a generation longer than that still stores its turn and a retry still waits for it."""
+    claim's life (CLAIM_SECONDS, short so that a sidecar that dies frees them soon); the conversation a turn
+    continues lasts the TTL from its last use. Renewed while the turn runs, a generation longer than either
+    still stores its turn and a retry still waits for it."""
     while True:
-        await asyncio.sleep(CLAIM_RENEW_SECONDS)
         try:
             await store.renew_turn(plan.tenant, plan.conversation_id, plan.response_id, plan.claim)
         except Exception:  # the store is away: the next renewal retries, well within a claim's life
             logging.getLogger("convostore").warning(
                 "could not renew a running turn", extra={"conversation_id": plan.conversation_id}
             )
+        await asyncio.sleep(CLAIM_RENEW_SECONDS)
 
 
 async def _give_back(

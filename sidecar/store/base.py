@@ -315,7 +315,8 @@ class Store(Protocol):
         self, tenant: str, conversation_id: str, response_id: str, claim: Claim | None
     ) -> bool:
         """Extend a running turn's reserved record index and idempotency claim to a claim's life from now
-        (never shorten them); whether the index is still reserved."""
+        (never shorten them), and refresh the conversation it continues as a use does; whether the index is
+        still reserved."""
         ...
 
     async def hold_run_slot(

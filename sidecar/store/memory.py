@@ -344,4 +344,7 @@ class MemoryStore(MemoryEdits, MemoryQuotas, MemoryRuns):
             and record.expires_at > now
         ):
             record.expires_at = max(record.expires_at, now + CLAIM_SECONDS)
+        conv = self._live_conversation(tenant, conversation_id)
+        if conv is not None:  # the conversation the turn continues lives on while it runs, as a use does
+            self._touch(conv)
         return held

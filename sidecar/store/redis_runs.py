@@ -108,6 +108,7 @@ class RedisRuns:
             tenant,
             conversation_id,
             self._claim_ttl,
+            self._ttl,
         ]
         return bool(await self._run(self._run_scripts["renew_turn"], [records_key(parsed[0])], args))
 

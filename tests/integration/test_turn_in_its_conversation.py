@@ -101,3 +101,43 @@ async def test_a_turn_in_a_conversation_left_alone_is_stored_as_before(
     assert answer.status == 200, await answer.text()
     stored = await texts(sidecar, "left-alone")
     assert stored is not None and stored == ["hello", "and then", "echo: and then"]
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def short_lived(
+    request: pytest.FixtureRequest,
+    make_sidecar: SidecarFactory,
+    engine: TestServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Client:
+    """Conversations that live 1 s after their last use; a running turn renews what it needs every 0.1 s."""
+    monkeypatch.setattr("sidecar.turns.CLAIM_RENEW_SECONDS", 0.1)
+    url = "memory://" if request.param == "memory" else request.getfixturevalue("redis_server").url
+    return await make_sidecar(redis_url=url, upstream=str(engine.make_url("")), ttl_seconds=1)
+
+
+@pytest.mark.parametrize("continues", ["previous_response_id", "conversation"])
+async def test_a_turn_longer_than_the_ttl_keeps_the_conversation_it_continues(
+    short_lived: Client, engine: TestServer, continues: str
+) -> None:
+    sidecar, conversation = short_lived, f"outlived-by-{continues}"
+    made = await sidecar.post(
+        f"/v1/sessions/{conversation}/store_response",
+        json={"message": {"role": "assistant", "content": "hi"}},
+    )
+    assert made.status == 200, await made.text()
+    first = (await made.json())["response_id"]
+    slow(engine, 0.25, 10)  # 2.5 s: the conversation would have expired twice over
+    link = (
+        {"previous_response_id": first}
+        if continues == "previous_response_id"
+        else {"conversation": conversation}
+    )
+    long = await sidecar.post("/v1/responses", json={"model": "m", "input": "a long one", **link})
+    assert long.status == 200, await long.text()
+    assert await texts(sidecar, conversation) == ["hi", "a long one", "echo: a long one"]
+    chained = await sidecar.post(
+        "/v1/responses",
+        json={"model": "m", "input": "next", "previous_response_id": (await long.json())["id"]},
+    )
+    assert chained.status == 200, await chained.text()
