@@ -25,7 +25,7 @@ from .ids import (
 from .normalise import canonical_json_text, encode_item
 from .response_record import compact_record
 from .store import History, Store, Turn, TurnResult
-from .store.base import CLAIM_RENEW_SECONDS, Begun, Claim, IdempotencyInFlight
+from .store.base import CLAIM_RENEW_SECONDS, Begun, Claim, Conflict, IdempotencyInFlight
 from .stored_items import with_sidecar_ids
 
 # How long a retry waits for the request holding its idempotency key before it is answered 409.
@@ -50,6 +50,7 @@ class TurnPlan:
     recorded: bool = False
     summaries: dict[str, bytes] | None = None  # the stored summaries the resolve brought (None: not resolved)
     incarnation: str = ""  # the conversation's, when it existed at planning: its turn is stored in that one
+    if_match: int | None = None  # the version the client wrote on (If-Match): the store checks it again
 
     def mint(self, prefix: str) -> str:
         return mint_in_conversation(prefix, self.tag)
@@ -70,11 +71,14 @@ async def plan_turn(
     request_hash: str = "",
     create_conversation: bool = False,
     will_store: bool = True,
+    if_match: int | None = None,
 ) -> TurnPlan:
     """Resolve the history, reserve the new response's id and claim the idempotency key (one store round
     trip), mint the input's item ids. A named conversation must exist unless `create_conversation`
     (stateful chat names its own ids). A turn that will not be stored reserves nothing: its id can never
-    be fetched or chained. When the key was used before, `plan.replay` holds the first result."""
+    be fetched or chained. When the key was used before, `plan.replay` holds the first result. `if_match`
+    (If-Match): the conversation's version the turn is written on, checked now (Conflict, before the engine
+    is called) and again when the turn is stored."""
     in_conversation = previous_response_id is None and conversation_id is not None
     minted_conversation = previous_response_id is None and conversation_id is None
     claim = None
@@ -131,6 +135,9 @@ async def plan_turn(
             history.version if history else 0,
             response_id,
         )
+        if if_match is not None and if_match != plan.version:
+            raise Conflict(plan.version)
+        plan.if_match = if_match
         plan.create = create_conversation or not in_conversation
         plan.claim = claim
         plan.reserved = reserved
@@ -284,6 +291,7 @@ async def record_turn(
             idempotency_key=idempotency_key,
             request_hash=request_hash,
             create=plan.create,
+            if_match=plan.if_match,
             planned_incarnation=plan.incarnation if plan.previous_response_id is None else "",
         )
     )

@@ -29,7 +29,7 @@ from ..wire.items import canonical_tools
 from ..wire.resource import build_response_resource
 from ..wire.sse import SSEDecoder, encode_sse
 from ..wire.stream_state import MalformedEvent
-from .common import engine_headers, idempotency_key, read_json, request_hash, stateful_headers
+from .common import engine_headers, idempotency_key, if_match, read_json, request_hash, stateful_headers
 from .engine_answer import (
     NOT_STORED,
     read_engine_json,
@@ -78,6 +78,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         request_hash=hashed,
         new_items=new_items,
         create_conversation=True,
+        if_match=if_match(request),
     )
     headers = stateful_headers(
         request_id=request[REQUEST_ID],

@@ -17,7 +17,7 @@ from ..middleware import TENANT
 from ..store.base import History, Turn
 from ..stored_items import decode_items, with_sidecar_ids
 from ..wire.items import parse_input
-from .common import json_response, load_conversation, path_conversation_id, read_json
+from .common import if_match, json_response, load_conversation, path_conversation_id, read_json
 from .pagination import page_items
 from .responses_request import check_metadata
 
@@ -112,7 +112,7 @@ async def add_items(request: web.Request) -> web.Response:
     check_compaction_items(request.app[CONTEXT].compaction, tenant, items, "items")
     stored = with_sidecar_ids(items, conversation_tag(tenant, conversation_id))
     await request.app[STORE].append_turn(
-        Turn(tenant, conversation_id, stored, n_input=len(stored), create=False)
+        Turn(tenant, conversation_id, stored, n_input=len(stored), create=False, if_match=if_match(request))
     )
     data = [orjson.loads(b) for _, b in stored]
     return json_response(

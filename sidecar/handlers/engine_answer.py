@@ -12,6 +12,7 @@ import aiohttp
 import orjson
 
 from ..errors import ConvoStoreError, RateLimited, UpstreamError, engine_rejected
+from ..store.base import Conflict, ConversationMissing, ParentNotFound
 from ..upstream import EngineAnswer, failure_reason
 
 log = logging.getLogger("convostore.engine")
@@ -84,6 +85,9 @@ async def save_quietly(save: Callable[[dict[str, Any]], Awaitable[Any]], final: 
     the failure is logged, and the caller ends the stream with an error instead of its success."""
     try:
         await save(final)
+    except (Conflict, ConversationMissing, ParentNotFound) as exc:  # the client's race, not our failure
+        log.info("the streamed turn was not stored (response %s): %r", final.get("id"), exc)
+        return False
     except Exception:
         log.exception("storing the streamed turn failed (response %s)", final.get("id"))
         return False

@@ -32,7 +32,7 @@ from ..wire.resource import build_response_resource
 from ..wire.stream_repair import ResponsesStreamRewriter, rewrite_response
 from ..wire.stream_state import MalformedEvent
 from ..wire.translator import StreamTranslator
-from .common import engine_headers, idempotency_key, read_json, request_hash, stateful_headers
+from .common import engine_headers, idempotency_key, if_match, read_json, request_hash, stateful_headers
 from .engine_answer import read_engine_json
 from .replay import replay_stored
 from .responses_request import CreateRequest, parse_create, prompt_inputs, responses_engine_body
@@ -76,6 +76,7 @@ async def plan_create(
         request_hash=hashed,
         new_items=create.items,
         will_store=create.store,
+        if_match=if_match(request),
     )
     headers = stateful_headers(
         request_id=request[REQUEST_ID],

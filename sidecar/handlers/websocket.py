@@ -39,19 +39,24 @@ _HANDSHAKE_HEADERS = (
     ("Unsupported version", "Sec-WebSocket-Version"),
     ("Handshake error", "Sec-WebSocket-Key"),
 )
-_COUNTED_TYPES = frozenset({"response.create", "response.steer"})  # metric labels; the rest are "other"
+_COUNTED_TYPES = frozenset({"response.create", "response.steer"})
+# Headers that speak for one request: on the handshake they would speak for every message of the socket.
+_PER_REQUEST = {
+    "Idempotency-Key": "one key for every message would replay the first answer to all of them",
+    "If-Match": "one version for every message would refuse all but the first",
+}  # metric labels; the rest are "other"
 
 
 @routes.get("/v1/responses")
 async def responses_socket(request: web.Request) -> web.StreamResponse:
     if request.headers.get("Upgrade", "").lower() != "websocket":
         return await passthrough(request)
-    if "Idempotency-Key" in request.headers:
-        # One key for every message of the socket would replay the first answer to all of them.
-        raise InvalidRequest(
-            "Idempotency-Key is not supported on a WebSocket: its messages have no headers of their own.",
-            param="Idempotency-Key",
-        )
+    for header, why in _PER_REQUEST.items():
+        if header in request.headers:
+            raise InvalidRequest(
+                f"{header} is not supported on a WebSocket, whose messages have no headers: {why}.",
+                param=header,
+            )
     if request.app[DRAIN].draining:
         raise ShuttingDown("The sidecar is shutting down; open the WebSocket on another replica.")
     ws = web.WebSocketResponse(max_msg_size=request.app[CONFIG].max_body_bytes)

@@ -404,11 +404,13 @@ async def test_a_turn_forking_from_an_earlier_response_resolves_it_from_the_stor
     assert len(page.data) == 3
 
 
-async def test_an_idempotency_key_on_the_handshake_is_refused(stack: Stack) -> None:
+@pytest.mark.parametrize("header", [{"Idempotency-Key": "k1"}, {"If-Match": "0"}], ids=["key", "if-match"])
+async def test_a_per_request_header_on_the_handshake_is_refused(stack: Stack, header: dict[str, str]) -> None:
     with pytest.raises(websockets.InvalidStatus) as refused:
-        await stack.client.responses.connect(extra_headers={"Idempotency-Key": "k1"}).enter()
+        await stack.client.responses.connect(extra_headers=header).enter()
     assert refused.value.response.status_code == 400
-    assert b"Idempotency-Key" in refused.value.response.body
+    (name,) = header
+    assert orjson.loads(refused.value.response.body)["error"]["param"] == name
 
 
 async def test_the_socket_sends_the_events_an_sse_stream_of_the_same_body_sends(stack: Stack) -> None:
