@@ -30,6 +30,13 @@ def mint_in_conversation(prefix: str, tag: str) -> str:
     return f"{prefix}_{tag}{os.urandom(_RANDOM_BYTES).hex()}"
 
 
+def derive_in_conversation(prefix: str, tag: str, seed: str, n: int) -> str:
+    """The id a keyed write gives its `n`-th item: a retry with the same key (the seed names the tenant, the
+    conversation and the key) answers with the ids the first call stored."""
+    digest = hashlib.blake2b(f"{seed}\x00{n}".encode(), digest_size=_RANDOM_BYTES).hexdigest()
+    return f"{prefix}_{tag}{digest}"
+
+
 # A response id names where its record lives: resp_<slot tag><index in the slot's record list><random>.
 # The index is reserved before the engine is called (the id reaches the client before the turn is stored);
 # the random part makes ids unguessable and is checked against the record.

@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 
-from .ids import mint_in_conversation
+from .ids import derive_in_conversation, mint_in_conversation
 from .normalise import encode_item
 
 ID_PREFIX = {
@@ -18,12 +18,14 @@ ID_PREFIX = {
 }
 
 
-def with_sidecar_ids(items: list[dict[str, Any]], tag: str) -> list[tuple[str, bytes]]:
-    """Each item gets an id the sidecar minted in the conversation's slot. A client's own id is
-    replaced: stored history is keyed by id, and a reused id must never overwrite an earlier item."""
+def with_sidecar_ids(items: list[dict[str, Any]], tag: str, *, seed: str = "") -> list[tuple[str, bytes]]:
+    """Each item gets an id the sidecar minted in the conversation's slot (derived from `seed`, when a
+    keyed write's retry must answer with the same ids). A client's own id is replaced: stored history is
+    keyed by id, and a reused id must never overwrite an earlier item."""
     stored: list[tuple[str, bytes]] = []
-    for item in items:
-        item_id = mint_in_conversation(ID_PREFIX.get(item.get("type", "message"), "item"), tag)
+    for n, item in enumerate(items):
+        prefix = ID_PREFIX.get(item.get("type", "message"), "item")
+        item_id = derive_in_conversation(prefix, tag, seed, n) if seed else mint_in_conversation(prefix, tag)
         item["id"] = item_id
         stored.append((item_id, encode_item(item)))
     return stored

@@ -145,9 +145,9 @@ def path_conversation_id(request: web.Request) -> str:
     return validate_client_id(request.match_info["conversation_id"], "conversation_id")
 
 
-async def load_conversation(request: web.Request) -> tuple[str, History]:
-    """The route's conversation and its history, or 404."""
-    conversation_id = path_conversation_id(request)
+async def load_conversation(request: web.Request, conversation_id: str | None = None) -> tuple[str, History]:
+    """The route's conversation (or the one named) and its history, or 404."""
+    conversation_id = conversation_id or path_conversation_id(request)
     history = await request.app[STORE].resolve_conversation(request[TENANT], conversation_id)
     if history is None:
         raise conversation_not_found(conversation_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -12,12 +13,20 @@ from ..api_limits import CONVERSATION_ITEMS_PER_CALL
 from ..appkeys import CONTEXT, STORE
 from ..context.compaction import check_compaction_items
 from ..errors import InvalidRequest, NotFound, conversation_not_found
-from ..ids import conversation_tag, mint_conversation_id
+from ..ids import conversation_id_for_idempotency_key, conversation_tag, mint_conversation_id
 from ..middleware import TENANT
 from ..store.base import History, Turn
 from ..stored_items import decode_items, with_sidecar_ids
 from ..wire.items import parse_input
-from .common import if_match, json_response, load_conversation, path_conversation_id, read_json
+from .common import (
+    idempotency_key,
+    if_match,
+    json_response,
+    load_conversation,
+    path_conversation_id,
+    read_json,
+    request_hash,
+)
 from .pagination import page_items
 from .responses_request import check_metadata
 
@@ -47,22 +56,51 @@ def _items_param(body: dict[str, Any], *, required: bool) -> list[dict[str, Any]
     return parse_input(raw, "items")
 
 
+@dataclass(frozen=True, slots=True)
+class _Keyed:
+    conversation_id: str
+    key: str | None
+    hashed: str
+    seed: str
+
+
+def _keyed(request: web.Request, raw: bytes, route: str, conversation_id: str | None) -> _Keyed:
+    """A write's Idempotency-Key, its request hash and the seed of its item ids; a keyed new conversation's
+    id derives from the key, so a retry lands in the conversation the first call made."""
+    key = idempotency_key(request)
+    tenant = request[TENANT]
+    if conversation_id is None:
+        conversation_id = conversation_id_for_idempotency_key(tenant, key) if key else mint_conversation_id()
+    seed = f"{tenant}\x00{conversation_id}\x00{key}" if key else ""
+    return _Keyed(conversation_id, key, request_hash(raw, route), seed)
+
+
 @routes.post("/v1/conversations")
 async def create_conversation(request: web.Request) -> web.Response:
-    _, body = await read_json(request)
+    raw, body = await read_json(request)
     metadata = body.get("metadata")
     check_metadata(metadata)  # before `or {}`: a metadata of [] or 0 is refused, not read as none
     metadata = metadata or {}
     items = _items_param(body, required=False)
     tenant = request[TENANT]
     check_compaction_items(request.app[CONTEXT].compaction, tenant, items, "items")
-    conversation_id = mint_conversation_id()
-    stored = with_sidecar_ids(items, conversation_tag(tenant, conversation_id))
-    await request.app[STORE].append_turn(
+    keyed = _keyed(request, raw, "conversations", None)
+    conversation_id = keyed.conversation_id
+    stored = with_sidecar_ids(items, conversation_tag(tenant, conversation_id), seed=keyed.seed)
+    result = await request.app[STORE].append_turn(
         Turn(
-            tenant, conversation_id, stored, n_input=len(stored), conversation_metadata=orjson.dumps(metadata)
+            tenant,
+            conversation_id,
+            stored,
+            n_input=len(stored),
+            conversation_metadata=orjson.dumps(metadata),
+            idempotency_key=keyed.key,
+            request_hash=keyed.hashed,
         )
     )
+    if result.replayed:  # the key's first call made it: answered as it was, its creation time included
+        _, history = await load_conversation(request, conversation_id)
+        return json_response(_conversation_object(conversation_id, history))
     return json_response(
         {
             "id": conversation_id,
@@ -106,13 +144,24 @@ async def delete_conversation(request: web.Request) -> web.Response:
 @routes.post("/v1/conversations/{conversation_id}/items")
 async def add_items(request: web.Request) -> web.Response:
     conversation_id = path_conversation_id(request)
-    _, body = await read_json(request)
+    raw, body = await read_json(request)
     items = _items_param(body, required=True)
     tenant = request[TENANT]
     check_compaction_items(request.app[CONTEXT].compaction, tenant, items, "items")
-    stored = with_sidecar_ids(items, conversation_tag(tenant, conversation_id))
+    keyed = _keyed(request, raw, "items", conversation_id)
+    stored = with_sidecar_ids(items, conversation_tag(tenant, conversation_id), seed=keyed.seed)
+    # A retry with the key stores nothing and answers with the same items (their ids derive from it).
     await request.app[STORE].append_turn(
-        Turn(tenant, conversation_id, stored, n_input=len(stored), create=False, if_match=if_match(request))
+        Turn(
+            tenant,
+            conversation_id,
+            stored,
+            n_input=len(stored),
+            create=False,
+            if_match=if_match(request),
+            idempotency_key=keyed.key,
+            request_hash=keyed.hashed,
+        )
     )
     data = [orjson.loads(b) for _, b in stored]
     return json_response(
