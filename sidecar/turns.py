@@ -143,7 +143,9 @@ async def plan_turn(
         plan.reserved = reserved
         plan.summaries = history.summaries if history is not None else {}
         plan.incarnation = history.incarnation if history is not None else ""
-        plan.input_items = with_sidecar_ids(_dereference(new_items, plan.history), plan.tag)
+        plan.input_items = with_sidecar_ids(
+            _dereference(new_items, plan.history), plan.tag, history=plan.history
+        )
         return plan
     except BaseException:
         if reserved:  # refused after the round trip (unknown conversation or item): give back what it took
@@ -337,5 +339,5 @@ def plan_continuation(
     response_id = reserved_id or mint_response_id(tag, UNSTORED_INDEX)
     plan = TurnPlan(tenant, conversation_id, tag, previous_response_id, False, history, version, response_id)
     plan.reserved = reserved_id is not None
-    plan.input_items = with_sidecar_ids(_dereference(new_items, history), tag)
+    plan.input_items = with_sidecar_ids(_dereference(new_items, history), tag, history=history)
     return plan

@@ -86,7 +86,9 @@ async def create_conversation(request: web.Request) -> web.Response:
     check_compaction_items(request.app[CONTEXT].compaction, tenant, items, "items")
     keyed = _keyed(request, raw, "conversations", None)
     conversation_id = keyed.conversation_id
-    stored = with_sidecar_ids(items, conversation_tag(tenant, conversation_id), seed=keyed.seed)
+    stored = with_sidecar_ids(
+        items, conversation_tag(tenant, conversation_id), seed=keyed.seed, param="items"
+    )
     result = await request.app[STORE].append_turn(
         Turn(
             tenant,
@@ -149,7 +151,9 @@ async def add_items(request: web.Request) -> web.Response:
     tenant = request[TENANT]
     check_compaction_items(request.app[CONTEXT].compaction, tenant, items, "items")
     keyed = _keyed(request, raw, "items", conversation_id)
-    stored = with_sidecar_ids(items, conversation_tag(tenant, conversation_id), seed=keyed.seed)
+    stored = with_sidecar_ids(
+        items, conversation_tag(tenant, conversation_id), seed=keyed.seed, param="items"
+    )
     # A retry with the key stores nothing and answers with the same items (their ids derive from it).
     await request.app[STORE].append_turn(
         Turn(

@@ -23,7 +23,7 @@ from ..fingerprint import estimate_tokens, prefix_fingerprint
 from ..ids import conversation_tag, validate_client_id
 from ..middleware import REQUEST_ID, TENANT
 from ..store.base import History, Turn
-from ..stored_items import with_sidecar_ids
+from ..stored_items import with_minted_ids, with_sidecar_ids
 from ..wire.chat_messages import json_array
 from ..wire.resource import complete_output_item
 from .common import (
@@ -50,7 +50,7 @@ async def append(request: web.Request) -> web.Response:
     request.app[CONTEXT].choose(None, request.headers.get(PACK_HEADER))  # an unknown pack: 400, no write
     tenant = request[TENANT]
     check_compaction_items(request.app[CONTEXT].compaction, tenant, items, "items")
-    stored = with_sidecar_ids(items, conversation_tag(tenant, conversation_id))
+    stored = with_sidecar_ids(items, conversation_tag(tenant, conversation_id), param="items")
     result = await request.app[STORE].append_turn(
         Turn(
             tenant=tenant,
@@ -157,7 +157,7 @@ async def store_response(request: web.Request) -> web.Response:
         Turn(
             tenant=tenant,
             conversation_id=conversation_id,
-            items=with_sidecar_ids([complete_output_item(item) for item in items], tag),
+            items=with_minted_ids([complete_output_item(item) for item in items], tag),
             n_input=0,
             parent_response_id=previous,
             mint_response=True,
