@@ -167,7 +167,7 @@ async def add_items(request: web.Request) -> web.Response:
             request_hash=keyed.hashed,
         )
     )
-    data = [orjson.loads(b) for _, b in stored]
+    data = [_listed(orjson.loads(b)) for _, b in stored]
     return json_response(
         {
             "object": "list",
@@ -182,7 +182,18 @@ async def add_items(request: web.Request) -> web.Response:
 @routes.get("/v1/conversations/{conversation_id}/items")
 async def list_items(request: web.Request) -> web.Response:
     _, history = await load_conversation(request)
-    return json_response(page_items(decode_items(history.items), request.query))
+    return json_response(page_items([_listed(item) for item in decode_items(history.items)], request.query))
+
+
+# Conversation items carry a status (OpenAI's Message, function call and output items require it); input
+# items are stored without one, since the engine is sent the stored bytes.
+_HAS_STATUS = frozenset({"message", "function_call", "function_call_output"})
+
+
+def _listed(item: dict[str, Any]) -> dict[str, Any]:
+    if item.get("type") in _HAS_STATUS and "status" not in item:
+        item["status"] = "completed"
+    return item
 
 
 def _find(history: History, item_id: str) -> dict[str, Any]:
@@ -195,7 +206,7 @@ def _find(history: History, item_id: str) -> dict[str, Any]:
 @routes.get("/v1/conversations/{conversation_id}/items/{item_id}")
 async def get_item(request: web.Request) -> web.Response:
     _, history = await load_conversation(request)
-    return json_response(_find(history, request.match_info["item_id"]))
+    return json_response(_listed(_find(history, request.match_info["item_id"])))
 
 
 @routes.delete("/v1/conversations/{conversation_id}/items/{item_id}")

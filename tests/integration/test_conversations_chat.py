@@ -8,6 +8,7 @@ from typing import Any
 import openai
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from openai.types.conversations import Message
 
 from tests.conformance import assert_response_resource
 from tests.fixtures.fake_engine import recorded
@@ -87,6 +88,12 @@ async def test_conversation_crud_and_items(proxied: tuple[Client, TestServer]) -
     assert page2.data[0].id == added.data[0].id and not page2.has_more
     item = await client.conversations.items.retrieve(added.data[0].id, conversation_id=conv.id)
     assert item.id == added.data[0].id
+    # Every listed item as OpenAI's models require it, its status included (stored input items have none).
+    listed = await (await sidecar.get(f"/v1/conversations/{conv.id}/items")).json()
+    one = await (await sidecar.get(f"/v1/conversations/{conv.id}/items/{added.data[0].id}")).json()
+    for raw in [*listed["data"], one]:
+        assert raw["status"] == "completed"
+        Message.model_validate(raw)
     updated = await client.conversations.update(conv.id, metadata={"topic": "x"})
     assert updated.metadata == {"topic": "x"}
     after_delete = await client.conversations.items.delete(added.data[0].id, conversation_id=conv.id)
