@@ -93,6 +93,8 @@ async def _store_context(app: web.Application) -> AsyncIterator[None]:
     metered = MeteredStore(store, app[METRICS])
     quotas = app[QUOTAS]
     app[STORE] = CountingStore(metered, quotas) if quotas.any else metered
+    # No compaction key in the policy file: one every replica on this store shares, made when first needed.
+    app[CONTEXT].compaction.share_through(partial(app[STORE].shared_secret, "compaction"))
     try:
         async with reconciling(metered, quotas):
             if isinstance(store, MemoryStore):

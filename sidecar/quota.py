@@ -226,6 +226,9 @@ class CountingStore:
     async def usage(self, tenant: str) -> tuple[Usage, list[str]]:
         return await self._inner.usage(tenant)
 
+    async def shared_secret(self, name: str) -> bytes:
+        return await self._inner.shared_secret(name)
+
     async def ping(self) -> None:
         return await self._inner.ping()
 

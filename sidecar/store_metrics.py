@@ -137,6 +137,9 @@ class MeteredStore:
     async def usage(self, tenant: str) -> tuple[Usage, list[str]]:
         return await self._counted(self.inner.usage(tenant))
 
+    async def shared_secret(self, name: str) -> bytes:
+        return await self.inner.shared_secret(name)
+
     async def ping(self) -> None:
         await self._counted(self.inner.ping())
 

@@ -17,7 +17,7 @@ import hashlib
 import hmac
 import time
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,14 +77,31 @@ def load_compaction_key(policy: Mapping[str, Any]) -> bytes | None:
 
 
 class CompactionCodec:
-    """Signs and verifies compaction tokens with one key (None: compaction is refused)."""
+    """Signs and verifies compaction tokens with one key: the policy file's, else one every replica shares
+    through the store (share_through), fetched when a token is first made or checked; neither: refused."""
 
     def __init__(self, key: bytes | None) -> None:
         self._key = key
+        self._shared: Callable[[], Awaitable[bytes]] | None = None
 
     @property
     def configured(self) -> bool:
-        return self._key is not None
+        return self._key is not None or self._shared is not None
+
+    def share_through(self, secret: Callable[[], Awaitable[bytes]]) -> None:
+        """Without a policy key: the key is the store's shared secret (Store.shared_secret)."""
+        if self._key is None:
+            self._shared = secret
+
+    async def ready(self) -> None:
+        """The key in hand before a sign or verify (a store that is down: StoreDown, a 503)."""
+        if self._key is None and self._shared is not None:
+            self._key = await self._shared()
+
+    async def ready_for(self, raw_items: Sequence[bytes]) -> None:
+        """ready() when `raw_items` hold a compaction item: a turn without one never asks the store."""
+        if self._key is None and self._shared is not None and _NEEDLE in b"\n".join(raw_items):
+            await self.ready()
 
     def sign(self, tenant: str, summary: CompactedSummary) -> str:
         payload = {"s": summary.text, "n": summary.turns, "m": summary.model, "iat": int(time.time())}
@@ -114,7 +131,7 @@ class CompactionCodec:
 
     def _mac(self, tenant: str, body: str) -> bytes:
         if self._key is None:
-            raise not_configured(None)
+            raise not_configured(None)  # share_through without ready(): a caller's bug, refused all the same
         message = _MAC_CONTEXT + tenant.encode() + b"\x00" + body.encode()
         return hmac.new(self._key, message, hashlib.sha256).digest()
 
@@ -242,10 +259,14 @@ def compact_window(
     return Compacted(output=output, folded_turns=folded, summary=summary)
 
 
-def check_compaction_items(codec: CompactionCodec, tenant: str, items: Sequence[Item], param: str) -> None:
+async def check_compaction_items(
+    codec: CompactionCodec, tenant: str, items: Sequence[Item], param: str
+) -> None:
     """Compaction items about to be stored (session API, Conversations API) verify for this tenant, else a
     400 naming the item and nothing is written: a stored item that does not verify would refuse every
     later turn of its conversation."""
+    if any(item.get("type") == "compaction" for item in items):
+        await codec.ready()
     for n, item in enumerate(items):
         if item.get("type") == "compaction":
             codec.verify(tenant, item.get("encrypted_content"), f"{param}[{n}].encrypted_content")

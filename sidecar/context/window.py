@@ -113,6 +113,7 @@ class ContextWindow:
         policy = policy_override or policy
         compacted: list[str] = []
         if tenant is not None:
+            await self.compaction.ready_for([*history, *new_input])
             history, new_input, compacted = expand_compactions(
                 self.compaction, tenant, history, new_input, history_param
             )

@@ -32,6 +32,7 @@ async def compact_response(request: web.Request) -> web.Response:
     context = request.app[CONTEXT]
     if not context.compaction.configured:  # before any read: a token could not be checked anywhere else
         raise not_configured(None)
+    await context.compaction.ready()
     plan = await plan_window(request, create)
     _, policy = context.choose(create.model, request.headers.get(PACK_HEADER))
     items: list[dict[str, Any]] = [orjson.loads(raw) for raw in plan.history]

@@ -83,7 +83,7 @@ async def create_conversation(request: web.Request) -> web.Response:
     metadata = metadata or {}
     items = _items_param(body, required=False)
     tenant = request[TENANT]
-    check_compaction_items(request.app[CONTEXT].compaction, tenant, items, "items")
+    await check_compaction_items(request.app[CONTEXT].compaction, tenant, items, "items")
     keyed = _keyed(request, raw, "conversations", None)
     conversation_id = keyed.conversation_id
     stored = with_sidecar_ids(
@@ -149,7 +149,7 @@ async def add_items(request: web.Request) -> web.Response:
     raw, body = await read_json(request)
     items = _items_param(body, required=True)
     tenant = request[TENANT]
-    check_compaction_items(request.app[CONTEXT].compaction, tenant, items, "items")
+    await check_compaction_items(request.app[CONTEXT].compaction, tenant, items, "items")
     keyed = _keyed(request, raw, "items", conversation_id)
     stored = with_sidecar_ids(
         items, conversation_tag(tenant, conversation_id), seed=keyed.seed, param="items"

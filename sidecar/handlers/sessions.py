@@ -49,7 +49,7 @@ async def append(request: web.Request) -> web.Response:
     previous = previous_response_id_of(body)
     request.app[CONTEXT].choose(None, request.headers.get(PACK_HEADER))  # an unknown pack: 400, no write
     tenant = request[TENANT]
-    check_compaction_items(request.app[CONTEXT].compaction, tenant, items, "items")
+    await check_compaction_items(request.app[CONTEXT].compaction, tenant, items, "items")
     stored = with_sidecar_ids(items, conversation_tag(tenant, conversation_id), param="items")
     result = await request.app[STORE].append_turn(
         Turn(
@@ -144,7 +144,7 @@ async def store_response(request: web.Request) -> web.Response:
         raise InvalidRequest("The response has no output to store.", param="output")
     request.app[CONTEXT].choose(None, request.headers.get(PACK_HEADER))  # an unknown pack: 400, no write
     tenant = request[TENANT]
-    check_compaction_items(request.app[CONTEXT].compaction, tenant, items, "output")
+    await check_compaction_items(request.app[CONTEXT].compaction, tenant, items, "output")
     tag = conversation_tag(tenant, conversation_id)
     if body.get("response_id") is not None:
         # Response ids name where their record lives, so the store mints them; a client's cannot be kept.

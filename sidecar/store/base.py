@@ -266,6 +266,11 @@ class Store(Protocol):
 
     async def ping(self) -> None: ...
 
+    async def shared_secret(self, name: str) -> bytes:
+        """A random secret every replica on this store shares (made by the first to ask, never expiring):
+        the compaction tokens' key when the policy file sets none."""
+        ...
+
     async def close(self) -> None: ...
 
     # Background runs (sidecar/runs/): on Redis one Lua script each, in the run's own slot.

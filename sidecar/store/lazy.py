@@ -137,6 +137,9 @@ class LazyStore:
     async def usage(self, tenant: str) -> tuple[Usage, list[str]]:
         return await self._store().usage(tenant)
 
+    async def shared_secret(self, name: str) -> bytes:
+        return await self._store().shared_secret(name)
+
     async def ping(self) -> None:
         await self._store().ping()
 

@@ -10,6 +10,7 @@ memory_quota.py and memory_runs.py.
 
 from __future__ import annotations
 
+import os
 import time
 
 from ..ids import conversation_tag, mint_response_id, parse_response_id, response_random
@@ -55,6 +56,7 @@ class MemoryStore(MemoryEdits, MemoryQuotas, MemoryRuns):
         self._run_index: dict[str, int] = {}
         # Per tenant, its background responses holding a quota slot (response id -> stale at, monotonic).
         self._run_slots: dict[str, dict[str, float]] = {}
+        self._secrets: dict[str, bytes] = {}  # shared_secret
 
     # -- reads ---------------------------------------------------------------------------------
     @staticmethod
@@ -318,6 +320,9 @@ class MemoryStore(MemoryEdits, MemoryQuotas, MemoryRuns):
 
     async def ping(self) -> None:
         return None
+
+    async def shared_secret(self, name: str) -> bytes:
+        return self._secrets.setdefault(name, os.urandom(32))  # this process's: memory:// is one process
 
     async def close(self) -> None:
         return None

@@ -94,6 +94,7 @@ class RedisStore(RedisRuns):
         self._abandon_turn: Script = client.register_script(load_script("abandon_turn-1"))
         self._take_request: Script = client.register_script(load_script("take_request-1"))
         self._account_usage: Script = client.register_script(load_script("account_usage-1"))
+        self._shared_secret: Script = client.register_script(load_script("shared_secret-1"))
         self._run_scripts: dict[str, Script] = {
             name: client.register_script(load_script(f"{name}-1"))
             for name in (
@@ -306,6 +307,9 @@ class RedisStore(RedisRuns):
 
     async def ping(self) -> None:
         await self._call(self._client.ping)
+
+    async def shared_secret(self, name: str) -> bytes:
+        return _as_bytes(await self._run(self._shared_secret, [f"cs:{{secret}}:{name}"], [os.urandom(32)]))
 
     async def close(self) -> None:
         await self._client.aclose()

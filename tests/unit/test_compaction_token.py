@@ -103,6 +103,29 @@ def test_without_a_key_nothing_is_signed_or_accepted() -> None:
     assert not codec(None).configured and codec().configured
 
 
+async def test_without_a_policy_key_the_key_is_the_stores_shared_secret_fetched_when_needed() -> None:
+    asked: list[str] = []
+
+    async def secret() -> bytes:
+        asked.append("compaction")
+        return b"k" * 32
+
+    shared = codec(None)
+    shared.share_through(secret)
+    assert shared.configured
+    await shared.ready_for([b'{"type":"message","role":"user","content":[]}'])
+    assert asked == []  # a turn without a compaction item never asks the store
+    await shared.ready_for([b'{"type":"compaction","encrypted_content":"cs1.x.y"}'])
+    await shared.ready()
+    assert asked == ["compaction"]  # once
+    token = shared.sign("acme", SUMMARY)
+    assert codec(b"k" * 32).verify("acme", token, "p") == shared.verify("acme", token, "p")
+    keyed = codec()
+    keyed.share_through(secret)  # the policy file's key wins
+    await keyed.ready()
+    assert asked == ["compaction"] and keyed.verify("acme", codec().sign("acme", SUMMARY), "p")
+
+
 def test_the_key_comes_from_the_policy_file(tmp_path: Path) -> None:
     assert load_compaction_key({}) is None
     assert load_compaction_key({"compaction": {"key": "s" * 40}}) == b"s" * 40
