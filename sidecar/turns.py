@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,9 +25,18 @@ from .ids import (
 from .normalise import canonical_json_text, encode_item
 from .response_record import compact_record
 from .store import History, Store, Turn, TurnResult
-from .store.base import CLAIM_RENEW_SECONDS, Begun, Claim, Conflict, IdempotencyInFlight
+from .store.base import (
+    CLAIM_RENEW_SECONDS,
+    Begun,
+    Claim,
+    Conflict,
+    ConversationMissing,
+    IdempotencyInFlight,
+    ParentNotFound,
+)
 from .stored_items import with_sidecar_ids
 
+_log = logging.getLogger("convostore")
 # How long a retry waits for the request holding its idempotency key before it is answered 409.
 CLAIM_WAIT_SECONDS = 30.0
 
@@ -226,9 +235,7 @@ async def _keep_turn(store: Store, plan: TurnPlan) -> None:
         try:
             await store.renew_turn(plan.tenant, plan.conversation_id, plan.response_id, plan.claim)
         except Exception:  # the store is away: the next renewal retries, well within a claim's life
-            logging.getLogger("convostore").warning(
-                "could not renew a running turn", extra={"conversation_id": plan.conversation_id}
-            )
+            _log.warning("could not renew a running turn", extra={"conversation_id": plan.conversation_id})
         await asyncio.sleep(CLAIM_RENEW_SECONDS)
 
 
@@ -238,9 +245,7 @@ async def _give_back(
     try:
         await asyncio.shield(store.abandon_turn(tenant, conversation_id, response_id, claim))
     except Exception:  # both lapse by themselves; the request's own outcome matters more
-        logging.getLogger("convostore").warning(
-            "could not give back an unused turn", extra={"conversation_id": conversation_id}
-        )
+        _log.warning("could not give back an unused turn", extra={"conversation_id": conversation_id})
 
 
 def _dereference(items: list[dict[str, Any]], history: list[bytes]) -> list[dict[str, Any]]:
@@ -341,3 +346,30 @@ def plan_continuation(
     plan.reserved = reserved_id is not None
     plan.input_items = with_sidecar_ids(_dereference(new_items, history), tag, history=history)
     return plan
+
+
+# A stream whose turn could not be stored ends with this instead of its success (an error event or chunk).
+NOT_STORED = "The conversation store is unavailable: this answer was not stored; retry the request."
+
+
+async def save_quietly(save: Callable[[dict[str, Any]], Awaitable[Any]], final: dict[str, Any]) -> str | None:
+    """Store a streamed turn: None once it is stored, else why it was not. The client already has (part of)
+    its answer, so the caller ends the stream with that error instead of its success."""
+    try:
+        result = await save(final)
+    except Conflict as exc:  # the client's race, not our failure: said, and logged at info
+        reason = f"The conversation moved to version {exc.current_version}; If-Match did not match"
+    except ConversationMissing:
+        reason = "The conversation was deleted while this answer was generated"
+    except ParentNotFound:
+        reason = "The previous response was deleted while this answer was generated"
+    except Exception:
+        _log.exception("storing the streamed turn failed (response %s)", final.get("id"))
+        return NOT_STORED
+    else:
+        if not (isinstance(result, TurnResult) and result.replayed):
+            return None
+        # The key's claim had lapsed and its retry stored first: this stream's id was never stored.
+        reason = f"A request with the same Idempotency-Key was stored first, as {result.response_id}"
+    _log.info("the streamed turn was not stored (response %s): %s", final.get("id"), reason)
+    return f"{reason}: this answer was not stored."

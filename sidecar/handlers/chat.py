@@ -20,7 +20,8 @@ from ..errors import InvalidRequest, UpstreamError
 from ..fingerprint import estimate_tokens, prefix_fingerprint
 from ..ids import validate_client_id
 from ..middleware import REQUEST_ID, TENANT
-from ..turns import TurnPlan, plan_turn, record_response, turn_settled
+from ..store import TurnResult
+from ..turns import NOT_STORED, TurnPlan, plan_turn, record_response, save_quietly, turn_settled
 from ..upstream import EngineAnswer, failure_reason
 from ..wire.chat_chunks import DONE_FRAME, ChatClientStream, chat_error, with_sidecar_call_ids
 from ..wire.chat_messages import messages_to_items
@@ -30,13 +31,7 @@ from ..wire.resource import build_response_resource
 from ..wire.sse import SSEDecoder, encode_sse
 from ..wire.stream_state import MalformedEvent
 from .common import engine_headers, idempotency_key, if_match, read_json, request_hash, stateful_headers
-from .engine_answer import (
-    NOT_STORED,
-    read_engine_json,
-    require_event_stream,
-    save_quietly,
-    settle_departed_client,
-)
+from .engine_answer import read_engine_json, require_event_stream, settle_departed_client
 from .passthrough import passthrough
 from .replay import replay_chat
 from .sse_relay import ClientGone, EventStreamResponse
@@ -158,19 +153,25 @@ async def _answer(
     )
     translator = ChatStreamTranslator(base, plan.mint)
 
-    async def save(final: dict[str, Any]) -> None:
+    async def save(final: dict[str, Any]) -> TurnResult:
         request.app[METRICS].observe_usage(final.get("usage"))
-        await record_response(store, plan, final, idempotency_key=idem, request_hash=hashed)
+        return await record_response(store, plan, final, idempotency_key=idem, request_hash=hashed)
 
     if not stream:
-        return await _complete(engine, translator, headers, save)
+        answer, result = await _complete(engine, translator, save)
+        if result.replayed:  # a call with the same key was stored first (its claim had lapsed): its answer
+            return await replay_chat(
+                request, store, plan.tenant, result, stream=False, include_usage=False, headers=headers
+            )
+        return web.Response(body=orjson.dumps(answer), content_type="application/json", headers=headers)
     client = ChatClientStream(translator, include_usage=bool(stream_options.get("include_usage")))
     return await _relay(request, engine, translator, client, headers, save)
 
 
 async def _complete(
-    engine: EngineAnswer, translator: ChatStreamTranslator, headers: dict[str, str], save: Any
-) -> web.Response:
+    engine: EngineAnswer, translator: ChatStreamTranslator, save: Any
+) -> tuple[dict[str, Any], TurnResult]:
+    """A whole answer, stored: the chat completion to send and what the store made of the turn."""
     answer = await read_engine_json(engine)
     try:
         choice, message = chat_choice(answer)
@@ -185,12 +186,11 @@ async def _complete(
         ) from None
     assert translator.final_response is not None
     with_sidecar_call_ids(message, translator)  # the client answers a call by the id that is stored
-    await save(translator.final_response)
-    return web.Response(body=orjson.dumps(answer), content_type="application/json", headers=headers)
+    return answer, await save(translator.final_response)
 
 
-def not_stored_chunk() -> bytes:
-    return encode_sse(None, orjson.dumps(chat_error(NOT_STORED)))
+def not_stored_chunk(reason: str = NOT_STORED) -> bytes:
+    return encode_sse(None, orjson.dumps(chat_error(reason)))
 
 
 async def _relay(
@@ -217,8 +217,9 @@ async def _relay(
         if translator.final_response is not None and not saved:
             # Store before `[DONE]` reaches the client: SDKs stop reading there and may chain at once.
             saved = True
-            if not await asyncio.shield(save_quietly(save, translator.final_response)):
-                frames = frames.removesuffix(DONE_FRAME) + not_stored_chunk()
+            unstored = await asyncio.shield(save_quietly(save, translator.final_response))
+            if unstored is not None:
+                frames = frames.removesuffix(DONE_FRAME) + not_stored_chunk(unstored)
         if frames:
             try:
                 await response.write(frames)

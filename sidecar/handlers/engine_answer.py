@@ -12,7 +12,7 @@ import aiohttp
 import orjson
 
 from ..errors import ConvoStoreError, RateLimited, UpstreamError, engine_rejected
-from ..store.base import Conflict, ConversationMissing, ParentNotFound
+from ..turns import save_quietly
 from ..upstream import EngineAnswer, failure_reason
 
 log = logging.getLogger("convostore.engine")
@@ -74,24 +74,6 @@ async def read_engine_json(engine: EngineAnswer) -> dict[str, Any]:
     if not isinstance(answer, dict):
         raise UpstreamError("The engine answered something that is not a JSON object.")
     return answer
-
-
-# A stream whose turn could not be stored ends with this instead of its success (an error event or chunk).
-NOT_STORED = "The conversation store is unavailable: this answer was not stored; retry the request."
-
-
-async def save_quietly(save: Callable[[dict[str, Any]], Awaitable[Any]], final: dict[str, Any]) -> bool:
-    """Store a streamed turn; False when the store failed. The client already has (part of) its answer, so
-    the failure is logged, and the caller ends the stream with an error instead of its success."""
-    try:
-        await save(final)
-    except (Conflict, ConversationMissing, ParentNotFound) as exc:  # the client's race, not our failure
-        log.info("the streamed turn was not stored (response %s): %r", final.get("id"), exc)
-        return False
-    except Exception:
-        log.exception("storing the streamed turn failed (response %s)", final.get("id"))
-        return False
-    return True
 
 
 class _Capture(Protocol):

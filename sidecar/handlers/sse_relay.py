@@ -20,12 +20,13 @@ import aiohttp
 from aiohttp import web
 
 from ..drain import CUT_CODE, CUT_MESSAGE, DRAIN, StreamCut
+from ..turns import save_quietly
 from ..upstream import EngineAnswer, failure_reason
 from ..wire import events as ev
 from ..wire.events import error_event
 from ..wire.sse import SSEDecoder, encode_events
 from ..wire.translator import StreamTranslator, translate_messages
-from .engine_answer import NOT_STORED, require_event_stream, save_quietly, settle_departed_client
+from .engine_answer import require_event_stream, settle_departed_client
 
 log = logging.getLogger("convostore.stream")
 
@@ -119,8 +120,9 @@ async def relay_stream(
                     await sink.write(events[:-1])
                     events = events[-1:]
                 saved = True
-                if not await asyncio.shield(save_quietly(save, translator.final_response)):
-                    events = [ev.unstored(events[-1], NOT_STORED)]
+                unstored = await asyncio.shield(save_quietly(save, translator.final_response))
+                if unstored is not None:
+                    events = [ev.unstored(events[-1], unstored)]
             await sink.write_last(events)
         except (ConnectionResetError, RuntimeError) as exc:
             raise ClientGone from exc

@@ -23,7 +23,7 @@ import orjson
 from ..errors import ConvoStoreError, UpstreamError, engine_rejected
 from ..metrics import Metrics
 from ..store import Store
-from ..turns import TurnPlan, record_response, turn_settled
+from ..turns import TurnPlan, record_response, save_quietly, turn_settled
 from ..upstream import EngineAnswer, failure_reason
 from ..wire import events as ev
 from ..wire.sse import SSEDecoder
@@ -33,7 +33,6 @@ from .record import RunRecord
 
 log = logging.getLogger("convostore.runs")
 
-NOT_STORED = "The conversation store is unavailable: this answer was not stored; retry the request."
 SHUTDOWN_MESSAGE = "The sidecar shut down before the response finished."
 
 
@@ -253,18 +252,18 @@ class Runner:
             final = translator.final_response or translator.incomplete("max_output_tokens")
         run.status = str(final["status"])
         self.metrics.observe_usage(final.get("usage"))
-        try:
-            await record_response(
+        unstored = await save_quietly(
+            lambda answer: record_response(
                 self.store,
                 run.plan,
-                final,
+                answer,
                 idempotency_key=run.record.idempotency_key,
                 request_hash=run.record.request_hash,
-            )
-        except Exception:
-            log.exception("storing background response %s failed", rid)
-            if events:
-                events[-1] = ev.unstored(events[-1], NOT_STORED)
+            ),
+            final,
+        )
+        if unstored is not None and events:
+            events[-1] = ev.unstored(events[-1], unstored)
         await self.store.finish_run(rid, self.owner, str(final["status"]), numbered_events(events))
         self._notify(rid)
 

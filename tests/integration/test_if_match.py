@@ -103,8 +103,13 @@ async def test_a_write_landing_while_the_engine_answers_makes_the_turn_a_conflic
         await sidecar.post(f"/v1/sessions/{name}/append", json={"items": [user("meanwhile")]})
     ).status == 200
     answer = await turn
-    if stream:  # the headers went out before the write: the stream ends failed, nothing stored
-        assert answer.status == 200 and b'"type":"response.failed"' in await answer.read()
+    if stream:  # the headers went out before the write: the stream ends failed, saying why; nothing stored
+        body = await answer.read()
+        assert answer.status == 200 and b'"type":"response.failed"' in body
+        assert (
+            b"The conversation moved to version 3; If-Match did not match: this answer was not stored."
+            in body
+        )
     else:
         assert_conflict(answer.status, await answer.json())
     assert await texts(sidecar, name) == ["hello", "hi", "meanwhile"]
