@@ -64,17 +64,22 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     store = request.app[STORE]
     idem = idempotency_key(request)
     hashed = request_hash(raw, "chat")
-    plan = await plan_turn(
-        store,
-        request[TENANT],
-        previous_response_id=previous or None,
-        conversation_id=None if previous else conversation_id,
-        idempotency_key=idem,
-        request_hash=hashed,
-        new_items=new_items,
-        create_conversation=True,
-        if_match=if_match(request),
-    )
+    try:
+        plan = await plan_turn(
+            store,
+            request[TENANT],
+            previous_response_id=previous or None,
+            conversation_id=None if previous else conversation_id,
+            idempotency_key=idem,
+            request_hash=hashed,
+            new_items=new_items,
+            create_conversation=True,
+            if_match=if_match(request),
+        )
+    except InvalidRequest as exc:  # named as the client sent it: a header here, not a body field
+        if exc.param == "previous_response_id":
+            exc.param = "X-Previous-Response-Id"
+        raise
     headers = stateful_headers(
         request_id=request[REQUEST_ID],
         conversation_id=plan.conversation_id,
@@ -150,6 +155,7 @@ async def _answer(
         output=[],
         request={},
         previous_response_id=plan.previous_response_id,
+        conversation_id=plan.conversation_id if plan.in_conversation else None,
     )
     translator = ChatStreamTranslator(base, plan.mint)
 

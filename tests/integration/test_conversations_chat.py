@@ -175,6 +175,16 @@ async def test_stateful_chat_prepends_history_and_stores_turns(proxied: tuple[Cl
 
     stored = await client.responses.retrieve(first_response)
     assert stored.output_text == "echo: one"
+    assert stored.conversation is not None and stored.conversation.id == cid  # as /v1/responses has it
+
+    with pytest.raises(openai.BadRequestError) as unknown:  # the header the client sent is named
+        await client.chat.completions.create(
+            model="m",
+            messages=[{"role": "user", "content": "x"}],
+            extra_headers={"X-Previous-Response-Id": "resp_x"},
+        )
+    assert unknown.value.code == "previous_response_not_found"
+    assert unknown.value.param == "X-Previous-Response-Id"
 
     # Branch from the first turn: the engine sees only that turn's history.
     await client.chat.completions.create(
