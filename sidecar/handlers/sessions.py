@@ -226,7 +226,7 @@ async def trim(request: web.Request) -> web.Response:
         "estimated_input_tokens": prompt.input_tokens,
         "prefix_fingerprint": prompt.fingerprint,
     }
-    return json_response(answer)
+    return json_response(answer, _session_headers(request, conversation_id, history, prompt))
 
 
 @routes.get("/v1/sessions/{conversation_id}")
@@ -252,7 +252,22 @@ async def get_session(request: web.Request) -> web.Response:
         }
     )
     # Stored item bytes are spliced in as they are (never decoded and re-encoded), in one allocation.
-    return json_response(json_array(history.items, head[:-1] + b',"items":', b"}"))
+    body = json_array(history.items, head[:-1] + b',"items":', b"}")
+    return json_response(body, _session_headers(request, conversation_id, history, prompt))
+
+
+def _session_headers(
+    request: web.Request, conversation_id: str, history: History, prompt: Prompt
+) -> dict[str, str]:
+    """The stateful headers of a read of the conversation (CONTRACT §3): its newest response, if any."""
+    return stateful_headers(
+        request_id=request[REQUEST_ID],
+        conversation_id=conversation_id,
+        version=history.version,
+        fingerprint=prompt.fingerprint,
+        estimated_tokens=prompt.input_tokens,
+        response_id=history.response_id,
+    )
 
 
 @routes.delete("/v1/sessions/{conversation_id}")

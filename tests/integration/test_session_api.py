@@ -256,6 +256,28 @@ async def test_trim_validates_and_reports_state(sidecar: Client) -> None:
     assert body["version"] == 1
 
 
+async def test_reads_of_a_session_carry_the_stateful_headers(sidecar: Client) -> None:
+    """CONTRACT §3: every stateful call; a read's match its body (and name the newest stored response)."""
+    cid = conv()
+    await post(sidecar, f"/v1/sessions/{cid}/append", {"role": "user", "content": "a"})
+    _, stored = await post(
+        sidecar, f"/v1/sessions/{cid}/store_response", {"message": {"role": "assistant", "content": "b"}}
+    )
+    for method, path, body in (
+        ("GET", f"/v1/sessions/{cid}", None),
+        ("POST", f"/v1/sessions/{cid}/trim", {}),
+    ):
+        resp = await sidecar.request(method, path, json=body)
+        assert resp.status == 200, await resp.text()
+        answer = await resp.json()
+        assert all(h in resp.headers for h in STATE_HEADERS), dict(resp.headers)
+        assert resp.headers["X-Conversation-Id"] == cid
+        assert resp.headers["X-Conversation-Version"] == str(answer["version"]) == "2"
+        assert resp.headers["X-Prefix-Fingerprint"] == answer["prefix_fingerprint"]
+        assert resp.headers["X-Estimated-Input-Tokens"] == str(answer["estimated_input_tokens"])
+        assert resp.headers["X-Response-Id"] == stored["response_id"]
+
+
 async def test_delete_session_removes_responses(sidecar: Client) -> None:
     cid = conv()
     await post(sidecar, f"/v1/sessions/{cid}/append", {"role": "user", "content": "a"})
