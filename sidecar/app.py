@@ -31,6 +31,7 @@ from .middleware import PUBLIC_RESOURCES, request_context
 from .quota import QUOTAS, CountingStore, Quotas, enforce_quotas, reconciling
 from .runs.context import runs_context
 from .store import MemoryStore, Store, open_store
+from .store.aliases import AliasedStore
 from .store.lazy import LazyStore
 from .store.redis_wait import Replication
 from .store_metrics import MeteredStore
@@ -90,7 +91,7 @@ async def _store_context(app: web.Application) -> AsyncIterator[None]:
     # Redis may be down when the sidecar starts (it restarts too): the sidecar comes up anyway, answers
     # 503 store_unavailable on stateful routes, and connects in the background.
     store: Store = await (connect() if config.redis_url.startswith("memory://") else LazyStore.open(connect))
-    metered = MeteredStore(store, app[METRICS])
+    metered = MeteredStore(AliasedStore(store), app[METRICS])
     quotas = app[QUOTAS]
     app[STORE] = CountingStore(metered, quotas) if quotas.any else metered
     # No compaction key in the policy file: one every replica on this store shares, made when first needed.

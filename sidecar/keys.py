@@ -47,6 +47,13 @@ class ConversationKeys:
         return f"{self.prefix}idem:{key}" if key else f"{self.prefix}idem:-"
 
 
+def alias_key(tenant: str, alias: str) -> str:
+    """A response id a gateway chose -> the one the store minted (alias_response-1.lua): in a slot found from
+    the chosen id alone. '@' is in no tenant's name, so no conversation's key can be this one."""
+    tag = hashlib.blake2b(f"{tenant}\x00@alias\x00{alias}".encode(), digest_size=6).hexdigest()
+    return f"cs:{{{tag}}}:@alias:{tenant}:{alias}"
+
+
 def _tenant_tag(tenant: str) -> str:
     # A slot of the tenant's own, apart from every conversation's: quota keys are touched on every request.
     return "q." + hashlib.blake2b(tenant.encode(), digest_size=6).hexdigest()

@@ -122,8 +122,9 @@ async def plan_turn(
             if history is None:
                 raise previous_response_not_found(previous_response_id)
             conversation_id = history.conversation_id
-            tag = tag_of_minted_id(previous_response_id)
-            assert tag is not None  # resolve found it, so the sidecar minted it
+            # Its conversation's slot (every id minted in it carries this tag), whether the client named
+            # the response by the store's id or by an alias a gateway chose (store/aliases.py).
+            tag = conversation_tag(tenant, conversation_id)
         else:
             assert conversation_id is not None
             if history is None and in_conversation and not create_conversation:

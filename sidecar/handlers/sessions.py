@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -20,9 +21,9 @@ from ..errors import (
     response_not_found,
 )
 from ..fingerprint import estimate_tokens, prefix_fingerprint
-from ..ids import conversation_tag, validate_client_id
+from ..ids import conversation_tag, parse_response_id, validate_client_id
 from ..middleware import REQUEST_ID, TENANT
-from ..store.base import History, Turn
+from ..store.base import History, IdempotencyInFlight, IdempotencyKeyReused, Store, Turn
 from ..stored_items import with_minted_ids, with_sidecar_ids
 from ..wire.chat_messages import json_array
 from ..wire.resource import complete_output_item
@@ -146,29 +147,39 @@ async def store_response(request: web.Request) -> web.Response:
     tenant = request[TENANT]
     await check_compaction_items(request.app[CONTEXT].compaction, tenant, items, "output")
     tag = conversation_tag(tenant, conversation_id)
-    if body.get("response_id") is not None:
-        # Response ids name where their record lives, so the store mints them; a client's cannot be kept.
-        raise InvalidRequest(
-            "'response_id' cannot be chosen: ConvoStore mints response ids (omit it to get one).",
-            param="response_id",
-            code="invalid_id",
-        )
-    result = await request.app[STORE].append_turn(
-        Turn(
-            tenant=tenant,
-            conversation_id=conversation_id,
-            items=with_minted_ids([complete_output_item(item) for item in items], tag),
-            n_input=0,
-            parent_response_id=previous,
-            mint_response=True,
-            response_body=record_of(kept),
-            if_match=if_match(request),
-            idempotency_key=idempotency_key(request),
-            request_hash=request_hash(raw, "store_response"),
-        )
+    store = request.app[STORE]
+    alias, key, hashed = (
+        _chosen_response_id(body),
+        idempotency_key(request),
+        request_hash(raw, "store_response"),
     )
-    stored_id = result.response_id
-    assert stored_id is not None
+    owner = f"{key}\x00{hashed}" if key else ""  # a retry of this very request may find the id taken by it
+    if alias is not None:
+        await _claim_alias(store, tenant, alias, owner)
+    try:
+        result = await store.append_turn(
+            Turn(
+                tenant=tenant,
+                conversation_id=conversation_id,
+                items=with_minted_ids([complete_output_item(item) for item in items], tag),
+                n_input=0,
+                parent_response_id=previous,
+                mint_response=True,
+                response_body=record_of(kept),
+                if_match=if_match(request),
+                idempotency_key=key,
+                request_hash=hashed,
+            )
+        )
+    except BaseException:
+        if alias is not None:
+            await store.settle_alias(tenant, alias, None, owner)
+        raise
+    assert result.response_id is not None
+    if alias is not None:
+        await store.settle_alias(tenant, alias, result.response_id, owner)
+    # The gateway's id, when it chose one: every route that takes a response id finds the response by it.
+    stored_id = alias or result.response_id
     answer = {"conversation_id": conversation_id, "response_id": stored_id, "version": result.version}
     fingerprint, tokens = await _counters_after_write(request, conversation_id, result.session_bytes, 0)
     headers = stateful_headers(
@@ -180,6 +191,37 @@ async def store_response(request: web.Request) -> web.Response:
         response_id=stored_id,
     )
     return json_response(answer, headers)
+
+
+async def _claim_alias(store: Store, tenant: str, alias: str, owner: str) -> None:
+    """Take the chosen id for this write. Taken already: a retry of the request that took it (same
+    Idempotency-Key and body) goes on, and its write replays; anyone else is refused."""
+    held = await store.claim_alias(tenant, alias, owner)
+    if held is None:
+        return
+    minted, holder = held
+    if owner and holder != owner and holder.partition("\x00")[0] == owner.partition("\x00")[0]:
+        raise IdempotencyKeyReused(alias)  # this key, with another body: 409 as on every keyed write
+    if not owner or holder != owner:
+        raise InvalidRequest(f"A response with id '{alias}' already exists.", param="response_id")
+    if minted == "?":
+        raise IdempotencyInFlight(alias)
+
+
+def _chosen_response_id(body: dict[str, Any]) -> str | None:
+    """store_response's optional "response_id" (CONTRACT §2): a gateway's own id for the response, kept as
+    an alias of the one the store mints. Not one shaped like those: it would name another slot's record."""
+    chosen = body.get("response_id")
+    if chosen is None:
+        return None
+    validate_client_id(chosen, "response_id")
+    if parse_response_id(chosen) is not None:
+        raise InvalidRequest(
+            "Invalid 'response_id': ids of this shape are the store's own; choose another or omit it.",
+            param="response_id",
+            code="invalid_id",
+        )
+    return str(chosen)
 
 
 @routes.post("/v1/sessions/{conversation_id}/trim")

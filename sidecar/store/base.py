@@ -266,6 +266,22 @@ class Store(Protocol):
 
     async def ping(self) -> None: ...
 
+    # A response id a gateway chose (store_response's "response_id"): an alias of the id the store minted.
+    async def claim_alias(self, tenant: str, alias: str, owner: str) -> tuple[str, str] | None:
+        """Take `alias` for a response about to be stored by `owner` (a request's idempotency key and body;
+        "" for none), for a claim's life: None when taken, else who holds it (the minted id, or "?" while
+        its write runs, and its owner), so a retry of that request is told apart from another."""
+        ...
+
+    async def settle_alias(self, tenant: str, alias: str, response_id: str | None, owner: str) -> None:
+        """The claimed alias now names `response_id` (for the TTL, refreshed by each use), or, None, is
+        given back because the write failed."""
+        ...
+
+    async def resolve_alias(self, tenant: str, alias: str) -> str | None:
+        """The minted id `alias` names (its life refreshed), or None."""
+        ...
+
     async def shared_secret(self, name: str) -> bytes:
         """A random secret every replica on this store shares (made by the first to ask, never expiring):
         the compaction tokens' key when the policy file sets none."""

@@ -137,6 +137,15 @@ class LazyStore:
     async def usage(self, tenant: str) -> tuple[Usage, list[str]]:
         return await self._store().usage(tenant)
 
+    async def claim_alias(self, tenant: str, alias: str, owner: str) -> tuple[str, str] | None:
+        return await self._store().claim_alias(tenant, alias, owner)
+
+    async def settle_alias(self, tenant: str, alias: str, response_id: str | None, owner: str) -> None:
+        await self._store().settle_alias(tenant, alias, response_id, owner)
+
+    async def resolve_alias(self, tenant: str, alias: str) -> str | None:
+        return await self._store().resolve_alias(tenant, alias)
+
     async def shared_secret(self, name: str) -> bytes:
         return await self._store().shared_secret(name)
 

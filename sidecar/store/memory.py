@@ -57,6 +57,8 @@ class MemoryStore(MemoryEdits, MemoryQuotas, MemoryRuns):
         # Per tenant, its background responses holding a quota slot (response id -> stale at, monotonic).
         self._run_slots: dict[str, dict[str, float]] = {}
         self._secrets: dict[str, bytes] = {}  # shared_secret
+        # store_response's chosen ids: (tenant, alias) -> (the minted id or "?" while claimed, owner, until)
+        self._aliases: dict[tuple[str, str], tuple[str, str, float]] = {}
 
     # -- reads ---------------------------------------------------------------------------------
     @staticmethod
@@ -320,6 +322,33 @@ class MemoryStore(MemoryEdits, MemoryQuotas, MemoryRuns):
 
     async def ping(self) -> None:
         return None
+
+    async def claim_alias(self, tenant: str, alias: str, owner: str) -> tuple[str, str] | None:
+        held = self._alias(tenant, alias)
+        if held is not None:
+            return held
+        self._aliases[(tenant, alias)] = ("?", owner, time.monotonic() + CLAIM_SECONDS)
+        return None
+
+    async def settle_alias(self, tenant: str, alias: str, response_id: str | None, owner: str) -> None:
+        if response_id:
+            self._aliases[(tenant, alias)] = (response_id, owner, time.monotonic() + self._ttl)
+        elif (self._alias(tenant, alias) or ("",))[0] == "?":
+            del self._aliases[(tenant, alias)]
+
+    async def resolve_alias(self, tenant: str, alias: str) -> str | None:
+        held = self._alias(tenant, alias)
+        if held is None or held[0] == "?":
+            return None
+        self._aliases[(tenant, alias)] = (*held, time.monotonic() + self._ttl)
+        return held[0]
+
+    def _alias(self, tenant: str, alias: str) -> tuple[str, str] | None:
+        found = self._aliases.get((tenant, alias))
+        if found is None or found[2] <= time.monotonic():
+            self._aliases.pop((tenant, alias), None)
+            return None
+        return found[0], found[1]
 
     async def shared_secret(self, name: str) -> bytes:
         return self._secrets.setdefault(name, os.urandom(32))  # this process's: memory:// is one process

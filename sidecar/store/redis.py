@@ -24,7 +24,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..ids import conversation_tag, mint_response_id, parse_response_id, response_random
-from ..keys import ConversationKeys, rate_key, records_key, usage_key
+from ..keys import ConversationKeys, alias_key, rate_key, records_key, usage_key
 from ..redact import mask_userinfo
 from .base import (
     CLAIM_SECONDS,
@@ -95,6 +95,7 @@ class RedisStore(RedisRuns):
         self._take_request: Script = client.register_script(load_script("take_request-1"))
         self._account_usage: Script = client.register_script(load_script("account_usage-1"))
         self._shared_secret: Script = client.register_script(load_script("shared_secret-1"))
+        self._alias: Script = client.register_script(load_script("alias_response-1"))
         self._run_scripts: dict[str, Script] = {
             name: client.register_script(load_script(f"{name}-1"))
             for name in (
@@ -307,6 +308,23 @@ class RedisStore(RedisRuns):
 
     async def ping(self) -> None:
         await self._call(self._client.ping)
+
+    async def claim_alias(self, tenant: str, alias: str, owner: str) -> tuple[str, str] | None:
+        held = text(
+            await self._run(self._alias, [alias_key(tenant, alias)], ["claim", "", owner, self._claim_ttl])
+        )
+        if not held:
+            return None
+        minted, _, holder = held.partition("\n")
+        return minted, holder
+
+    async def settle_alias(self, tenant: str, alias: str, response_id: str | None, owner: str) -> None:
+        mode = "set" if response_id else "drop"
+        await self._run(self._alias, [alias_key(tenant, alias)], [mode, response_id or "", owner, self._ttl])
+
+    async def resolve_alias(self, tenant: str, alias: str) -> str | None:
+        minted = await self._run(self._alias, [alias_key(tenant, alias)], ["get", "", "", self._ttl])
+        return text(minted) if minted else None
 
     async def shared_secret(self, name: str) -> bytes:
         return _as_bytes(await self._run(self._shared_secret, [f"cs:{{secret}}:{name}"], [os.urandom(32)]))

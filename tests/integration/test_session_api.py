@@ -210,7 +210,8 @@ async def test_bad_inputs_get_openai_errors_and_write_nothing(sidecar: Client) -
         sidecar,
         cid,
         400,
-        {"message": {"role": "assistant", "content": "x"}, "response_id": "resp_mine"},
+        # a chosen id may not be shaped like the store's own: it would name another slot's record
+        {"message": {"role": "assistant", "content": "x"}, "response_id": "resp_" + "0" * 32},
         "response_id",
         path=f"/v1/sessions/{cid}/store_response",
     )
