@@ -91,9 +91,11 @@ async def _store_context(app: web.Application) -> AsyncIterator[None]:
     # Redis may be down when the sidecar starts (it restarts too): the sidecar comes up anyway, answers
     # 503 store_unavailable on stateful routes, and connects in the background.
     store: Store = await (connect() if config.redis_url.startswith("memory://") else LazyStore.open(connect))
-    metered = MeteredStore(AliasedStore(store), app[METRICS])
+    metered = MeteredStore(store, app[METRICS])
+    # Gateways' own response ids (store_response) become the store's before any call is metered or counted.
+    aliased = AliasedStore(metered)
     quotas = app[QUOTAS]
-    app[STORE] = CountingStore(metered, quotas) if quotas.any else metered
+    app[STORE] = CountingStore(aliased, quotas) if quotas.any else aliased
     # No compaction key in the policy file: one every replica on this store shares, made when first needed.
     app[CONTEXT].compaction.share_through(partial(app[STORE].shared_secret, "compaction"))
     try:

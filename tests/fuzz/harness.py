@@ -30,6 +30,7 @@ from sidecar.ids import is_client_id
 from sidecar.store.memory import MemoryStore
 from tests.fixtures.fake_engine import create_fake_engine
 from tests.fixtures.redis_servers import redis_call
+from tests.integration.conftest import store_backend
 
 from .bad_requests import CLIENT_CONVERSATIONS, MAX_BODY_BYTES, TENANTS, FuzzRequest, Raw, Ref
 from .model import StoreModel, input_count, messages_count, store_response_count
@@ -274,8 +275,12 @@ class FuzzTarget:
                 version=answer["version"],
             )
         elif route == "POST /v1/conversations":
+            if "Idempotency-Key" in sent.headers and (tenant, answer["id"]) in model.conversations:
+                return  # a keyed create's id derives from its key: this one is its replay
             model.write(tenant, answer["id"], added=len(body.get("items") or []))
         elif route == "POST /v1/conversations/{conversation_id}/items":
+            if model.keyed_replay(tenant, path[2], sent.headers.get("Idempotency-Key"), sent.body):
+                return
             model.write(tenant, path[2], added=len(answer["data"]))
         elif route == "DELETE /v1/conversations/{conversation_id}/items/{item_id}":
             model.write(tenant, path[2], added=-1)
@@ -303,7 +308,7 @@ class FuzzTarget:
         return self.loop.run_until_complete(self._mismatches())
 
     async def _live_conversations(self) -> set[tuple[str, str]]:
-        store = self.app[STORE].inner  # type: ignore[attr-defined]
+        store = store_backend(self.app[STORE])
         if isinstance(store, MemoryStore):
             return set(store._conversations)
         port = URL(self.redis_url).port

@@ -43,6 +43,8 @@ class StoreModel:
     # Every id seen in an answer, live or not, per tenant: what `Ref`s resolve to.
     known: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     rng: random.Random = field(default_factory=lambda: random.Random(0))
+    # Keyed writes answering no version of their own (conversation items): (tenant, conv, key, body).
+    keyed: set[tuple[str, str, str, bytes | None]] = field(default_factory=set)
 
     # -- ids -----------------------------------------------------------------------------------------
 
@@ -117,8 +119,19 @@ class StoreModel:
             self.responses[response_id] = StoredResponse(tenant, conversation_id, conv.items)
             self._remember(tenant, "response", response_id)
 
+    def keyed_replay(self, tenant: str, conversation_id: str, key: str | None, body: bytes | None) -> bool:
+        """Whether an accepted keyed write is the replay of an earlier one (the same key and body, in a
+        conversation that lived since): it stored nothing."""
+        if key is None:
+            return False
+        seen = (tenant, conversation_id, key, body)
+        replay = seen in self.keyed
+        self.keyed.add(seen)
+        return replay
+
     def drop_conversation(self, tenant: str, conversation_id: str) -> None:
         self.conversations.pop((tenant, conversation_id), None)
+        self.keyed = {seen for seen in self.keyed if seen[:2] != (tenant, conversation_id)}
         for response in self.responses.values():
             if response.tenant == tenant and response.conversation_id == conversation_id:
                 response.live = False

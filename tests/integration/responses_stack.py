@@ -20,6 +20,7 @@ from sidecar.store import MemoryStore
 from sidecar.wire.sse import SSEDecoder
 from tests.conformance import assert_event_sequence, assert_response_resource
 from tests.fixtures.fake_engine import create_fake_engine
+from tests.integration.conftest import store_backend
 
 Client = TestClient[Any, Any]
 JSON = dict[str, Any]
@@ -147,7 +148,7 @@ class Stack:
     async def stored_count(self) -> int:
         """How much the store holds (test-only peek): keys in Redis, or entries of the memory store."""
         if self.redis_url is None:
-            store = self.sidecar.app[STORE].inner  # type: ignore[attr-defined]  # under MeteredStore
+            store = store_backend(self.sidecar.app[STORE])  # under the metrics and alias wrappers
             assert isinstance(store, MemoryStore)
             return len(store._responses) + len(store._conversations)
         db = aioredis.from_url(self.redis_url)
