@@ -22,11 +22,13 @@ class AliasedStore:
 
     async def minted(self, tenant: str, response_id: str) -> str:
         """The store's id for `response_id`: itself when the store minted it (or it names nothing)."""
-        if parse_response_id(response_id) is not None or not is_client_id(response_id):
+        if not _may_be_alias(response_id):
             return response_id
         return await self._inner.resolve_alias(tenant, response_id) or response_id
 
     async def resolve_response(self, tenant: str, response_id: str, range_: Range = "full") -> History | None:
+        if not _may_be_alias(response_id):  # the hot path: a minted id, passed on as it is
+            return await self._inner.resolve_response(tenant, response_id, range_)
         minted = await self.minted(tenant, response_id)
         history = await self._inner.resolve_response(tenant, minted, range_)
         if history is None or minted == response_id:
@@ -41,17 +43,22 @@ class AliasedStore:
         conversation_id: str | None = None,
         claim: Claim | None = None,
     ) -> Begun:
-        if previous_response_id is not None:
+        if previous_response_id is not None and _may_be_alias(previous_response_id):
             previous_response_id = await self.minted(tenant, previous_response_id)
         return await self._inner.begin_turn(
             tenant, previous_response_id=previous_response_id, conversation_id=conversation_id, claim=claim
         )
 
     async def append_turn(self, turn: Turn) -> TurnResult:
-        if turn.parent_response_id is not None:
+        if turn.parent_response_id is not None and _may_be_alias(turn.parent_response_id):
             parent = await self.minted(turn.tenant, turn.parent_response_id)
             turn = dataclasses.replace(turn, parent_response_id=parent)
         return await self._inner.append_turn(turn)
 
     async def delete_response(self, tenant: str, response_id: str) -> bool:
         return await self._inner.delete_response(tenant, await self.minted(tenant, response_id))
+
+
+def _may_be_alias(response_id: str) -> bool:
+    """Not an id the store minted, and shaped like one a gateway may choose."""
+    return parse_response_id(response_id) is None and is_client_id(response_id)
