@@ -54,6 +54,11 @@ def alias_key(tenant: str, alias: str) -> str:
     return f"cs:{{{tag}}}:@alias:{tenant}:{alias}"
 
 
+def secret_key(name: str) -> str:
+    """A secret every replica shares (shared_secret-1.lua), e.g. the compaction tokens' key."""
+    return f"cs:{{secret}}:{name}"
+
+
 def _tenant_tag(tenant: str) -> str:
     # A slot of the tenant's own, apart from every conversation's: quota keys are touched on every request.
     return "q." + hashlib.blake2b(tenant.encode(), digest_size=6).hexdigest()

@@ -265,8 +265,7 @@ async def check_compaction_items(
     """Compaction items about to be stored (session API, Conversations API) verify for this tenant, else a
     400 naming the item and nothing is written: a stored item that does not verify would refuse every
     later turn of its conversation."""
-    if any(item.get("type") == "compaction" for item in items):
-        await codec.ready()
     for n, item in enumerate(items):
         if item.get("type") == "compaction":
+            await codec.ready()  # the store's shared key, fetched once, when no policy key is set
             codec.verify(tenant, item.get("encrypted_content"), f"{param}[{n}].encrypted_content")

@@ -39,12 +39,12 @@ _HANDSHAKE_HEADERS = (
     ("Unsupported version", "Sec-WebSocket-Version"),
     ("Handshake error", "Sec-WebSocket-Key"),
 )
-_COUNTED_TYPES = frozenset({"response.create", "response.steer"})
+_COUNTED_TYPES = frozenset({"response.create", "response.steer"})  # metric labels; the rest are "other"
 # Headers that speak for one request: on the handshake they would speak for every message of the socket.
 _PER_REQUEST = {
     "Idempotency-Key": "one key for every message would replay the first answer to all of them",
     "If-Match": "one version for every message would refuse all but the first",
-}  # metric labels; the rest are "other"
+}
 
 
 @routes.get("/v1/responses")

@@ -24,7 +24,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..ids import conversation_tag, mint_response_id, parse_response_id, response_random
-from ..keys import ConversationKeys, alias_key, rate_key, records_key, usage_key
+from ..keys import ConversationKeys, rate_key, records_key, usage_key
 from ..redact import mask_userinfo
 from .base import (
     CLAIM_SECONDS,
@@ -48,7 +48,8 @@ from .base import (
     Usage,
 )
 from .lua import load_script
-from .redis_runs import RedisRuns, Script, text
+from .redis_runs import RedisRuns, Script, as_bytes, text
+from .redis_shared import RedisShared
 from .redis_wait import Replication, cluster_call_and_wait
 from .resp_client import PipelinedRedis, RedisReplyError
 
@@ -73,7 +74,7 @@ _RETRY_DELAYS_S = (0.05, 0.1, 0.2, 0.4, 0.8)
 log = logging.getLogger("convostore.store")
 
 
-class RedisStore(RedisRuns):
+class RedisStore(RedisRuns, RedisShared):
     """`client` is the lean PipelinedRedis on a standalone server, redis-py's RedisCluster on a cluster:
     both offer register_script, get, ping and aclose."""
 
@@ -282,14 +283,14 @@ class RedisStore(RedisRuns):
     ) -> StoredSummary | None:
         conv = ConversationKeys(conversation_tag(tenant, conversation_id), tenant, conversation_id)
         reply = await self._run(self._add_summary, [conv.meta], [tenant, conversation_id, block, text])
-        return StoredSummary(_as_bytes(reply[0]), bool(int(reply[1]))) if reply is not None else None
+        return StoredSummary(as_bytes(reply[0]), bool(int(reply[1]))) if reply is not None else None
 
     async def read_summaries(self, tenant: str, conversation_id: str, keys: list[str]) -> list[bytes | None]:
         if not keys:
             return []
         conv = ConversationKeys(conversation_tag(tenant, conversation_id), tenant, conversation_id)
         found = await self._run(self._read_summaries, [conv.meta], [tenant, conversation_id, *keys])
-        return [_as_bytes(summary) if summary is not None else None for summary in found]
+        return [as_bytes(summary) if summary is not None else None for summary in found]
 
     async def take_request(self, tenant: str, per_minute: int) -> RateDecision:
         allowed, remaining, reset_ms = await self._run(self._take_request, [rate_key(tenant)], [per_minute])
@@ -308,26 +309,6 @@ class RedisStore(RedisRuns):
 
     async def ping(self) -> None:
         await self._call(self._client.ping)
-
-    async def claim_alias(self, tenant: str, alias: str, owner: str) -> tuple[str, str] | None:
-        held = text(
-            await self._run(self._alias, [alias_key(tenant, alias)], ["claim", "", owner, self._claim_ttl])
-        )
-        if not held:
-            return None
-        minted, _, holder = held.partition("\n")
-        return minted, holder
-
-    async def settle_alias(self, tenant: str, alias: str, response_id: str | None, owner: str) -> None:
-        mode = "set" if response_id else "drop"
-        await self._run(self._alias, [alias_key(tenant, alias)], [mode, response_id or "", owner, self._ttl])
-
-    async def resolve_alias(self, tenant: str, alias: str) -> str | None:
-        minted = await self._run(self._alias, [alias_key(tenant, alias)], ["get", "", "", self._ttl])
-        return text(minted) if minted else None
-
-    async def shared_secret(self, name: str) -> bytes:
-        return _as_bytes(await self._run(self._shared_secret, [f"cs:{{secret}}:{name}"], [os.urandom(32)]))
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -378,7 +359,7 @@ def _history(reply: list[Any], range_: Range = "full") -> History | None:
     if range_ == "full":  # the stored summaries come first, when there are any: an array among strings
         summaries = {}
         if items and isinstance(items[0], list):
-            summaries = {text(key): _as_bytes(value) for key, value in _pairs(items[0])}
+            summaries = {text(key): as_bytes(value) for key, value in _pairs(items[0])}
             items = items[1:]
     return History(
         conversation_id=conv.decode(),
@@ -399,7 +380,3 @@ def _history(reply: list[Any], range_: Range = "full") -> History | None:
 
 def _pairs(flat: list[Any]) -> list[tuple[Any, Any]]:
     return list(zip(flat[::2], flat[1::2], strict=True))
-
-
-def _as_bytes(value: bytes | str) -> bytes:
-    return value if isinstance(value, bytes) else value.encode()

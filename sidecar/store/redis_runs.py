@@ -129,6 +129,10 @@ def text(value: bytes | str | int) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def as_bytes(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
+
+
 def _run_key(response_id: str) -> str | None:
     parsed = parse_response_id(response_id)
     return run_key(parsed[0], response_id) if parsed is not None else None
