@@ -37,6 +37,11 @@ def _deleted(kind: str, id_field: str = "id") -> Schema:
 
 
 PREVIOUS_RESPONSE: Schema = {"previous_response_id": {"type": ["string", "null"], "minLength": 1}}
+# store_response's optional id of the gateway's choosing (CONTRACT §2), besides previous_response_id.
+STORE_RESPONSE_OPTIONS: Schema = {
+    **PREVIOUS_RESPONSE,
+    "response_id": {"anyOf": [CLIENT_ID, {"type": "null"}]},
+}
 CLOSED = {"additionalProperties": False}  # the session API refuses fields it does not know
 MESSAGE_FIELDS = CHAT_MESSAGE["properties"]
 
@@ -111,9 +116,9 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "or a message)",
         body={
             "anyOf": [
-                object_schema({"response": {"type": "object"}}, PREVIOUS_RESPONSE, **CLOSED),
-                object_schema({"output": ITEMS}, PREVIOUS_RESPONSE, **CLOSED),
-                object_schema({"message": CHAT_MESSAGE}, PREVIOUS_RESPONSE, **CLOSED),
+                object_schema({"response": {"type": "object"}}, STORE_RESPONSE_OPTIONS, **CLOSED),
+                object_schema({"output": ITEMS}, STORE_RESPONSE_OPTIONS, **CLOSED),
+                object_schema({"message": CHAT_MESSAGE}, STORE_RESPONSE_OPTIONS, **CLOSED),
             ]
         },
         headers=WRITE_HEADERS,

@@ -56,6 +56,10 @@ ACCEPTED_BODIES: list[tuple[str, dict[str, Any]]] = [
         "POST /v1/sessions/{conversation_id}/store_response",
         {"message": {"role": "assistant", "content": "x"}},
     ),
+    (
+        "POST /v1/sessions/{conversation_id}/store_response",
+        {"output": [{"type": "message", "role": "assistant", "content": "Hi"}], "response_id": "gw-42"},
+    ),
     ("POST /v1/sessions/{conversation_id}/trim", {"keep_last_turns": 2, "max_input_tokens": 100}),
     ("POST /v1/sessions/{conversation_id}/trim", {}),
     ("POST /v1/conversations", {}),
