@@ -9,6 +9,7 @@ injected container; every key is optional and an unknown one stops start-up:
     env: [{name: CONVOSTORE_LOG_LEVEL, value: debug}]       # Kubernetes EnvVar objects
     resources: {requests: {cpu: 100m, memory: 128Mi}}
     securityContext: {allowPrivilegeEscalation: false}
+    lifecycle: {preStop: {exec: {command: [sleep, "5"]}}}
 
 `--sidecar-image`, `--redis-secret-name` and `--redis-secret-key` (or `CONVOSTORE_WEBHOOK_SIDECAR_IMAGE`,
 `CONVOSTORE_WEBHOOK_REDIS_SECRET_NAME`, `CONVOSTORE_WEBHOOK_REDIS_SECRET_KEY`) override the file's values.
@@ -27,7 +28,7 @@ import yaml
 from ..config import ConfigError
 from .patch import DEFAULT_SECURITY_CONTEXT, InjectionConfig
 
-_FILE_KEYS = ("image", "imagePullPolicy", "redisSecret", "env", "resources", "securityContext")
+_FILE_KEYS = ("image", "imagePullPolicy", "redisSecret", "env", "resources", "securityContext", "lifecycle")
 _PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 
 
@@ -89,6 +90,7 @@ class WebhookConfig:
             env=tuple(file.get("env") or ()),
             resources=file.get("resources") or {},
             security_context=file.get("securityContext", DEFAULT_SECURITY_CONTEXT) or {},
+            lifecycle=file.get("lifecycle") or {},
         )
         if not injection.image:
             raise ConfigError(
@@ -128,7 +130,7 @@ def _load_file(path: str) -> dict[str, Any]:
             raise ConfigError(
                 f"--config {path!r}: unknown key {key!r} (expected one of {', '.join(_FILE_KEYS)})"
             )
-    for key in ("redisSecret", "resources", "securityContext"):
+    for key in ("redisSecret", "resources", "securityContext", "lifecycle"):
         if data.get(key) is not None and not isinstance(data[key], dict):
             raise ConfigError(f"--config {path!r}: {key} must be a mapping")
     for key in ("image", "imagePullPolicy"):

@@ -35,6 +35,8 @@ class InjectionConfig:
     env: tuple[dict[str, Any], ...] = ()
     resources: dict[str, Any] = field(default_factory=dict)
     security_context: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_SECURITY_CONTEXT))
+    # E.g. a preStop sleep, so the pod serves on while Services drop it (README "Kubernetes").
+    lifecycle: dict[str, Any] = field(default_factory=dict)
 
 
 class MalformedReview(ValueError):
@@ -99,6 +101,8 @@ def sidecar_container(config: InjectionConfig, port: int) -> dict[str, Any]:
         container["resources"] = config.resources
     if config.security_context:
         container["securityContext"] = config.security_context
+    if config.lifecycle:
+        container["lifecycle"] = config.lifecycle
     return container
 
 

@@ -148,6 +148,9 @@ def test_vllm_deployment_is_served_through_the_injected_sidecar() -> None:
         template["metadata"]["annotations"][UPSTREAM_PORT_ANNOTATION]
     )
     check_injected(pod, engine, of_kind(MANIFESTS["vllm"], "Service"))
+    # The engine outlives the endpoint update, and the grace period covers its sleep and the sidecar's drain.
+    [sleep, seconds] = engine["lifecycle"]["preStop"]["exec"]["command"]
+    assert sleep == "sleep" and template["spec"]["terminationGracePeriodSeconds"] > int(seconds) + 30
 
 
 def test_kserve_predictor_is_served_through_the_injected_sidecar() -> None:

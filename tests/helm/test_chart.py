@@ -79,7 +79,9 @@ def test_default_values_give_a_gateway_with_probes_a_pdb_and_the_dashboard() -> 
     assert variables["REDIS_URL"] == "memory://"  # no Redis configured: one replica, said in NOTES
     assert deployment["spec"]["replicas"] == 1 and "memory://" in manifests.notes
     pod = deployment["spec"]["template"]["spec"]
-    assert pod["terminationGracePeriodSeconds"] > int(variables["CONVOSTORE_DRAIN_SECONDS"])
+    # Serving on through the preStop sleep while endpoints update, then the drain, within the grace period.
+    assert sidecar["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "5"]
+    assert pod["terminationGracePeriodSeconds"] > 5 + int(variables["CONVOSTORE_DRAIN_SECONDS"])
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["automountServiceAccountToken"] is False
 
     service = manifests.one("Service", "gateway")
@@ -95,6 +97,16 @@ def test_default_values_give_a_gateway_with_probes_a_pdb_and_the_dashboard() -> 
     assert json.loads(dashboard["data"]["convostore.json"]) == shipped
 
 
+def test_the_pre_stop_sleep_can_be_turned_off_and_the_grace_period_follows_it() -> None:
+    values = {"gateway": {"preStopSleepSeconds": 0, "drainSeconds": 10}}
+    deployment = render(values).one("Deployment", "gateway")
+    assert "lifecycle" not in container(deployment)
+    assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 10 + 15
+    deployment = render({"gateway": {"preStopSleepSeconds": 20}}).one("Deployment", "gateway")
+    assert container(deployment)["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "20"]
+    assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 20 + 30 + 15
+
+
 def test_external_redis_url_goes_through_a_chart_secret() -> None:
     manifests = render(EXTERNAL_REDIS)
     [secret] = manifests.all("Secret")
@@ -105,6 +117,13 @@ def test_external_redis_url_goes_through_a_chart_secret() -> None:
     }
     assert deployment["spec"]["replicas"] == 3
     assert "StatefulSet" not in manifests.kinds()
+
+
+def test_the_injected_containers_lifecycle_reaches_the_webhooks_file() -> None:
+    hooks = {"preStop": {"exec": {"command": ["sleep", "5"]}}}
+    manifests = render({"webhook": {"enabled": True, "sidecar": {"lifecycle": hooks}}})
+    config = yaml.safe_load(manifests.one("ConfigMap", "webhook")["data"]["webhook.yaml"])
+    assert config["lifecycle"] == hooks
 
 
 def test_an_existing_secret_is_used_as_is() -> None:
@@ -214,6 +233,7 @@ def test_injection_wires_the_webhook_configuration_service_and_deployment(tmp_pa
     assert settings.injection.image == "convostore:0.1.0"
     assert settings.injection.redis_secret_name == ""  # default values: no Redis, the sidecar uses memory://
     assert settings.injection.resources["requests"] == {"cpu": "100m", "memory": "128Mi"}
+    assert settings.injection.lifecycle == {}  # a preStop sleep is the operator's choice (values.yaml)
 
     # The webhook's own pods never go through it (no deadlock under failurePolicy: Fail).
     assert {"key": "convostore.io/webhook", "operator": "DoesNotExist"} in hook["objectSelector"][

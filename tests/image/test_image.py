@@ -29,6 +29,8 @@ from typing import Any
 import pytest
 
 from tests.fixtures.redis_servers import RedisServer, free_port, spawn_process, stop_process
+from tests.helm.chart import container as chart_container
+from tests.helm.chart import render
 
 REPO = Path(__file__).resolve().parents[2]
 # Bump to rebuild the cached base (e.g. when the package list changes).
@@ -312,6 +314,12 @@ def test_image_builds_and_serves_the_session_api_as_non_root(
         check_env = ["--env", f"CONVOSTORE_LISTEN=127.0.0.1:{port}"]
         probe = _run([*in_container, *check_env, container, "--", *healthcheck[1:]], timeout=60, check=False)
         assert probe.returncode == 0, f"HEALTHCHECK failed on a healthy sidecar:\n{probe.stderr[-2000:]}"
+
+        # The chart's preStop hook (gateway mode) is a command this image has.
+        gateway = render({"gateway": {"preStopSleepSeconds": 1}}).one("Deployment", "gateway")
+        pre_stop = chart_container(gateway)["lifecycle"]["preStop"]["exec"]["command"]
+        hook = _run([*in_container, container, "--", *pre_stop], timeout=60, check=False)
+        assert hook.returncode == 0, f"the chart's preStop {pre_stop} fails:\n{hook.stderr[-2000:]}"
 
         # SIGTERM stops it cleanly: exit 0, which `buildah run` passes on.
         os.kill(served_pid, signal.SIGTERM)

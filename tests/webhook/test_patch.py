@@ -101,6 +101,13 @@ def test_injection_is_idempotent() -> None:
     assert len(once["spec"]["containers"]) == 2
 
 
+def test_a_configured_lifecycle_is_the_sidecars_and_none_by_default() -> None:
+    assert "lifecycle" not in sidecar_of(patched(pod()))
+    hooks = {"preStop": {"exec": {"command": ["sleep", "5"]}}}
+    config = InjectionConfig(image="c:1", lifecycle=hooks)
+    assert sidecar_of(patched(pod(), config))["lifecycle"] == hooks
+
+
 def test_configured_env_overrides_ours_by_name() -> None:
     config = InjectionConfig(image="c:1", env=({"name": "CONVOSTORE_UPSTREAM", "value": "http://x:1"},))
     container = sidecar_of(patched(pod(), config))
@@ -184,6 +191,7 @@ def test_settings_come_from_flags_over_env_over_the_file(
     file.write_text(
         "image: from-file:1\nredisSecret: {name: file-secret, key: url}\n"
         "env: [{name: A, value: b}]\nresources: {limits: {memory: 256Mi}}\n"
+        "lifecycle: {preStop: {exec: {command: [sleep, '5']}}}\n"
     )
     config = WebhookConfig.from_env(
         {
@@ -201,6 +209,7 @@ def test_settings_come_from_flags_over_env_over_the_file(
     assert (
         injection.env == ({"name": "A", "value": "b"},) and injection.resources["limits"]["memory"] == "256Mi"
     )
+    assert injection.lifecycle == {"preStop": {"exec": {"command": ["sleep", "5"]}}}
 
 
 @pytest.mark.parametrize(
@@ -213,6 +222,7 @@ def test_settings_come_from_flags_over_env_over_the_file(
         ({}, {}, "image: i\nimagePull: Always\n", "imagePull"),
         ({}, {}, "image: i\nenv: [{value: x}]\n", "env[0]"),
         ({}, {}, "image: i\nresources: [1]\n", "resources"),
+        ({}, {}, "image: i\nlifecycle: sleep 5\n", "lifecycle"),
         ({}, {}, "[a, b]\n", "mapping"),
         ({}, {}, "image: [\n", "not YAML"),
     ],
