@@ -14,7 +14,7 @@ from ..appkeys import CONTEXT, STORE
 from ..context.compaction import check_compaction_items
 from ..errors import InvalidRequest, NotFound, conversation_not_found
 from ..ids import conversation_id_for_idempotency_key, conversation_tag, mint_conversation_id
-from ..middleware import TENANT
+from ..middleware import REQUEST_ID, TENANT
 from ..store.base import History, Turn
 from ..stored_items import decode_items, with_sidecar_ids
 from ..wire.items import parse_input
@@ -26,9 +26,11 @@ from .common import (
     path_conversation_id,
     read_json,
     request_hash,
+    stateful_headers,
 )
 from .pagination import page_items
 from .responses_request import check_metadata
+from .session_prompt import counters_after_write, history_prompt, read_headers
 
 routes = web.RouteTableDef()
 
@@ -43,6 +45,29 @@ def _conversation_object(conversation_id: str, history: History) -> dict[str, An
         "created_at": history.created_ms // 1000,
         "metadata": metadata,
     }
+
+
+async def _read_headers(request: web.Request, conversation_id: str, history: History) -> dict[str, str]:
+    """The stateful headers (CONTRACT §3) of a route that has the conversation in hand: its version for
+    If-Match, and the prompt it would give the engine next."""
+    prompt = await history_prompt(
+        request, history.items, model=None, conversation_id=conversation_id, summaries=history.summaries
+    )
+    return read_headers(request, conversation_id, history, prompt)
+
+
+async def _write_headers(
+    request: web.Request, conversation_id: str, version: int, session_bytes: int, appended: int
+) -> dict[str, str]:
+    """The stateful headers after an append: the new version, and the prompt it leaves."""
+    fingerprint, tokens = await counters_after_write(request, conversation_id, session_bytes, appended)
+    return stateful_headers(
+        request_id=request[REQUEST_ID],
+        conversation_id=conversation_id,
+        version=version,
+        fingerprint=fingerprint,
+        estimated_tokens=tokens,
+    )
 
 
 def _items_param(body: dict[str, Any], *, required: bool) -> list[dict[str, Any]]:
@@ -102,21 +127,27 @@ async def create_conversation(request: web.Request) -> web.Response:
     )
     if result.replayed:  # the key's first call made it: answered as it was, its creation time included
         _, history = await load_conversation(request, conversation_id)
-        return json_response(_conversation_object(conversation_id, history))
+        headers = await _read_headers(request, conversation_id, history)
+        return json_response(_conversation_object(conversation_id, history), headers)
+    headers = await _write_headers(
+        request, conversation_id, result.version, result.session_bytes, len(stored)
+    )
     return json_response(
         {
             "id": conversation_id,
             "object": "conversation",
             "created_at": int(time.time()),
             "metadata": metadata,
-        }
+        },
+        headers,
     )
 
 
 @routes.get("/v1/conversations/{conversation_id}")
 async def get_conversation(request: web.Request) -> web.Response:
     conversation_id, history = await load_conversation(request)
-    return json_response(_conversation_object(conversation_id, history))
+    headers = await _read_headers(request, conversation_id, history)
+    return json_response(_conversation_object(conversation_id, history), headers)
 
 
 @routes.post("/v1/conversations/{conversation_id}")
@@ -132,7 +163,8 @@ async def update_conversation(request: web.Request) -> web.Response:
     ):
         raise conversation_not_found(conversation_id)
     _, history = await load_conversation(request)
-    return json_response(_conversation_object(conversation_id, history))
+    headers = await _read_headers(request, conversation_id, history)
+    return json_response(_conversation_object(conversation_id, history), headers)
 
 
 @routes.delete("/v1/conversations/{conversation_id}")
@@ -155,7 +187,7 @@ async def add_items(request: web.Request) -> web.Response:
         items, conversation_tag(tenant, conversation_id), seed=keyed.seed, param="items"
     )
     # A retry with the key stores nothing and answers with the same items (their ids derive from it).
-    await request.app[STORE].append_turn(
+    result = await request.app[STORE].append_turn(
         Turn(
             tenant,
             conversation_id,
@@ -168,6 +200,9 @@ async def add_items(request: web.Request) -> web.Response:
         )
     )
     data = [_listed(orjson.loads(b)) for _, b in stored]
+    headers = await _write_headers(
+        request, conversation_id, result.version, result.session_bytes, len(stored)
+    )
     return json_response(
         {
             "object": "list",
@@ -175,14 +210,16 @@ async def add_items(request: web.Request) -> web.Response:
             "first_id": data[0]["id"],
             "last_id": data[-1]["id"],
             "has_more": False,
-        }
+        },
+        headers,
     )
 
 
 @routes.get("/v1/conversations/{conversation_id}/items")
 async def list_items(request: web.Request) -> web.Response:
-    _, history = await load_conversation(request)
-    return json_response(page_items([_listed(item) for item in decode_items(history.items)], request.query))
+    conversation_id, history = await load_conversation(request)
+    page = page_items([_listed(item) for item in decode_items(history.items)], request.query)
+    return json_response(page, await _read_headers(request, conversation_id, history))
 
 
 # Conversation items carry a status (OpenAI's Message, function call and output items require it); input
@@ -205,8 +242,9 @@ def _find(history: History, item_id: str) -> dict[str, Any]:
 
 @routes.get("/v1/conversations/{conversation_id}/items/{item_id}")
 async def get_item(request: web.Request) -> web.Response:
-    _, history = await load_conversation(request)
-    return json_response(_listed(_find(history, request.match_info["item_id"])))
+    conversation_id, history = await load_conversation(request)
+    item = _listed(_find(history, request.match_info["item_id"]))
+    return json_response(item, await _read_headers(request, conversation_id, history))
 
 
 @routes.delete("/v1/conversations/{conversation_id}/items/{item_id}")
@@ -219,4 +257,5 @@ async def delete_item(request: web.Request) -> web.Response:
             raise conversation_not_found(conversation_id)
         raise NotFound(f"Item with id '{item_id}' not found.")
     _, history = await load_conversation(request)
-    return json_response(_conversation_object(conversation_id, history))
+    headers = await _read_headers(request, conversation_id, history)
+    return json_response(_conversation_object(conversation_id, history), headers)

@@ -8,11 +8,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from ..appkeys import CONTEXT, STORE, UPSTREAM
+from ..appkeys import CONTEXT, STORE
 from ..context.compaction import check_compaction_items
 from ..context.packs import PACK_HEADER
-from ..context.policy import WindowPolicy
-from ..context.prompt import Prompt
 from ..errors import (
     ContextLengthExceeded,
     InvalidRequest,
@@ -20,7 +18,6 @@ from ..errors import (
     conversation_not_found,
     response_not_found,
 )
-from ..fingerprint import estimate_tokens, prefix_fingerprint
 from ..ids import conversation_tag, parse_response_id, validate_client_id
 from ..middleware import REQUEST_ID, TENANT
 from ..store.base import History, IdempotencyInFlight, IdempotencyKeyReused, Store, Turn
@@ -38,6 +35,7 @@ from .common import (
     stateful_headers,
 )
 from .session_bodies import items_to_append, output_of, previous_response_id_of, record_of
+from .session_prompt import counters_after_write, history_prompt, model_query, read_headers
 
 routes = web.RouteTableDef()
 
@@ -64,7 +62,7 @@ async def append(request: web.Request) -> web.Response:
             request_hash=request_hash(raw, "append"),
         )
     )
-    fingerprint, tokens = await _counters_after_write(
+    fingerprint, tokens = await counters_after_write(
         request, conversation_id, result.session_bytes, len(stored)
     )
     answer = {
@@ -107,10 +105,10 @@ async def resolve(request: web.Request) -> web.Response:
         )
         if history is None:
             raise conversation_not_found(conversation)
-    prompt = await _session_prompt(
+    prompt = await history_prompt(
         request,
         history.items,
-        model=_model_query(request),
+        model=model_query(request),
         conversation_id=history.conversation_id,
         summaries=history.summaries,
         history_param="previous_response_id" if previous else "conversation_id",
@@ -181,7 +179,7 @@ async def store_response(request: web.Request) -> web.Response:
     # The gateway's id, when it chose one: every route that takes a response id finds the response by it.
     stored_id = alias or result.response_id
     answer = {"conversation_id": conversation_id, "response_id": stored_id, "version": result.version}
-    fingerprint, tokens = await _counters_after_write(request, conversation_id, result.session_bytes, 0)
+    fingerprint, tokens = await counters_after_write(request, conversation_id, result.session_bytes, 0)
     headers = stateful_headers(
         request_id=request[REQUEST_ID],
         conversation_id=conversation_id,
@@ -249,7 +247,7 @@ async def trim(request: web.Request) -> web.Response:
     )
     conversation_id, history = await load_conversation(request)
     try:
-        prompt = await _session_prompt(
+        prompt = await history_prompt(
             request,
             history.items,
             model=model,
@@ -268,16 +266,16 @@ async def trim(request: web.Request) -> web.Response:
         "estimated_input_tokens": prompt.input_tokens,
         "prefix_fingerprint": prompt.fingerprint,
     }
-    return json_response(answer, _session_headers(request, conversation_id, history, prompt))
+    return json_response(answer, read_headers(request, conversation_id, history, prompt))
 
 
 @routes.get("/v1/sessions/{conversation_id}")
 async def get_session(request: web.Request) -> web.Response:
     conversation_id, history = await load_conversation(request)
-    prompt = await _session_prompt(
+    prompt = await history_prompt(
         request,
         history.items,
-        model=_model_query(request),
+        model=model_query(request),
         conversation_id=conversation_id,
         summaries=history.summaries,
     )
@@ -295,21 +293,7 @@ async def get_session(request: web.Request) -> web.Response:
     )
     # Stored item bytes are spliced in as they are (never decoded and re-encoded), in one allocation.
     body = json_array(history.items, head[:-1] + b',"items":', b"}")
-    return json_response(body, _session_headers(request, conversation_id, history, prompt))
-
-
-def _session_headers(
-    request: web.Request, conversation_id: str, history: History, prompt: Prompt
-) -> dict[str, str]:
-    """The stateful headers of a read of the conversation (CONTRACT §3): its newest response, if any."""
-    return stateful_headers(
-        request_id=request[REQUEST_ID],
-        conversation_id=conversation_id,
-        version=history.version,
-        fingerprint=prompt.fingerprint,
-        estimated_tokens=prompt.input_tokens,
-        response_id=history.response_id,
-    )
+    return json_response(body, read_headers(request, conversation_id, history, prompt))
 
 
 @routes.delete("/v1/sessions/{conversation_id}")
@@ -323,65 +307,3 @@ async def delete_session(request: web.Request) -> web.Response:
 # -- the prompt the engine would get (docs/api.md §7) ---------------------------------------------------
 
 _TRIM_FIELDS = frozenset({"keep_last_turns", "max_input_tokens", "model"})
-
-
-def _model_query(request: web.Request) -> str | None:
-    """The model whose policy and pack apply (`?model=`); `policies.default` without it."""
-    return request.query.get("model") or None
-
-
-async def _session_prompt(
-    request: web.Request,
-    items: list[bytes],
-    *,
-    model: str | None,
-    override: WindowPolicy | None = None,
-    truncation: str = "auto",
-    conversation_id: str | None = None,
-    history_param: str = "conversation_id",
-    summaries: dict[str, bytes] | None = None,
-) -> Prompt:
-    """The prompt for a history as the proxy would send it next: pack, folds (with the conversation's
-    stored summaries) and real counts. A history over the budget is trimmed ("auto"), since there is no
-    request here to refuse."""
-    return await request.app[CONTEXT].prompt(
-        model=model,
-        pack_header=request.headers.get(PACK_HEADER),
-        upstream=request.app[UPSTREAM],
-        history=items,
-        truncation=truncation,
-        policy_override=override,
-        tenant=request[TENANT],
-        store=request.app[STORE],
-        conversation_id=conversation_id,
-        history_param=history_param,  # a stored compaction item that no longer verifies is named by it
-        summaries=summaries,  # those the history's resolve brought: no second round trip
-    )
-
-
-async def _counters_after_write(
-    request: web.Request, conversation_id: str, session_bytes: int, appended: int
-) -> tuple[str, int]:
-    """The fingerprint and input tokens of the conversation after a write. Only when a pack, a policy or a
-    tokenizer shapes the prompt is the history read back (one round trip); else they follow from sizes."""
-    context = request.app[CONTEXT]
-    pack_header = request.headers.get(PACK_HEADER)
-    if not context.shapes(None, pack_header):
-        return prefix_fingerprint(), estimate_tokens(session_bytes)
-    history = await request.app[STORE].resolve_conversation(request[TENANT], conversation_id)
-    if history is None:  # deleted in between: what was written is all there is to count
-        return prefix_fingerprint(), estimate_tokens(session_bytes)
-    try:
-        summaries = history.summaries  # both prompts fold with what the resolve brought
-        prompt = await _session_prompt(
-            request, history.items, model=None, conversation_id=conversation_id, summaries=summaries
-        )
-        if appended and len(history.items) > appended:
-            earlier = history.items[:-appended]
-            before = await _session_prompt(
-                request, earlier, model=None, conversation_id=conversation_id, summaries=summaries
-            )
-            context.note_change(conversation_id, before, prompt)
-    except ContextLengthExceeded:  # the write stands; the next turn will say what does not fit
-        return prefix_fingerprint(), estimate_tokens(session_bytes)
-    return prompt.fingerprint, prompt.input_tokens
