@@ -1,28 +1,17 @@
 """The Conversations API's answers carry the stateful headers (CONTRACT §3), so a client can chain
-If-Match from what a write or a read told it. On memory and a real redis-server."""
+If-Match from what a write or a read told it. On memory and a real redis-server (the `sidecar` fixture)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.integration.conftest import SidecarFactory
 from tests.integration.test_turn_in_its_conversation import user
 
 Client = TestClient[Any, Any]
 STATEFUL = ("X-Request-Id", "X-Conversation-Id", "X-Conversation-Version", "X-Prefix-Fingerprint")
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def sidecar(request: pytest.FixtureRequest, make_sidecar: SidecarFactory) -> Client:
-    if request.param == "memory":
-        return await make_sidecar(redis_url="memory://")
-    server = request.getfixturevalue("redis_server")
-    server.flushall()
-    return await make_sidecar(redis_url=server.url)
 
 
 async def call(sidecar: Client, method: str, path: str, **kw: Any) -> tuple[int, Any, Mapping[str, str]]:
