@@ -28,6 +28,7 @@ from .common import (
     request_hash,
     stateful_headers,
 )
+from .item_appends import append_items
 from .pagination import page_items
 from .responses_request import check_metadata
 from .session_prompt import counters_after_write, history_prompt, read_headers
@@ -183,21 +184,22 @@ async def add_items(request: web.Request) -> web.Response:
     tenant = request[TENANT]
     await check_compaction_items(request.app[CONTEXT].compaction, tenant, items, "items")
     keyed = _keyed(request, raw, "items", conversation_id)
-    stored = with_sidecar_ids(
-        items, conversation_tag(tenant, conversation_id), seed=keyed.seed, param="items"
-    )
     # A retry with the key stores nothing and answers with the same items (their ids derive from it).
-    result = await request.app[STORE].append_turn(
+    result, stored = await append_items(
+        request.app[STORE],
         Turn(
             tenant,
             conversation_id,
-            stored,
-            n_input=len(stored),
+            [],
+            n_input=0,
             create=False,
             if_match=if_match(request),
             idempotency_key=keyed.key,
             request_hash=keyed.hashed,
-        )
+        ),
+        items,
+        tag=conversation_tag(tenant, conversation_id),
+        seed=keyed.seed,
     )
     data = [_listed(orjson.loads(b)) for _, b in stored]
     headers = await _write_headers(

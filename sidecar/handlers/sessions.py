@@ -21,7 +21,7 @@ from ..errors import (
 from ..ids import conversation_tag, parse_response_id, validate_client_id
 from ..middleware import REQUEST_ID, TENANT
 from ..store.base import History, IdempotencyInFlight, IdempotencyKeyReused, Store, Turn
-from ..stored_items import with_minted_ids, with_sidecar_ids
+from ..stored_items import with_minted_ids
 from ..wire.chat_messages import json_array
 from ..wire.resource import complete_output_item
 from .common import (
@@ -34,6 +34,7 @@ from .common import (
     request_hash,
     stateful_headers,
 )
+from .item_appends import append_items
 from .session_bodies import items_to_append, output_of, previous_response_id_of, record_of
 from .session_prompt import counters_after_write, history_prompt, model_query, read_headers
 
@@ -49,18 +50,20 @@ async def append(request: web.Request) -> web.Response:
     request.app[CONTEXT].choose(None, request.headers.get(PACK_HEADER))  # an unknown pack: 400, no write
     tenant = request[TENANT]
     await check_compaction_items(request.app[CONTEXT].compaction, tenant, items, "items")
-    stored = with_sidecar_ids(items, conversation_tag(tenant, conversation_id), param="items")
-    result = await request.app[STORE].append_turn(
+    result, stored = await append_items(
+        request.app[STORE],
         Turn(
             tenant=tenant,
             conversation_id=conversation_id,
-            items=stored,
-            n_input=len(stored),
+            items=[],
+            n_input=0,
             parent_response_id=previous,  # a branch after an older response; it becomes the head
             if_match=if_match(request),
             idempotency_key=idempotency_key(request),
             request_hash=request_hash(raw, "append"),
-        )
+        ),
+        items,
+        tag=conversation_tag(tenant, conversation_id),
     )
     fingerprint, tokens = await counters_after_write(
         request, conversation_id, result.session_bytes, len(stored)

@@ -4,6 +4,7 @@ OpenAI refuses it. Output items stored through the session API get the sidecar's
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -87,3 +88,68 @@ async def test_output_items_stored_through_the_session_api_get_the_sidecars_ids(
     assert stored.status == 200, await stored.text()
     items = (await (await sidecar.get("/v1/sessions/outputs")).json())["items"]
     assert [item["id"] for item in items] != ["msg_from_the_engine"] and items[0]["id"].startswith("msg_")
+
+
+async def item_ids(sidecar: Client, conversation: str) -> list[str]:
+    page = await sidecar.get(f"/v1/conversations/{conversation}/items", params={"order": "asc", "limit": 100})
+    assert page.status == 200, await page.text()
+    return [item["id"] for item in (await page.json())["data"]]
+
+
+async def test_an_id_already_in_the_conversation_is_refused_on_its_appends(sidecar: Client) -> None:
+    made = await sidecar.post("/v1/conversations", json={"items": [message("hi", "note-1")]})
+    conversation = (await made.json())["id"]
+    again = await sidecar.post(
+        f"/v1/conversations/{conversation}/items", json={"items": [message("x"), message("y", "note-1")]}
+    )
+    assert again.status == 400, await again.text()
+    error = (await again.json())["error"]
+    assert error["param"] == "items[1].id" and "Duplicate item found with id note-1." in error["message"]
+    appended = await sidecar.post(
+        f"/v1/sessions/{conversation}/append", json={"items": [message("z", "note-1")]}
+    )
+    assert appended.status == 400 and (await appended.json())["error"]["param"] == "items[0].id"
+    assert await item_ids(sidecar, conversation) == ["note-1"]  # nothing of either call was stored
+
+
+async def test_a_keyed_retry_naming_its_own_items_replays(sidecar: Client) -> None:
+    made = await sidecar.post("/v1/conversations", json={})
+    conversation = (await made.json())["id"]
+    path = f"/v1/conversations/{conversation}/items"
+    body = {"items": [message("a", "note-a"), message("b")]}
+    first = await sidecar.post(path, json=body, headers={"Idempotency-Key": "k-items"})
+    assert first.status == 200, await first.text()
+    retry = await sidecar.post(path, json=body, headers={"Idempotency-Key": "k-items"})
+    assert retry.status == 200, await retry.text()
+    assert await retry.json() == await first.json()
+    other = await sidecar.post(
+        path, json={"items": [message("c", "note-a")]}, headers={"Idempotency-Key": "k2"}
+    )
+    assert other.status == 400, await other.text()  # another key: the id is a duplicate, not a replay
+    assert len(await item_ids(sidecar, conversation)) == 2
+
+
+async def test_a_branch_may_reuse_an_id_that_only_a_later_turn_holds(sidecar: Client) -> None:
+    first = await sidecar.post("/v1/sessions/branchy/append", json={"items": [message("root")]})
+    assert first.status == 200, await first.text()
+    stored = await sidecar.post("/v1/sessions/branchy/store_response", json={"output": [message("answer")]})
+    root = (await stored.json())["response_id"]
+    later = await sidecar.post("/v1/sessions/branchy/append", json={"items": [message("later", "note-b")]})
+    assert later.status == 200, await later.text()
+    branch = {"items": [message("other way", "note-b")], "previous_response_id": root}
+    branched = await sidecar.post("/v1/sessions/branchy/append", json=branch)
+    assert branched.status == 200, await branched.text()
+
+
+async def test_concurrent_appends_of_one_id_store_it_once(sidecar: Client) -> None:
+    made = await sidecar.post("/v1/conversations", json={})
+    conversation = (await made.json())["id"]
+
+    async def add(n: int) -> int:
+        body = {"items": [message(f"copy {n}", "note-race")]}
+        resp = await sidecar.post(f"/v1/conversations/{conversation}/items", json=body)
+        return resp.status
+
+    statuses = await asyncio.gather(*(add(n) for n in range(8)))
+    assert sorted(statuses) == [200] + [400] * 7, statuses
+    assert await item_ids(sidecar, conversation) == ["note-race"]
