@@ -8,7 +8,7 @@ from functools import partial
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from .appkeys import AUTH, CONFIG, CONTEXT, METRICS, STORE, UPSTREAM
+from .appkeys import AUTH, CONFIG, CONTEXT, METRICS, PASSTHROUGH_ROUTES, STORE, UPSTREAM
 from .auth import Authenticator
 from .config import Config
 from .context.window import open_context_window
@@ -28,6 +28,7 @@ from .handlers import (
 from .handlers.passthrough import passthrough
 from .metrics import Metrics
 from .middleware import PUBLIC_RESOURCES, request_context
+from .passthrough_routes import passthrough_routes
 from .quota import QUOTAS, CountingStore, Quotas, enforce_quotas, reconciling
 from .runs.context import runs_context
 from .store import MemoryStore, Store, open_store
@@ -59,6 +60,7 @@ def create_app(config: Config) -> web.Application:
     app[QUOTAS] = quotas
     app[METRICS] = Metrics()
     app[CONTEXT] = open_context_window(config.policy, app[METRICS])
+    app[PASSTHROUGH_ROUTES] = passthrough_routes(config.policy.get("passthrough"), config.auth)
     app.cleanup_ctx.append(tracing.context)
     app.cleanup_ctx.append(_store_context)
     app.cleanup_ctx.append(_upstream_context)

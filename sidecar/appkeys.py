@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from .config import Config
     from .context.window import ContextWindow
     from .metrics import Metrics
+    from .passthrough_routes import PassthroughRoutes
     from .store import Store
     from .upstream import Upstream
 
@@ -20,3 +21,4 @@ AUTH: web.AppKey[Authenticator] = web.AppKey("auth")
 UPSTREAM: web.AppKey[Upstream] = web.AppKey("upstream")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 CONTEXT: web.AppKey[ContextWindow] = web.AppKey("context")
+PASSTHROUGH_ROUTES: web.AppKey[PassthroughRoutes] = web.AppKey("passthrough_routes")

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .ids import is_client_id
+from .passthrough_routes import ALL, INFERENCE, route_problem
 
 Check = Callable[[Any, str], None]
 
@@ -202,12 +203,27 @@ def _compaction(value: Any, where: str) -> None:
         raise PolicyError(where, "set one of 'key' or 'key_file', not both")
 
 
+def _passthrough_route(value: Any, where: str) -> None:
+    problem = route_problem(value)
+    if problem is not None:
+        raise PolicyError(where, problem)
+
+
+def _passthrough(value: Any, where: str) -> None:
+    if value is None or value in (ALL, INFERENCE):
+        return
+    if isinstance(value, str):
+        raise PolicyError(where, f"must be '{ALL}', '{INFERENCE}' or a list of routes, not {value!r}")
+    _list_of(_passthrough_route)(value, where)
+
+
 _TOP: dict[str, Check] = {
     "packs": _named(_PACK),
     "policies": _named(_POLICY),
     "tokenizers": _tokenizers,
     "tenants": _named(_TENANT, _tenant_name),
     "compaction": _compaction,
+    "passthrough": _passthrough,
 }
 
 

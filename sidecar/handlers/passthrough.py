@@ -11,11 +11,12 @@ from aiohttp import web
 from multidict import CIMultiDict, MultiMapping
 from yarl import URL
 
-from ..appkeys import CONFIG, UPSTREAM
+from ..appkeys import CONFIG, PASSTHROUGH_ROUTES, UPSTREAM
 from ..errors import (
     BodyTooLarge,
     ClientDisconnected,
     ConvoStoreError,
+    NotFound,
     RequestTimeout,
     UpstreamError,
     UpstreamTimeout,
@@ -49,6 +50,9 @@ CLIENT_CREDENTIALS = {
 
 
 async def passthrough(request: web.Request) -> web.StreamResponse:
+    if not request.app[PASSTHROUGH_ROUTES].allows(request.method, request.path):
+        # As OpenAI answers a route it does not have: whether the engine has it is not the tenant's to know.
+        raise NotFound(f"Invalid URL ({request.method} {request.path})", code="unknown_url")
     upstream = request.app[UPSTREAM]
     config = request.app[CONFIG]
     if request.content_length is not None and request.content_length > config.max_body_bytes:

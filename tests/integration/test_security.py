@@ -205,9 +205,10 @@ async def test_authenticated_pass_through_forwards_the_exact_target(
     own = await exchange(
         secured.server.port, f"GET /convostore/foo HTTP/1.1\r\nHost: s\r\n{credentials(mode)}"
     )
-    assert own.status == 404  # the engine's answer: authenticated, an unknown path is the engine's business
-    [models, foo] = recorded(engine.app)
-    assert (models["path"], foo["path"]) == ("/v1/models", "/convostore/foo")
+    # Authenticated, a route that is not an inference route is not the engine's either (docs/api.md §9).
+    assert own.status == 404 and own.json()["error"]["code"] == "unknown_url"
+    [models] = recorded(engine.app)
+    assert models["path"] == "/v1/models"
     assert models["headers"]["Authorization"] == f"Bearer {ENGINE_KEY}"
 
 
