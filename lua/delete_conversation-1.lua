@@ -1,5 +1,5 @@
--- Delete a conversation with every key it owns: segments (and so every item), response records,
--- idempotency records, stored summaries; and the slot's record list once no record or reservation is left
+-- Delete a conversation with every key it owns: segments (and so every item), response records and
+-- their background runs' logs, idempotency records, stored summaries; and the slot's record list once no record or reservation is left
 -- in it.
 -- KEYS[1]  the conversation's meta hash  cs:{t}:<tenant>:<conv>:meta
 -- ARGV[1]  tenant
@@ -17,7 +17,11 @@ local indexes = redis.call('LRANGE', prefix .. 'resps', 0, -1)
 local length = redis.call('LLEN', records_key)
 for i = 1, #indexes do
   local index = tonumber(indexes[i])
-  if index < length then redis.call('LSET', records_key, index, '') end
+  if index < length then
+    local response_id = stored_response_id(tag_prefix, records_key, index)
+    if response_id then drop_run(tag_prefix, response_id) end
+    redis.call('LSET', records_key, index, '')
+  end
 end
 for _, key in ipairs(redis.call('ZRANGE', prefix .. 'idems', 0, -1)) do
   redis.call('DEL', prefix .. 'idem:' .. key)

@@ -137,3 +137,18 @@ local function index_idempotency_key(prefix, key, expires_ms, now)
   redis.call('ZREMRANGEBYSCORE', idems, '-inf', now)
   redis.call('ZADD', idems, expires_ms, key)
 end
+
+-- A stored response's background run goes with it (its content is in the run's event log): the run hash,
+-- its log and its lease (includes/runs.lua), all in the response's slot. A run still going has no record
+-- yet, only a reservation, so no delete reaches it.
+local function drop_run(tag_prefix, response_id)
+  local run = tag_prefix .. 'run:' .. response_id
+  redis.call('DEL', run, run .. ':ev', run .. ':lease')
+end
+
+-- The id of the response stored at `index` of the slot's record list, from its record (nil: none there).
+local function stored_response_id(tag_prefix, records_key, index)
+  local raw = redis.call('LINDEX', records_key, index)
+  if not raw or raw == '' or raw == RESERVED then return nil end
+  return 'resp_' .. string.sub(tag_prefix, 5, 16) .. string.format('%08x', index) .. parse_record(raw)[7]
+end

@@ -31,8 +31,7 @@ async def replay_stored(
     headers = _replay_headers(headers, first)
     if not stream:
         return web.Response(body=orjson.dumps(resource), content_type="application/json", headers=headers)
-    frames = b"".join(encode_sse(e["type"], orjson.dumps(e)) for e in replay_events(resource))
-    return await _stream(request, headers, frames)
+    return await stream_events(request, headers, replay_events(resource))
 
 
 async def replay_chat(
@@ -74,6 +73,14 @@ def _replay_headers(headers: dict[str, str], first: TurnResult) -> dict[str, str
         "X-Conversation-Version": str(first.version),
         "Idempotent-Replayed": "true",
     }
+
+
+async def stream_events(
+    request: web.Request, headers: dict[str, str], events: list[dict[str, Any]]
+) -> web.StreamResponse:
+    """Responses events, all known already, as one finished event stream."""
+    frames = b"".join(encode_sse(e["type"], orjson.dumps(e)) for e in events)
+    return await _stream(request, headers, frames)
 
 
 async def _stream(request: web.Request, headers: dict[str, str], frames: bytes) -> web.StreamResponse:

@@ -21,8 +21,10 @@ from ..runs.lease import LEASE_MS, POLL_SECONDS, REAP_INTERVAL_SECONDS
 from ..runs.record import RunRecord
 from ..store import Store
 from ..stored_items import decode_items
+from ..wire.replay import replay_events
 from .common import json_response
 from .pagination import page_items
+from .replay import stream_events
 
 routes = web.RouteTableDef()
 
@@ -62,14 +64,31 @@ async def _current(store: Store, tenant: str, response_id: str) -> dict[str, Any
 async def _resume(request: web.Request, store: Store, tenant: str, response_id: str) -> web.StreamResponse:
     after = _starting_after(request.query.get("starting_after"))
     run = await store.read_run(tenant, response_id, after)
-    if run is None:
-        if await store.resolve_response(tenant, response_id, "output") is None:
-            raise response_not_found(response_id)
+    headers = {"X-Response-Id": response_id}
+    if run is not None:
+        return await follow_run(request, store, request.app[RUNS], tenant, response_id, after, headers, run)
+    history = await store.resolve_response(tenant, response_id, "output")
+    if history is None:
+        raise response_not_found(response_id)
+    resource = resource_from_record(response_id, history.body, decode_items(history.items))
+    if resource.get("background") is not True:
         raise InvalidRequest(
             "Only responses created with background=true can be streamed again.", param="stream"
         )
-    headers = {"X-Response-Id": response_id}
-    return await follow_run(request, store, request.app[RUNS], tenant, response_id, after, headers, run)
+    return await stream_events(request, headers, _replayed_log(resource, after))
+
+
+def _replayed_log(resource: dict[str, Any], after: int) -> list[dict[str, Any]]:
+    """A finished background response whose event log expired before it (the log lives a TTL from the
+    run's end, the response a TTL from its conversation's last use): from the start, its events rebuilt
+    from what is stored; after a number, which the rebuilt events would not match, its terminal event,
+    which carries the whole response."""
+    events = replay_events(resource)
+    if after < 0:
+        return events
+    terminal = events[-1]
+    terminal["sequence_number"] = after + 1
+    return [terminal]
 
 
 def _starting_after(value: str | None) -> int:
@@ -90,8 +109,11 @@ async def cancel_response(request: web.Request) -> web.Response:
     store, tenant = request.app[STORE], request[TENANT]
     status = await store.cancel_run(tenant, response_id)
     if status is None:
-        if await store.resolve_response(tenant, response_id, "output") is None:
+        resource = await _current(store, tenant, response_id)
+        if resource is None:
             raise response_not_found(response_id)
+        if resource.get("background") is True:  # finished, its run's log expired since: as it is
+            return json_response(orjson.dumps(resource))
         raise InvalidRequest(
             "Only responses created with background=true can be cancelled.", param="response_id"
         )

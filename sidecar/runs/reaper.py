@@ -7,10 +7,11 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from ..periodic import every
 from ..response_record import resource_from_record
-from ..store import Store
+from ..store import History, Store
 from ..stored_items import decode_items
 from ..turns import record_response
 from ..wire import events as ev
@@ -63,23 +64,29 @@ async def settle_orphan(store: Store, owner: str, tenant: str, response_id: str)
     record = RunRecord.decode(state.record)
     stored = await store.resolve_response(tenant, response_id, "output")
     if stored is not None:  # the runner stored its turn and died before it logged the end: that end
-        final = resource_from_record(response_id, stored.body, decode_items(stored.items))
-        terminal = ev.lifecycle(ev.TERMINAL_BY_STATUS.get(final["status"], "response.completed"), final)
-        terminal["sequence_number"] = state.last_seq + 1
+        final, terminal = _stored_end(response_id, stored, state.last_seq)
     else:
         status = "cancelled" if state.cancel else "failed"
         error = {"code": "server_error", "message": DIED_MESSAGE} if status == "failed" else None
         final, terminal = settled(record.base, state.events, status, state.last_seq, error)
         try:
-            await record_response(
+            result = await record_response(
                 store,
                 record.plan(tenant, response_id),
                 final,
                 idempotency_key=record.idempotency_key,
                 request_hash=record.request_hash,
             )
+            stored_first = result.replayed
         except Exception:  # its reservation lapsed, or the store is away: the run still ends
             log.exception("storing orphaned background response %s failed", response_id)
+            stored_first = True
+        if stored_first:
+            # A runner that stalled past its lease may have stored its turn since the look above: then the
+            # log ends as the store says, not `failed` beside a stored `completed`.
+            stored = await store.resolve_response(tenant, response_id, "output")
+            if stored is not None:
+                final, terminal = _stored_end(response_id, stored, state.last_seq)
     try:
         await store.finish_run(response_id, owner, str(final["status"]), numbered_events([terminal]))
     finally:  # the turn is settled: its quota slot is free even if the log could not be ended
@@ -92,6 +99,14 @@ async def settle_orphan(store: Store, owner: str, tenant: str, response_id: str)
         extra={"tenant": tenant, "response_id": response_id, "status": final["status"]},
     )
     return str(final["status"])
+
+
+def _stored_end(response_id: str, stored: History, last_seq: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The stored response and the terminal event that logs it, numbered after the log's last event."""
+    final = resource_from_record(response_id, stored.body, decode_items(stored.items))
+    terminal = ev.lifecycle(ev.TERMINAL_BY_STATUS.get(final["status"], "response.completed"), final)
+    terminal["sequence_number"] = last_seq + 1
+    return final, terminal
 
 
 @contextlib.asynccontextmanager

@@ -53,6 +53,7 @@ class _Run:
     stop: str | None = None  # "cancel" (asked through the store) or "lost" (a reaper took the run over)
     pump: asyncio.Task[list[dict[str, Any]]] | None = None
     status: str = "failed"  # how it ended here: the stored status, or "lost" to a reaper
+    finished: bool = False  # its end was logged here (else a reaper settles it: it stays in their index)
 
 
 class Runner:
@@ -123,8 +124,9 @@ class Runner:
             self.metrics.background_running.dec()
             self.metrics.background_finished.labels(run.status).inc()
             log.info("background response finished", extra={**_fields(run.plan), "status": run.status})
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self.store.track_run(rid, None))
+            if run.finished:  # else the reapers' index keeps it: once its lease lapses, one settles it
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.store.track_run(rid, None))
             if run.record.holds_slot:  # a reaper that took the run over releases it too: harmless twice
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self.store.release_run_slot(run.plan.tenant, rid))
@@ -156,8 +158,7 @@ class Runner:
             watcher.cancel()
             keeper.cancel()
         if run.stop == "lost":
-            log.warning("background response %s was taken over by another replica", run.plan.response_id)
-            run.status = "lost"
+            self._lost(run)
             return
         if run.stop == "cancel":
             self.metrics.background_cancels.inc()
@@ -234,10 +235,20 @@ class Runner:
             except Exception:  # the store is away: the next renewal retries, well within a claim's life
                 log.warning("could not renew the turn of background response %s", plan.response_id)
 
+    def _lost(self, run: _Run) -> None:
+        """A reaper took the run over: it stores the turn, into the record index reserved for it, so this
+        replica must not give that index back (the conversation's next turn would take it)."""
+        log.warning("background response %s was taken over by another replica", run.plan.response_id)
+        run.status = "lost"
+        run.plan.reserved = False
+
     async def _finish(self, run: _Run, tail: list[dict[str, Any]], *, cancelled: bool = False) -> None:
-        """Store the turn, then log the terminal event and end the run."""
+        """Log all but the terminal event, store the turn, then log the terminal event and end the run."""
         translator, rid = run.translator, run.plan.response_id
-        events = run.pending + tail
+        events = await self._log_ahead(run, run.pending + tail)
+        if events is None:
+            self._lost(run)
+            return
         if cancelled:
             final = {**translator.incomplete("max_output_tokens"), "status": "cancelled"}
             final["incomplete_details"] = None
@@ -264,8 +275,24 @@ class Runner:
         )
         if unstored is not None and events:
             events[-1] = ev.unstored(events[-1], unstored)
-        await self.store.finish_run(rid, self.owner, str(final["status"]), numbered_events(events))
+        run.finished = await self.store.finish_run(
+            rid, self.owner, str(final["status"]), numbered_events(events)
+        )
         self._notify(rid)
+
+    async def _log_ahead(self, run: _Run, events: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+        """Before the turn is stored: log every event but the last (a reaper that takes the run over later
+        logs only its terminal event, so the rest must be in the log already), and so renew the lease, so
+        no reaper takes the run over while the turn is stored. What is left to log; None: the run is lost."""
+        try:
+            signal = await self.store.append_run_events(
+                run.plan.response_id, self.owner, numbered_events(events[:-1]), LEASE_MS
+            )
+        except Exception:  # the store is away: storing the turn will say so; everything is logged at the end
+            log.warning("could not log ahead for background response %s", run.plan.response_id)
+            return events
+        self._notify(run.plan.response_id)
+        return events[-1:] if signal.owned else None
 
     async def close(self) -> None:
         """Shutting down: every run still going stores what it captured, `failed`."""

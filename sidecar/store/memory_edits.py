@@ -18,6 +18,7 @@ class MemoryEdits(MemoryLifetime):
         if resp is None:
             return False
         del self._responses[response_id]
+        self._runs.pop(response_id, None)  # a background run's log holds its content too
         resp.conversation.responses.pop(response_id, None)
         self._slots[resp.conversation.tag].records -= 1
         return True

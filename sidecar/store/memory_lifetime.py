@@ -54,6 +54,7 @@ class MemoryLifetime:
         conv = self._conversations.pop((tenant, conversation_id))
         for response_id in conv.responses:
             self._responses.pop(response_id, None)
+            self._runs.pop(response_id, None)  # a background run's log holds its content too
         self._idempotency.pop((tenant, conversation_id), None)
         slot = self._slots.get(conv.tag)
         if slot is not None:
