@@ -17,7 +17,7 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "policy.yaml"
 def test_the_shipped_example_loads_and_holds_every_key() -> None:
     config = Config.from_env({"CONVOSTORE_CONFIG": str(EXAMPLE), "CONVOSTORE_AUTH": "api_keys"})
     policy = config.policy
-    assert set(policy) == {"packs", "policies", "tokenizers", "tenants", "compaction"}
+    assert set(policy) == {"packs", "policies", "tokenizers", "tenants", "compaction", "passthrough"}
     assert set(policy["packs"]["support"]) == {"system", "few_shot", "tools"}
     assert set(policy["policies"]["default"]) == {
         "keep_last_turns", "summary_every_turns", "max_input_tokens", "summariser", "summariser_url", "pack",
