@@ -29,7 +29,8 @@ def compact_record(resource: dict[str, Any]) -> bytes:
             (usage.get("input_tokens_details") or {}).get("cached_tokens", 0),
             (usage.get("output_tokens_details") or {}).get("reasoning_tokens", 0),
         ]
-        if usage.get("total_tokens") == packed[0] + packed[1] and set(usage) <= _USAGE_FIELDS:
+        written = (usage.get("input_tokens_details") or {}).get("cache_write_tokens", 0)
+        if usage.get("total_tokens") == packed[0] + packed[1] and set(usage) <= _USAGE_FIELDS and not written:
             del record[_USAGE]
             record[_PACKED_USAGE] = packed
     return orjson.dumps(record)

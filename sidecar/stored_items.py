@@ -70,3 +70,20 @@ def _ids_in(history: Sequence[bytes]) -> set[str]:
 
 def decode_items(raw: list[bytes]) -> list[dict[str, Any]]:
     return [orjson.loads(item) for item in raw]
+
+
+# Items are stored as the engine is sent them (no status on input items, an image's detail only when the
+# client gave one); the routes that list them show them as the spec's item models require.
+_HAS_STATUS = frozenset({"message", "function_call", "function_call_output"})
+
+
+def listed(item: dict[str, Any]) -> dict[str, Any]:
+    """A decoded stored item as the items routes show it: its status, and every input image's detail."""
+    if item.get("type") in _HAS_STATUS and "status" not in item:
+        item["status"] = "completed"
+    content = item.get("content")
+    if isinstance(content, list):
+        for part in content:
+            if isinstance(part, dict) and part.get("type") == "input_image" and "detail" not in part:
+                part["detail"] = "auto"  # what an engine assumes without one
+    return item

@@ -16,7 +16,7 @@ from ..errors import InvalidRequest, NotFound, conversation_not_found
 from ..ids import conversation_id_for_idempotency_key, conversation_tag, mint_conversation_id
 from ..middleware import REQUEST_ID, TENANT
 from ..store.base import History, Turn
-from ..stored_items import decode_items, with_sidecar_ids
+from ..stored_items import decode_items, listed, with_sidecar_ids
 from ..wire.items import parse_input
 from .common import (
     idempotency_key,
@@ -201,7 +201,7 @@ async def add_items(request: web.Request) -> web.Response:
         tag=conversation_tag(tenant, conversation_id),
         seed=keyed.seed,
     )
-    data = [_listed(orjson.loads(b)) for _, b in stored]
+    data = [listed(orjson.loads(b)) for _, b in stored]
     headers = await _write_headers(
         request, conversation_id, result.version, result.session_bytes, len(stored)
     )
@@ -220,19 +220,8 @@ async def add_items(request: web.Request) -> web.Response:
 @routes.get("/v1/conversations/{conversation_id}/items")
 async def list_items(request: web.Request) -> web.Response:
     conversation_id, history = await load_conversation(request)
-    page = page_items([_listed(item) for item in decode_items(history.items)], request.query)
+    page = page_items([listed(item) for item in decode_items(history.items)], request.query)
     return json_response(page, await _read_headers(request, conversation_id, history))
-
-
-# Conversation items carry a status (OpenAI's Message, function call and output items require it); input
-# items are stored without one, since the engine is sent the stored bytes.
-_HAS_STATUS = frozenset({"message", "function_call", "function_call_output"})
-
-
-def _listed(item: dict[str, Any]) -> dict[str, Any]:
-    if item.get("type") in _HAS_STATUS and "status" not in item:
-        item["status"] = "completed"
-    return item
 
 
 def _find(history: History, item_id: str) -> dict[str, Any]:
@@ -245,7 +234,7 @@ def _find(history: History, item_id: str) -> dict[str, Any]:
 @routes.get("/v1/conversations/{conversation_id}/items/{item_id}")
 async def get_item(request: web.Request) -> web.Response:
     conversation_id, history = await load_conversation(request)
-    item = _listed(_find(history, request.match_info["item_id"]))
+    item = listed(_find(history, request.match_info["item_id"]))
     return json_response(item, await _read_headers(request, conversation_id, history))
 
 

@@ -20,7 +20,7 @@ from ..runs.follow import follow_run
 from ..runs.lease import LEASE_MS, POLL_SECONDS, REAP_INTERVAL_SECONDS
 from ..runs.record import RunRecord
 from ..store import Store
-from ..stored_items import decode_items
+from ..stored_items import decode_items, listed
 from ..wire.replay import replay_events
 from .common import json_response
 from .pagination import page_items
@@ -143,4 +143,4 @@ async def input_items(request: web.Request) -> web.Response:
     history = await request.app[STORE].resolve_response(request[TENANT], response_id, "input")
     if history is None:
         raise response_not_found(response_id)
-    return json_response(page_items(decode_items(history.items), request.query))
+    return json_response(page_items([listed(item) for item in decode_items(history.items)], request.query))

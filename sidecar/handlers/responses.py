@@ -201,14 +201,13 @@ async def _complete(
     try:
         if api == "responses":
             return rewrite_response(answer, base, plan.mint)
-        output, usage, status = chat_completion_to_output(answer, plan.mint)
+        output, usage, status, details = chat_completion_to_output(answer, plan.mint)
     except Exception as exc:  # whatever an answer of the wrong shape trips: the engine's fault, a 502
         raise UpstreamError(f"The engine's answer is not a valid {api} answer: {_reason(exc)}.") from None
     now = int(time.time())
     final = {**base, "status": status, "output": output, "usage": usage}
     final["completed_at"] = now if status == "completed" else None
-    if status == "incomplete":
-        final["incomplete_details"] = {"reason": "max_output_tokens"}
+    final["incomplete_details"] = details
     return final
 
 

@@ -58,11 +58,13 @@ def responses_to_chat_request(body: JSONObject, messages: list[JSONObject]) -> J
     return chat
 
 
-def chat_completion_to_output(chat: JSONObject, mint_id: MintId) -> tuple[list[JSONObject], JSONObject, str]:
-    """Output items, Responses usage and status of a non-streamed chat completion; `MalformedEvent` if it
-    is not one (the caller answers 502 and stores nothing)."""
+def chat_completion_to_output(
+    chat: JSONObject, mint_id: MintId
+) -> tuple[list[JSONObject], JSONObject, str, JSONObject | None]:
+    """Output items, Responses usage, status and incomplete_details of a non-streamed chat completion;
+    `MalformedEvent` if it is not one (the caller answers 502 and stores nothing)."""
     choice, message = chat_choice(chat)
-    status, _ = finish_status(choice.get("finish_reason"))
+    status, details = finish_status(choice.get("finish_reason"))
     item_status = "completed" if status == "completed" else "incomplete"
     items: list[JSONObject] = []
     reasoning = message.get("reasoning_content") or message.get("reasoning")
@@ -74,7 +76,7 @@ def chat_completion_to_output(chat: JSONObject, mint_id: MintId) -> tuple[list[J
     if content or refusal or not tool_calls:
         parts = [ev.output_text_part(content or "")] if content or not refusal else []
         if refusal:
-            parts.append({"type": "refusal", "refusal": refusal})
+            parts.append(ev.refusal_part(refusal))
         items.append(_message_item(mint_id("msg"), parts, item_status))
     for call in tool_calls:
         function = call["function"]
@@ -90,7 +92,7 @@ def chat_completion_to_output(chat: JSONObject, mint_id: MintId) -> tuple[list[J
                 status=item_status,
             )
         )
-    return items, normalise_usage(chat.get("usage")), status
+    return items, normalise_usage(chat.get("usage")), status, details
 
 
 def chat_choice(chat: JSONObject) -> tuple[JSONObject, JSONObject]:
@@ -132,8 +134,11 @@ class ChatStreamTranslator(CapturedStream):
         self._state = ResponseStreamState(base, now=now)
         self._mint = mint_id
         self._message: int | None = None
+        self._message_parts: dict[str, int] = {}  # the open message's parts: kind -> content_index
         self._reasoning: int | None = None
         self._calls: dict[int, int] = {}  # chat tool_calls index -> output_index, while open
+        self._engine_call_ids: dict[str, int] = {}  # the engine's tool call id -> its chat index
+        self._last_call: int | None = None
         self._call_meta: dict[int, JSONObject] = {}  # output_index -> {id, call_id, name}
         self._ids: dict[int, str] = {}
         self._call_ids: dict[int, str] = {}  # chat tool_calls index -> the call id the sidecar minted
@@ -177,7 +182,10 @@ class ChatStreamTranslator(CapturedStream):
                 out += self._reasoning_delta(reasoning)
             content = delta.get("content")
             if isinstance(content, str) and content:
-                out += self._text_delta(content)
+                out += self._part_delta("output_text", content)
+            refusal = delta.get("refusal")
+            if isinstance(refusal, str) and refusal:
+                out += self._part_delta("refusal", refusal)
             tool_calls = delta.get("tool_calls") or []
             if not isinstance(tool_calls, list):
                 raise MalformedEvent("chat chunk tool_calls is not a list")
@@ -199,7 +207,7 @@ class ChatStreamTranslator(CapturedStream):
         out = self._state.start() + self._close_all()
         if self._state.next_output_index == 0:
             # An empty answer is still an assistant turn: clients read output_text, history needs the item.
-            out += self._open_message() + self._close_message()
+            out += self._open_message() + self._open_part("output_text") + self._close_message()
         status, details = finish_status(self._finish_reason)
         out += self._state.terminate(status, incomplete_details=details)
         return out
@@ -218,18 +226,29 @@ class ChatStreamTranslator(CapturedStream):
 
     def _open_message(self) -> list[JSONObject]:
         item = {"type": "message", "role": "assistant", "status": "in_progress", "content": []}
-        index, item_id, added = self._add("msg", item)
+        index, _, added = self._add("msg", item)
         self._message = index
-        return [added, self._state.emit(ev.content_part_added(item_id, index, 0, ev.output_text_part()))]
+        self._message_parts = {}
+        return [added]
 
-    def _text_delta(self, delta: str) -> list[JSONObject]:
+    def _open_part(self, kind: str) -> list[JSONObject]:
+        """A part of the open message for text or a refusal, in the order they come (as the whole answer's
+        message has them: a refusal after the text)."""
+        assert self._message is not None
+        sub = self._message_parts[kind] = len(self._message_parts)
+        part = ev.output_text_part() if kind == "output_text" else ev.refusal_part()
+        return [self._state.emit(ev.content_part_added(self._ids[self._message], self._message, sub, part))]
+
+    def _part_delta(self, kind: str, delta: str) -> list[JSONObject]:
         out = self._close_reasoning()
         if self._message is None:
             out += self._open_message()
+        if kind not in self._message_parts:
+            out += self._open_part(kind)
         assert self._message is not None
-        index = self._message
-        event = ev.output_text_delta(self._ids[index], index, 0, delta)
-        out.append(self._state.emit_delta(event, index, 0, delta, "output_text"))
+        index, sub = self._message, self._message_parts[kind]
+        make = ev.output_text_delta if kind == "output_text" else ev.refusal_delta
+        out.append(self._state.emit_delta(make(self._ids[index], index, sub, delta), index, sub, delta, kind))
         return out
 
     def _close_message(self) -> list[JSONObject]:
@@ -237,14 +256,21 @@ class ChatStreamTranslator(CapturedStream):
             return []
         index, self._message = self._message, None
         item_id = self._ids[index]
-        text = self._state.text(index, "content", 0)
-        part = ev.output_text_part(text)
-        item = _message_item(item_id, [part], self._item_status())
-        return [
-            self._state.emit(ev.output_text_done(item_id, index, 0, text)),
-            self._state.emit(ev.content_part_done(item_id, index, 0, part)),
-            self._state.emit(ev.output_item_done(index, item)),
-        ]
+        out, parts = [], []
+        for kind, sub in self._message_parts.items():
+            text = self._state.text(index, "content", sub)
+            if kind == "output_text":
+                part = ev.output_text_part(text)
+                out.append(self._state.emit(ev.output_text_done(item_id, index, sub, text)))
+            else:
+                part = ev.refusal_part(text)
+                out.append(self._state.emit(ev.refusal_done(item_id, index, sub, text)))
+            out.append(self._state.emit(ev.content_part_done(item_id, index, sub, part)))
+            parts.append(part)
+        out.append(
+            self._state.emit(ev.output_item_done(index, _message_item(item_id, parts, self._item_status())))
+        )
+        return out
 
     def _reasoning_delta(self, delta: str) -> list[JSONObject]:
         out = self._close_message()
@@ -274,7 +300,7 @@ class ChatStreamTranslator(CapturedStream):
         out: list[JSONObject] = []
         if not isinstance(call, dict):
             raise MalformedEvent("chat tool call is not an object")
-        chat_index = tool_call_index(call, position)
+        chat_index = self._call_index(call, position)
         function = call.get("function") or {}
         if not isinstance(function, dict) or not isinstance(function.get("name") or "", str):
             raise MalformedEvent("chat tool call function is not an object with a string name")
@@ -295,6 +321,26 @@ class ChatStreamTranslator(CapturedStream):
         if isinstance(arguments, str) and arguments:
             out.append(self._state.emit(ev.function_call_arguments_delta(self._ids[index], index, arguments)))
         return out
+
+    def _call_index(self, call: JSONObject, position: int) -> int:
+        """Which call a tool-call delta continues: its `index`. Without one (a sloppy engine): the latest
+        call when it comes first in its chunk with no id or that call's id, else a new call. Written into
+        the delta, so the chat relay (chat_chunks.py) pairs it with the same call."""
+        index = call.get("index")
+        engine_id = call.get("id") if isinstance(call.get("id"), str) and call.get("id") else None
+        if not isinstance(index, int) or isinstance(index, bool):
+            continues = (
+                position == 0
+                and self._last_call is not None
+                and (engine_id is None or self._engine_call_ids.get(engine_id) == self._last_call)
+            )
+            index = self._last_call if continues else max(self._call_ids, default=-1) + 1
+            assert index is not None
+            call["index"] = index
+        if engine_id is not None:
+            self._engine_call_ids.setdefault(engine_id, index)
+        self._last_call = index
+        return index
 
     def _close_calls(self) -> list[JSONObject]:
         out: list[JSONObject] = []

@@ -92,6 +92,30 @@ def output_text_done(item_id: str, output_index: int, content_index: int, text: 
     }
 
 
+def refusal_delta(item_id: str, output_index: int, content_index: int, delta: str) -> JSONObject:
+    return {
+        "type": "response.refusal.delta",
+        "item_id": item_id,
+        "output_index": output_index,
+        "content_index": content_index,
+        "delta": delta,
+    }
+
+
+def refusal_done(item_id: str, output_index: int, content_index: int, refusal: str) -> JSONObject:
+    return {
+        "type": "response.refusal.done",
+        "item_id": item_id,
+        "output_index": output_index,
+        "content_index": content_index,
+        "refusal": refusal,
+    }
+
+
+def refusal_part(refusal: str = "") -> JSONObject:
+    return {"type": "refusal", "refusal": refusal}
+
+
 def reasoning_text_delta(item_id: str, output_index: int, content_index: int, delta: str) -> JSONObject:
     return {
         "type": "response.reasoning_text.delta",

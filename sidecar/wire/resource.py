@@ -91,11 +91,24 @@ def normalise_usage(usage: JSONObject | None) -> JSONObject:
     total = usage.get("total_tokens")
     return {
         "input_tokens": input_tokens,
-        "input_tokens_details": {"cached_tokens": _count(input_details.get("cached_tokens"))},
+        "input_tokens_details": {
+            "cached_tokens": _count(input_details.get("cached_tokens")),
+            # Required by the openai SDK's model since 2.x; engines that cache say nothing of writes.
+            "cache_write_tokens": _count(input_details.get("cache_write_tokens")),
+        },
         "output_tokens": output_tokens,
         "output_tokens_details": {"reasoning_tokens": _count(output_details.get("reasoning_tokens"))},
         "total_tokens": _count(total) if total is not None else input_tokens + output_tokens,
     }
+
+
+ITEM_STATUSES = frozenset({"in_progress", "completed", "incomplete"})
+
+
+def _status_of(item: JSONObject, default: str) -> str:
+    """The item's own status when the spec knows it (an engine may say "done"), else `default`."""
+    status = item.get("status")
+    return status if status in ITEM_STATUSES else default
 
 
 def complete_output_item(item: JSONObject, *, status: str = "completed") -> JSONObject:
@@ -108,10 +121,10 @@ def complete_output_item(item: JSONObject, *, status: str = "completed") -> JSON
     done["type"] = item_type
     if item_type == "message":
         done.setdefault("role", "assistant")
-        done["status"] = item.get("status") or status
+        done["status"] = _status_of(item, status)
         done["content"] = complete_content(item.get("content"))
     elif item_type == "function_call":
-        done["status"] = item.get("status") or status
+        done["status"] = _status_of(item, status)
         arguments = item.get("arguments")
         if not isinstance(arguments, str):
             # Some engines hand arguments over parsed; the API carries them as a JSON string.
@@ -119,7 +132,7 @@ def complete_output_item(item: JSONObject, *, status: str = "completed") -> JSON
         done["arguments"] = arguments
         done.setdefault("name", "")
     elif item_type == "function_call_output":
-        done["status"] = item.get("status") or status
+        done["status"] = _status_of(item, status)
     elif item_type == "reasoning":
         done["summary"] = list(item.get("summary") or [])
     return done

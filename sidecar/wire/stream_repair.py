@@ -49,6 +49,9 @@ _SUMMARY_EVENTS = frozenset(
 _ARGUMENT_EVENTS = frozenset(
     {"response.function_call_arguments.delta", "response.function_call_arguments.done"}
 )
+# The reasons the spec gives an incomplete response; chat's word for the first is "length".
+_INCOMPLETE_REASONS = {"max_output_tokens": "max_output_tokens", "length": "max_output_tokens",
+                       "content_filter": "content_filter"}  # fmt: skip
 
 
 class ResponsesStreamRewriter(CapturedStream):
@@ -77,6 +80,8 @@ class ResponsesStreamRewriter(CapturedStream):
         self._by_engine_index: dict[int, int] = {}
         self._item_ids: dict[int, str] = {}
         self._parts: dict[int, int] = {}
+        # (output index, the engine's content_index) -> ours: parts are numbered in the order announced.
+        self._subs: dict[tuple[int, int], int] = {}
         self._current: int | None = None
 
     def feed(self, event: JSONObject) -> list[JSONObject]:
@@ -113,18 +118,17 @@ class ResponsesStreamRewriter(CapturedStream):
             out += self._item_event(event, "function_call")
         elif kind in _SUMMARY_EVENTS:
             out += self._item_event(event, "reasoning", summary=True)
-        elif isinstance(kind, str):
-            # Unknown to us but maybe not to the client: forwarded, with our numbering and ids.
-            forwarded = _strip(event)
-            if "item_id" in forwarded:
-                forwarded["item_id"] = self._ids.get(forwarded["item_id"], forwarded["item_id"])
-            out.append(self._state.emit(forwarded))
+        # Anything else is not an Open Responses event (an engine's debug or audio events): what reaches
+        # the client conforms to the spec whatever the engine sends, so it is dropped.
         return out
 
     # -- items -----------------------------------------------------------------------------------------------
 
     def _item_added(self, event: JSONObject) -> list[JSONObject]:
         item = event.get("item") or {}
+        known = self._known(event, item.get("id"))
+        if known is not None and self._state.is_open(known):
+            return []  # announced already (a repeated event, or deltas that came first): one item
         index = self._new_item(item, event.get("output_index"))
         fresh = {**item, "id": self._item_ids[index]}
         if fresh.get("type", "message") == "function_call":
@@ -133,6 +137,8 @@ class ResponsesStreamRewriter(CapturedStream):
             fresh["call_id"] = self._mint("call")
         added = complete_output_item(fresh, status="in_progress")
         self._parts[index] = len(added.get("content") or [])
+        for sub in range(self._parts[index]):
+            self._subs[(index, sub)] = sub
         return [self._state.emit(ev.output_item_added(index, added))]
 
     def _new_item(self, item: JSONObject, engine_index: Any) -> int:
@@ -152,6 +158,9 @@ class ResponsesStreamRewriter(CapturedStream):
     def _item_done(self, event: JSONObject) -> list[JSONObject]:
         item = event.get("item") or {}
         out: list[JSONObject] = []
+        known = self._known(event, item.get("id"))
+        if known is not None and not self._state.is_open(known):
+            return []  # done already: a repeated event must not add the item twice
         index = self._resolve(event, item.get("id"))
         if index is None or not self._state.is_open(index):
             out += self._synthesize_added(item.get("type") or "message", item.get("id"), event)
@@ -173,9 +182,13 @@ class ResponsesStreamRewriter(CapturedStream):
         out, index, item_id = self._target(event, "message")
         part = complete_part(event.get("part") or ev.output_text_part())
         if kind == "response.content_part.added":
-            sub = event.get("content_index")
-            sub = sub if isinstance(sub, int) else self._parts.get(index, 0)
-            self._parts[index] = max(self._parts.get(index, 0), sub + 1)
+            engine_sub = event.get("content_index")
+            sub = self._subs.get((index, engine_sub)) if isinstance(engine_sub, int) else None
+            if sub is None:
+                sub = self._parts.get(index, 0)
+                self._parts[index] = sub + 1
+                if isinstance(engine_sub, int):
+                    self._subs[(index, engine_sub)] = sub
             out.append(self._state.emit(ev.content_part_added(item_id, index, sub, part)))
         else:
             sub = self._content_index(event, index)
@@ -188,6 +201,9 @@ class ResponsesStreamRewriter(CapturedStream):
         if item_type == "message" and self._parts.get(index, 0) == 0:
             part = {"type": "refusal", "refusal": ""} if "refusal" in kind else ev.output_text_part()
             self._parts[index] = 1
+            engine_sub = event.get("content_index")
+            if isinstance(engine_sub, int):
+                self._subs[(index, engine_sub)] = 0
             out.append(self._state.emit(ev.content_part_added(item_id, index, 0, part)))
         repaired = {**_strip(event), "item_id": item_id, "output_index": index}
         repaired["content_index"] = self._content_index(event, index)
@@ -236,6 +252,13 @@ class ResponsesStreamRewriter(CapturedStream):
         assert index is not None
         return out, index, self._item_ids[index]
 
+    def _known(self, event: JSONObject, engine_id: Any) -> int | None:
+        """The item the engine named (by id, else by its output_index), if it announced one; not a guess."""
+        if isinstance(engine_id, str):
+            return self._index_of[self._ids[engine_id]] if engine_id in self._ids else None
+        engine_index = event.get("output_index")
+        return self._by_engine_index.get(engine_index) if isinstance(engine_index, int) else None
+
     def _resolve(self, event: JSONObject, engine_id: Any) -> int | None:
         if isinstance(engine_id, str) and engine_id in self._ids:
             return self._index_of[self._ids[engine_id]]
@@ -259,8 +282,14 @@ class ResponsesStreamRewriter(CapturedStream):
         return self._item_added({"item": skeleton, "output_index": event.get("output_index")})
 
     def _content_index(self, event: JSONObject, index: int) -> int:
-        sub = event.get("content_index")
-        return sub if isinstance(sub, int) else max(self._parts.get(index, 1) - 1, 0)
+        """Our number of the part an event is about: the one the engine's content_index was announced
+        as, else (unannounced or none given) the latest part of the item."""
+        engine_sub = event.get("content_index")
+        if isinstance(engine_sub, int):
+            sub = self._subs.get((index, engine_sub))
+            if sub is not None:
+                return sub
+        return max(self._parts.get(index, 1) - 1, 0)
 
     # -- the end ---------------------------------------------------------------------------------------------
 
@@ -281,9 +310,7 @@ class ResponsesStreamRewriter(CapturedStream):
             )
         limit = self._base.get("max_output_tokens") if self._infer_length_limit else None
         status, details = _length_limited(status, response, limit, self._state.usage)
-        error = response.get("error") if status == "failed" else None
-        if status == "failed" and not isinstance(error, dict):
-            error = {"code": "server_error", "message": "The engine reported a failure."}
+        error = _error_of(response.get("error")) if status == "failed" else None
         completed_at = response.get("completed_at")
         out += self._state.terminate(
             status,
@@ -323,7 +350,7 @@ def rewrite_response(
     completed_at = engine_response.get("completed_at")
     if status == "completed" and not isinstance(completed_at, int):
         completed_at = int(now())
-    error = engine_response.get("error") if status == "failed" else None
+    error = _error_of(engine_response.get("error")) if status == "failed" else None
     return {
         **base,
         "status": status,
@@ -345,10 +372,23 @@ def _length_limited(
     """
     if status == "incomplete":
         details = response.get("incomplete_details")
-        return status, details if isinstance(details, dict) else {"reason": "max_output_tokens"}
+        reason = details.get("reason") if isinstance(details, dict) else None
+        known = _INCOMPLETE_REASONS.get(reason) if isinstance(reason, str) else None
+        return status, {"reason": known or "max_output_tokens"}
     if status == "completed" and isinstance(limit, int) and usage and usage.get("output_tokens", 0) >= limit:
         return "incomplete", {"reason": "max_output_tokens"}
     return status, None
+
+
+def _error_of(error: Any) -> JSONObject:
+    """A failed response's error as the spec has it (a string code and message), whatever the engine said."""
+    if not isinstance(error, dict):
+        return {"code": "server_error", "message": "The engine reported a failure."}
+    code, message = error.get("code"), error.get("message")
+    return {
+        "code": code if isinstance(code, str) and code else "server_error",
+        "message": message if isinstance(message, str) and message else "The engine reported a failure.",
+    }
 
 
 def _strip(event: JSONObject) -> JSONObject:

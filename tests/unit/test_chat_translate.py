@@ -165,7 +165,7 @@ def test_request_built_on_items_to_messages_history() -> None:
 
 def test_real_llamacpp_chat_answer_to_output() -> None:
     chat = orjson.loads((SAMPLES / "chat_nonstream.json").read_bytes())
-    items, usage, status = chat_completion_to_output(chat, minter())
+    items, usage, status, _ = chat_completion_to_output(chat, minter())
     assert status == "incomplete"  # finish_reason "length"
     (message,) = items
     assert message["id"] == "msg_sc0000" and message["status"] == "incomplete"
@@ -202,7 +202,7 @@ def test_reasoning_and_tool_calls_become_items_in_order() -> None:
         ],
         "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8},
     }
-    items, _, status = chat_completion_to_output(chat, minter())
+    items, _, status, _ = chat_completion_to_output(chat, minter())
     assert status == "completed"
     assert [i["type"] for i in items] == ["reasoning", "function_call", "function_call"]
     assert items[0]["content"] == [{"type": "reasoning_text", "text": "think"}]
@@ -217,7 +217,7 @@ def test_reasoning_and_tool_calls_become_items_in_order() -> None:
 
 
 def test_empty_answer_is_still_a_message() -> None:
-    items, _, _ = chat_completion_to_output(
+    items, _, _, _ = chat_completion_to_output(
         {"choices": [{"message": {"content": None}, "finish_reason": "stop"}]}, minter()
     )
     assert items[0]["type"] == "message" and items[0]["content"][0]["text"] == ""

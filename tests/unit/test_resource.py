@@ -133,7 +133,7 @@ def test_normalise_chat_usage_from_real_llamacpp_sample() -> None:
     chat = orjson.loads((SAMPLES / "chat_nonstream.json").read_bytes())
     assert normalise_usage(chat["usage"]) == {
         "input_tokens": 26,
-        "input_tokens_details": {"cached_tokens": 21},
+        "input_tokens_details": {"cached_tokens": 21, "cache_write_tokens": 0},
         "output_tokens": 12,
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": 38,
@@ -149,7 +149,8 @@ def test_normalise_responses_usage_fills_missing_details() -> None:
 
 def test_normalise_usage_tolerates_nulls_and_computes_total() -> None:
     usage = normalise_usage({"prompt_tokens": 5, "completion_tokens": 3, "prompt_tokens_details": None})
-    assert usage["total_tokens"] == 8 and usage["input_tokens_details"] == {"cached_tokens": 0}
+    assert usage["total_tokens"] == 8
+    assert usage["input_tokens_details"] == {"cached_tokens": 0, "cache_write_tokens": 0}
     assert normalise_usage(None)["total_tokens"] == 0
 
 
