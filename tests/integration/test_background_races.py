@@ -254,105 +254,74 @@ async def test_a_deleted_background_response_is_not_streamed_from_its_log(
     assert await store_of(sidecar).read_run(DEFAULT_TENANT, response_id) is None  # its log went with it
 
 
-async def test_a_runner_that_lost_its_run_keeps_the_reservation_for_the_reaper(
-    make_sidecar: SidecarFactory, engine: TestServer, redis_server: Any, monkeypatch: pytest.MonkeyPatch
+class StallsMidRun(Proxy):
+    """The runner's replica stalls at its first logged delta (a GC pause, a slow store) until `gate`;
+    whether it gives its turn back is noted."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__(inner)
+        self.gate, self.stalled, self.gave_back = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def append_run_events(self, response_id: str, owner: str, events: Any, lease_ms: int) -> Any:
+        if events and not self.stalled.is_set() and any(b"output_text.delta" in e for _, e in events):
+            self.stalled.set()
+        if self.stalled.is_set():
+            await self.gate.wait()
+        return await self.inner.append_run_events(response_id, owner, events, lease_ms)
+
+    async def abandon_turn(self, *args: Any) -> Any:
+        try:
+            return await self.inner.abandon_turn(*args)
+        finally:
+            self.gave_back.set()
+
+
+@pytest.mark.parametrize("next_turn", ["stored first", "running meanwhile"])
+async def test_a_runner_that_lost_its_run_keeps_the_reservation_the_reaper_stores_into(
+    next_turn: str,
+    make_sidecar: SidecarFactory,
+    engine: TestServer,
+    redis_server: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr("sidecar.runs.runner.LEASE_MS", 300)
     sidecar = await make_sidecar(redis_url=redis_server.url, upstream=str(engine.make_url("")))
     store = sidecar.app[STORE]
-    gate, stalled, gave_back = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    runner_store = StallsMidRun(store)
+    other: asyncio.Task[Any] | None = None
 
-    class StallingRunnerStore(Proxy):  # the runner's replica stalls mid-run (a GC pause, a slow store)
-        async def append_run_events(self, response_id: str, owner: str, events: Any, lease_ms: int) -> Any:
-            if events and not stalled.is_set() and any(b"output_text.delta" in e for _, e in events):
-                stalled.set()
-            if stalled.is_set():
-                await gate.wait()
-            return await self.inner.append_run_events(response_id, owner, events, lease_ms)
-
-        async def abandon_turn(self, *args: Any) -> Any:
-            try:
-                return await self.inner.abandon_turn(*args)
-            finally:
-                gave_back.set()
-
-    class ReaperStore(Proxy):  # the runner wakes, hears it lost the run, gives its turn back: meanwhile
+    class ReaperStore(Proxy):  # between the reaper's look and its store: the runner wakes, hears it lost
         async def resolve_response(self, *args: Any) -> Any:
             found = await self.inner.resolve_response(*args)
-            gate.set()
-            await runner_done(sidecar)  # it heard it lost the run: a give-back would have come by now
-            # ...and the freed index is taken by the conversation's next turn (another client, a retry).
-            engine.app[CONFIG_KEY].mode = "ok"
-            other = await sidecar.post(
-                "/v1/responses", json={"model": "m", "input": "meanwhile", "previous_response_id": previous}
-            )
-            assert other.status == 200, await other.text()
+            runner_store.gate.set()
+            await runner_done(sidecar)  # a give-back would have come by now
+            # ...and the conversation's next turn (another client, a retry) takes the next index.
+            nonlocal other
+            body = {"model": "m", "input": "meanwhile", "previous_response_id": previous}
+            if next_turn == "stored first":
+                engine.app[CONFIG_KEY].mode = "ok"
+            other = asyncio.create_task(sidecar.post("/v1/responses", json=body))
+            if next_turn == "stored first":
+                await asyncio.shield(other)
+            else:
+                await asyncio.sleep(0.3)  # its index is reserved, its (slow) engine call under way
             return found
 
     first = await sidecar.post("/v1/responses", json={"model": "m", "input": "hi"})
     previous = (await first.json())["id"]  # a continuation: its record index is reserved up front
     slow(engine, 0.05, 40)
-    sidecar.app[RUNS].store = StallingRunnerStore(store)
+    sidecar.app[RUNS].store = runner_store
     response_id = await create_background(sidecar, "a long answer to lose", previous_response_id=previous)
-    await asyncio.wait_for(stalled.wait(), 5)
+    await asyncio.wait_for(runner_store.stalled.wait(), 5)
     await wait_lease_lapsed(store, response_id)
     assert await reap_once(ReaperStore(store), Runner(store)) == 1
+    assert not runner_store.gave_back.is_set(), "the late runner gave back the index the reaper stores into"
+    assert other is not None
+    answer = await other
+    body = await answer.json()
+    assert answer.status == 200, body
+    assert (await sidecar.get(f"/v1/responses/{body['id']}")).status == 200, "the other turn was not stored"
     events = await logged(sidecar, response_id)
     resp = await sidecar.get(f"/v1/responses/{response_id}")
     assert resp.status == 200, "the log says failed, but the response was never stored"
     assert (await resp.json())["status"] == events[-1]["response"]["status"] == "failed"
-    assert not gave_back.is_set(), "the late runner gave back the reservation the reaper stores into"
-
-
-async def test_the_reapers_store_and_the_next_turn_take_different_indexes(
-    make_sidecar: SidecarFactory, engine: TestServer, redis_server: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr("sidecar.runs.runner.LEASE_MS", 300)
-    sidecar = await make_sidecar(redis_url=redis_server.url, upstream=str(engine.make_url("")))
-    store = sidecar.app[STORE]
-    gate, stalled, gave_back = asyncio.Event(), asyncio.Event(), asyncio.Event()
-    other: Any = None
-
-    class StallingRunnerStore(Proxy):  # the runner's replica stalls mid-run (a GC pause, a slow store)
-        async def append_run_events(self, response_id: str, owner: str, events: Any, lease_ms: int) -> Any:
-            if events and not stalled.is_set() and any(b"output_text.delta" in e for _, e in events):
-                stalled.set()
-            if stalled.is_set():
-                await gate.wait()
-            return await self.inner.append_run_events(response_id, owner, events, lease_ms)
-
-        async def abandon_turn(self, *args: Any) -> Any:
-            try:
-                return await self.inner.abandon_turn(*args)
-            finally:
-                gave_back.set()
-
-    class ReaperStore(Proxy):  # the runner wakes, hears it lost the run, gives its turn back: meanwhile
-        async def resolve_response(self, *args: Any) -> Any:
-            found = await self.inner.resolve_response(*args)
-            gate.set()
-            await runner_done(sidecar)  # it heard it lost the run: a give-back would have come by now
-            # ...and the freed index is taken by the conversation's next turn (another client, a retry).
-            nonlocal other
-            other = asyncio.create_task(
-                sidecar.post(
-                    "/v1/responses",
-                    json={"model": "m", "input": "meanwhile", "previous_response_id": previous},
-                )
-            )
-            await asyncio.sleep(0.3)  # its index is reserved, its (slow) engine call under way
-            return found
-
-    first = await sidecar.post("/v1/responses", json={"model": "m", "input": "hi"})
-    previous = (await first.json())["id"]  # a continuation: its record index is reserved up front
-    slow(engine, 0.05, 40)
-    sidecar.app[RUNS].store = StallingRunnerStore(store)
-    response_id = await create_background(sidecar, "a long answer to lose", previous_response_id=previous)
-    await asyncio.wait_for(stalled.wait(), 5)
-    await wait_lease_lapsed(store, response_id)
-    assert await reap_once(ReaperStore(store), Runner(store)) == 1
-    answer = await other
-    body = await answer.json()
-    assert answer.status == 200, body
-    assert not gave_back.is_set(), "the late runner gave back the reservation the reaper stores into"
-    assert (await sidecar.get(f"/v1/responses/{body['id']}")).status == 200, "the other turn was not stored"
