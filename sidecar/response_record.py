@@ -17,10 +17,15 @@ _DEFAULTS: dict[str, Any] = build_response_resource(
 # practice); the detail objects are rebuilt on read.
 _USAGE = "usage"
 _PACKED_USAGE = "u"
+# Not a response field: the X-Prefix-Fingerprint the turn was answered with, which a replay reports again
+# (its prompt's summary block cannot be rebuilt without resolving the history a second time).
+_FINGERPRINT = "f"
 
 
-def compact_record(resource: dict[str, Any]) -> bytes:
+def compact_record(resource: dict[str, Any], fingerprint: str = "") -> bytes:
     record = {k: v for k, v in resource.items() if k not in ("id", "output") and _DEFAULTS.get(k, ...) != v}
+    if fingerprint:
+        record[_FINGERPRINT] = fingerprint
     usage = record.get(_USAGE)
     if isinstance(usage, dict):
         packed = [
@@ -43,6 +48,7 @@ _USAGE_FIELDS = frozenset(
 
 def resource_from_record(response_id: str, record: bytes, output: list[dict[str, Any]]) -> dict[str, Any]:
     stored = orjson.loads(record) if record else {}
+    stored.pop(_FINGERPRINT, None)
     packed = stored.pop(_PACKED_USAGE, None)
     if packed is not None:
         input_tokens, output_tokens, cached, reasoning = packed
@@ -56,3 +62,9 @@ def resource_from_record(response_id: str, record: bytes, output: list[dict[str,
             }
         )
     return {**_DEFAULTS, **stored, "id": response_id, "output": output}
+
+
+def stored_fingerprint(record: bytes) -> str | None:
+    """The prefix fingerprint kept with a turn's record; None for records stored before they kept one."""
+    fingerprint = orjson.loads(record).get(_FINGERPRINT) if record else None
+    return fingerprint if isinstance(fingerprint, str) else None

@@ -60,6 +60,7 @@ class TurnPlan:
     summaries: dict[str, bytes] | None = None  # the stored summaries the resolve brought (None: not resolved)
     incarnation: str = ""  # the conversation's, when it existed at planning: its turn is stored in that one
     if_match: int | None = None  # the version the client wrote on (If-Match): the store checks it again
+    fingerprint: str = ""  # the prompt's prefix fingerprint, kept in the record for a replay to report
 
     def mint(self, prefix: str) -> str:
         return mint_in_conversation(prefix, self.tag)
@@ -320,7 +321,7 @@ async def record_response(
         store,
         plan,
         stored_output(final["output"]),
-        response_body=compact_record(final),
+        response_body=compact_record(final, plan.fingerprint),
         status=final["status"],
         idempotency_key=idempotency_key,
         request_hash=request_hash,

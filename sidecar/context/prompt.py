@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from ..errors import ContextLengthExceeded
-from ..fingerprint import prefix_fingerprint
+from ..fingerprint import EMPTY_TOOLS, prefix_fingerprint
 from ..normalise import canonical_json
 from ..wire.chat_messages import Message, stored_items_to_messages
 from ..wire.items import Item
@@ -79,8 +79,7 @@ async def build_prompt(
     budget (`max_input_tokens`) folds earlier and drops the oldest summary text only when `truncation` is
     "auto", and an input that cannot fit even alone is always `context_length_exceeded`."""
     all_raw = [*history, *new_input]
-    tools = [*(pack.chat_tools if chat_tools else pack.tools), *(request_tools or [])]
-    tools_bytes = canonical_json(tools) if tools else b"[]"
+    tools, tools_bytes = prompt_tools(pack, request_tools, chat_tools=chat_tools)
     # Summaries carried by compaction items (compaction.py) follow the instructions, as summary text.
     head = [*(part for part in (pack.system, instructions) if part), *compacted]
     # Without exemplars (no pack) the history's own list is counted: no copies of it per turn.
@@ -168,6 +167,20 @@ async def build_prompt(
         summary_seconds=summary_seconds,
         reshaped=bool(pack.system or pack.few_shot or pack.tools or sent_summaries or compacted),
         pending=tuple(block for block in pending if block.last_turn > (blocks[-1][1] if blocks else 0)),
+    )
+
+
+def prompt_tools(pack: Pack, request_tools: list[Any] | None, *, chat_tools: bool) -> tuple[list[Any], bytes]:
+    """The tools a prompt carries, the pack's first, and the bytes the fingerprint hashes for them."""
+    tools = [*(pack.chat_tools if chat_tools else pack.tools), *(request_tools or [])]
+    return tools, canonical_json(tools) if tools else EMPTY_TOOLS
+
+
+def pack_fingerprint(pack: Pack, request_tools: list[Any] | None, *, chat_tools: bool) -> str:
+    """The fingerprint of a prompt with no summary block, without building the prompt: what a replay of a
+    turn stored before records kept their fingerprint reports."""
+    return prefix_fingerprint(
+        pack=pack.prefix, tools=prompt_tools(pack, request_tools, chat_tools=chat_tools)[1]
     )
 
 

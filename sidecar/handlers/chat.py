@@ -15,9 +15,10 @@ from aiohttp import web
 
 from ..appkeys import CONTEXT, METRICS, STORE, UPSTREAM
 from ..context.packs import PACK_HEADER
+from ..context.prompt import pack_fingerprint
 from ..drain import CUT_CODE, CUT_MESSAGE, DRAIN, StreamCut
 from ..errors import InvalidRequest, UpstreamError
-from ..fingerprint import estimate_tokens, prefix_fingerprint
+from ..fingerprint import estimate_tokens
 from ..ids import validate_client_id
 from ..middleware import REQUEST_ID, TENANT
 from ..store import TurnResult
@@ -26,7 +27,6 @@ from ..upstream import EngineAnswer, failure_reason
 from ..wire.chat_chunks import DONE_FRAME, ChatClientStream, chat_error, with_sidecar_call_ids
 from ..wire.chat_messages import messages_to_items
 from ..wire.chat_translate import ChatStreamTranslator, chat_choice
-from ..wire.items import canonical_tools
 from ..wire.resource import build_response_resource
 from ..wire.sse import SSEDecoder, encode_sse
 from ..wire.stream_state import MalformedEvent
@@ -84,8 +84,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         request_id=request[REQUEST_ID],
         conversation_id=plan.conversation_id,
         version=plan.version + 1,
-        # Until _answer builds the prompt (summaries, real counts): the pack's and tools' prefix, an estimate.
-        fingerprint=prefix_fingerprint(pack=pack.prefix, tools=canonical_tools(body.get("tools"))),
+        # _answer sets the prompt's own, and a replay the one stored with its first call: this is only for a
+        # first call stored before records kept theirs.
+        fingerprint="" if plan.replay is None else pack_fingerprint(pack, body.get("tools"), chat_tools=True),
         estimated_tokens=estimate_tokens(plan.history_bytes),
         response_id=plan.response_id,
     )
@@ -136,7 +137,7 @@ async def _answer(
         if request.headers.get("X-Previous-Response-Id")
         else "X-Conversation-Id",
     )
-    headers["X-Prefix-Fingerprint"] = prompt.fingerprint
+    headers["X-Prefix-Fingerprint"] = plan.fingerprint = prompt.fingerprint
     headers["X-Estimated-Input-Tokens"] = str(prompt.input_tokens)
     engine_body: dict[str, Any] = {**body, "messages": prompt.chat_messages()}
     if prompt.tools is not None:

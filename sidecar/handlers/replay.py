@@ -8,7 +8,7 @@ import orjson
 from aiohttp import web
 
 from ..errors import response_not_found
-from ..response_record import resource_from_record
+from ..response_record import resource_from_record, stored_fingerprint
 from ..store import Store, TurnResult
 from ..stored_items import decode_items
 from ..wire.chat_chunks import DONE_FRAME
@@ -27,8 +27,8 @@ async def replay_stored(
     headers: dict[str, str],
 ) -> web.StreamResponse:
     """The stored response of the first call with this idempotency key, as JSON or as a finished stream."""
-    resource = await _stored_resource(store, tenant, first)
-    headers = _replay_headers(headers, first)
+    resource, fingerprint = await _stored_resource(store, tenant, first)
+    headers = _replay_headers(headers, first, fingerprint)
     if not stream:
         return web.Response(body=orjson.dumps(resource), content_type="application/json", headers=headers)
     return await stream_events(request, headers, replay_events(resource))
@@ -45,8 +45,8 @@ async def replay_chat(
     headers: dict[str, str],
 ) -> web.StreamResponse:
     """The same for stateful chat: the stored answer as a chat completion, or its chunks and `[DONE]`."""
-    resource = await _stored_resource(store, tenant, first)
-    headers = _replay_headers(headers, first)
+    resource, fingerprint = await _stored_resource(store, tenant, first)
+    headers = _replay_headers(headers, first, fingerprint)
     if not stream:
         body = orjson.dumps(chat_completion(resource))
         return web.Response(body=body, content_type="application/json", headers=headers)
@@ -56,23 +56,30 @@ async def replay_chat(
     )
 
 
-async def _stored_resource(store: Store, tenant: str, first: TurnResult) -> dict[str, Any]:
+async def _stored_resource(store: Store, tenant: str, first: TurnResult) -> tuple[dict[str, Any], str | None]:
+    """The first call's response object and the prefix fingerprint its prompt had (None if not kept)."""
     if first.response_id is None:
         raise response_not_found("")
     history = await store.resolve_response(tenant, first.response_id, "output")
     if history is None:  # deleted since, or expired
         raise response_not_found(first.response_id)
-    return resource_from_record(first.response_id, history.body, decode_items(history.items))
+    resource = resource_from_record(first.response_id, history.body, decode_items(history.items))
+    return resource, stored_fingerprint(history.body)
 
 
-def _replay_headers(headers: dict[str, str], first: TurnResult) -> dict[str, str]:
-    return {
+def _replay_headers(headers: dict[str, str], first: TurnResult, fingerprint: str | None) -> dict[str, str]:
+    replayed = {
         **headers,
         "X-Response-Id": first.response_id or "",
         "X-Conversation-Id": first.conversation_id,
         "X-Conversation-Version": str(first.version),
         "Idempotent-Replayed": "true",
     }
+    # The first call's own, summary block included; a record stored before records kept it leaves the
+    # caller's (the pack's and tools' prefix, computed as build_prompt computes it).
+    if fingerprint is not None:
+        replayed["X-Prefix-Fingerprint"] = fingerprint
+    return replayed
 
 
 async def stream_events(

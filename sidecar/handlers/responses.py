@@ -12,9 +12,9 @@ from aiohttp import web
 
 from ..appkeys import CONTEXT, METRICS, STORE, UPSTREAM
 from ..context.packs import PACK_HEADER
-from ..context.prompt import Prompt
+from ..context.prompt import Prompt, pack_fingerprint
 from ..errors import InvalidRequest, UpstreamError
-from ..fingerprint import estimate_tokens, prefix_fingerprint
+from ..fingerprint import estimate_tokens
 from ..middleware import REQUEST_ID, TENANT
 from ..quota import take_background_slot
 from ..runs.context import RUNS
@@ -27,7 +27,6 @@ from ..turns import TurnPlan, plan_turn, record_response, turn_settled
 from ..upstream import EngineAnswer
 from ..wire.chat_messages import items_to_messages
 from ..wire.chat_translate import ChatStreamTranslator, chat_completion_to_output, responses_to_chat_request
-from ..wire.items import canonical_tools
 from ..wire.resource import build_response_resource
 from ..wire.stream_repair import ResponsesStreamRewriter, rewrite_response
 from ..wire.stream_state import MalformedEvent
@@ -83,11 +82,11 @@ async def plan_create(
         conversation_id=plan.conversation_id,
         # Streams send headers before the write: the version the write makes, unless another lands first.
         version=plan.version + 1 if create.store else plan.version,
-        # A replay answers with these; every other path sets the prompt's own (turn_prompt) before answering,
-        # so the pack's and tools' prefix is hashed here only for a replay.
+        # Every other path sets the prompt's own (turn_prompt) before answering, and a replay the one stored
+        # with its first call: this is only for a first call stored before records kept theirs.
         fingerprint=""
         if plan.replay is None
-        else prefix_fingerprint(pack=pack.prefix, tools=canonical_tools(create.body.get("tools"))),
+        else pack_fingerprint(pack, create.body.get("tools"), chat_tools=False),
         estimated_tokens=estimate_tokens(plan.history_bytes),
         response_id=plan.response_id,
     )
@@ -121,7 +120,7 @@ async def _answer(
     store, upstream = request.app[STORE], request.app[UPSTREAM]
     api = await upstream.ensure_api()
     prompt = await turn_prompt(request, create, plan)
-    headers["X-Prefix-Fingerprint"] = prompt.fingerprint
+    headers["X-Prefix-Fingerprint"] = plan.fingerprint = prompt.fingerprint
     headers["X-Estimated-Input-Tokens"] = str(prompt.input_tokens)
     path, engine_body = _engine_request(api, create, plan, prompt)
     engine_response = await upstream.post(path, engine_body, engine_headers(request))
@@ -230,7 +229,7 @@ async def _create_background(request: web.Request, raw: bytes, body: dict[str, A
     async with turn_settled(store, plan):
         api = await upstream.ensure_api()
         prompt = await turn_prompt(request, create, plan)  # context_length_exceeded: a 400, nothing kept
-        headers["X-Prefix-Fingerprint"] = prompt.fingerprint
+        headers["X-Prefix-Fingerprint"] = plan.fingerprint = prompt.fingerprint
         headers["X-Estimated-Input-Tokens"] = str(prompt.input_tokens)
         path, engine_body = _engine_request(api, dataclasses.replace(create, stream=True), plan, prompt)
         headers_for_engine = engine_headers(request)

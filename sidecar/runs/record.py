@@ -26,6 +26,7 @@ class RunRecord:
     idempotency_key: str | None
     request_hash: str
     holds_slot: bool = False  # the run holds one of its tenant's quota slots (released when it ends)
+    fingerprint: str = ""  # the prompt's prefix fingerprint, stored with the turn (TurnPlan.fingerprint)
 
     @classmethod
     def of(
@@ -47,6 +48,7 @@ class RunRecord:
             idempotency_key,
             request_hash,
             holds_slot,
+            plan.fingerprint,
         )
 
     def encode(self) -> bytes:
@@ -62,6 +64,7 @@ class RunRecord:
                 "idempotency_key": self.idempotency_key,
                 "request_hash": self.request_hash,
                 "holds_slot": self.holds_slot,
+                "fingerprint": self.fingerprint,
             }
         )
 
@@ -78,6 +81,7 @@ class RunRecord:
             data["idempotency_key"],
             data["request_hash"],
             data.get("holds_slot", False),  # records written before quotas had none
+            data.get("fingerprint", ""),  # nor, before replays reported it, a fingerprint
         )
 
     def plan(self, tenant: str, response_id: str) -> TurnPlan:
@@ -97,6 +101,7 @@ class RunRecord:
         plan.input_items = list(self.input_items)
         plan.create = self.create
         plan.reserved = True
+        plan.fingerprint = self.fingerprint
         if self.idempotency_key:
             plan.claim = Claim(self.idempotency_key, self.request_hash)
         return plan

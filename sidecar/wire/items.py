@@ -172,12 +172,3 @@ def _string(raw: Item, field: str, param: str, *, allow_empty: bool = False) -> 
 
 def _canonical_value(value: Any) -> Any:
     return orjson.loads(canonical_json(value))
-
-
-def canonical_tools(tools: Any) -> bytes:
-    """Tool definitions in their one encoding: part of the stable prompt prefix."""
-    if tools is None:
-        return b"[]"
-    if not isinstance(tools, list):
-        raise InvalidRequest("Invalid type for 'tools': expected an array.", param="tools")
-    return canonical_json(tools)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sidecar.response_record import compact_record, resource_from_record
+from sidecar.response_record import compact_record, resource_from_record, stored_fingerprint
 from sidecar.wire.resource import build_response_resource
 from tests.conformance import assert_response_resource
 
@@ -61,3 +61,11 @@ def test_unusual_usage_is_kept_whole() -> None:
         }
     )
     assert resource_from_record("resp_x", compact_record(odd), [])["usage"]["total_tokens"] == 5
+
+
+def test_the_prefix_fingerprint_is_kept_beside_the_response_not_in_it() -> None:
+    original = resource()
+    record = compact_record(original, "0123abcd")
+    assert stored_fingerprint(record) == "0123abcd"
+    assert resource_from_record("resp_x", record, []) == {**original, "output": []}
+    assert stored_fingerprint(compact_record(original)) is None  # as records stored before kept one

@@ -1,0 +1,95 @@
+"""Byte-stable prompts and the prefix fingerprint (docs/api.md §6, §7): a replay reports its first call's
+fingerprint, and the fingerprint follows what the engine is sent."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from tests.integration.conftest import SidecarFactory
+
+Client = TestClient[Any, Any]
+
+PACK_WITH_TOOLS = """
+packs:
+  p:
+    system: "You help."
+    tools:
+      - {type: function, name: stock, parameters: {type: object, properties: {sku: {type: string}}}}
+policies:
+  default:
+    pack: p
+"""
+FOLDING = """
+policies:
+  default:
+    keep_last_turns: 2
+    summary_every_turns: 2
+"""
+
+
+async def sidecar_for(
+    make_sidecar: SidecarFactory, engine: TestServer, tmp_path: Path, api: str, policy: str | None = None
+) -> Client:
+    settings: dict[str, Any] = {}
+    if policy is not None:
+        path = tmp_path / "policy.yaml"
+        path.write_text(policy)
+        settings["config_path"] = str(path)
+    upstream = str(engine.make_url("")).rstrip("/")
+    return await make_sidecar(upstream=upstream, upstream_api=api, redis_url="memory://", **settings)
+
+
+async def post_turn(sidecar: Client, route: str, n: int, previous: str | None, key: str) -> Any:
+    """Turn `n` of one conversation, by /v1/responses (chained by `previous`) or by stateful chat."""
+    if route == "responses":
+        body: dict[str, Any] = {"model": "m", "input": f"turn {n}"}
+        if previous:
+            body["previous_response_id"] = previous
+        return await sidecar.post("/v1/responses", json=body, headers={"Idempotency-Key": key})
+    return await sidecar.post(
+        "/v1/chat/completions",
+        json={"model": "m", "messages": [{"role": "user", "content": f"turn {n}"}]},
+        headers={"Idempotency-Key": key, "X-Conversation-Id": "conv_replayed"},
+    )
+
+
+# -- a replay reports its first call's fingerprint ----
+
+
+@pytest.mark.parametrize("policy", [PACK_WITH_TOOLS, FOLDING], ids=["pack-tools", "summary"])
+@pytest.mark.parametrize("route", ["responses", "chat"])
+async def test_a_replayed_turn_reports_the_fingerprint_of_its_first_call(
+    make_sidecar: SidecarFactory, engine: TestServer, tmp_path: Path, route: str, policy: str
+) -> None:
+    sidecar = await sidecar_for(make_sidecar, engine, tmp_path, "responses", policy)
+    previous = None
+    for n in range(5):  # turn 4 is past the first fold (keep_last_turns 2, blocks of 2)
+        first = await post_turn(sidecar, route, n, previous, f"k{n}")
+        again = await post_turn(sidecar, route, n, previous, f"k{n}")
+        assert first.status == again.status == 200, await again.text()
+        assert again.headers["Idempotent-Replayed"] == "true"
+        assert again.headers["X-Prefix-Fingerprint"] == first.headers["X-Prefix-Fingerprint"], f"turn {n}"
+        previous = first.headers["X-Response-Id"]
+
+
+async def test_a_replayed_background_turn_reports_the_fingerprint_of_its_first_call(
+    make_sidecar: SidecarFactory, engine: TestServer, tmp_path: Path
+) -> None:
+    sidecar = await sidecar_for(make_sidecar, engine, tmp_path, "responses", PACK_WITH_TOOLS)
+    body = {"model": "m", "input": "hello", "background": True}
+    first = await sidecar.post("/v1/responses", json=body, headers={"Idempotency-Key": "bg"})
+    assert first.status == 200, await first.text()
+    response_id = (await first.json())["id"]
+    for _ in range(200):
+        status = (await (await sidecar.get(f"/v1/responses/{response_id}")).json())["status"]
+        if status not in ("queued", "in_progress"):
+            break
+        await asyncio.sleep(0.02)
+    again = await sidecar.post("/v1/responses", json=body, headers={"Idempotency-Key": "bg"})
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.headers["X-Prefix-Fingerprint"] == first.headers["X-Prefix-Fingerprint"]
