@@ -15,6 +15,7 @@ from ..fingerprint import EMPTY_TOOLS, prefix_fingerprint
 from ..normalise import canonical_json
 from ..wire.chat_messages import Message, stored_items_to_messages
 from ..wire.items import Item
+from ..wire.tools import responses_tool
 from .packs import Pack
 from .policy import WindowPolicy
 from .summarise import template_summary
@@ -171,9 +172,14 @@ async def build_prompt(
 
 
 def prompt_tools(pack: Pack, request_tools: list[Any] | None, *, chat_tools: bool) -> tuple[list[Any], bytes]:
-    """The tools a prompt carries, the pack's first, and the bytes the fingerprint hashes for them."""
+    """The tools a prompt carries, the pack's first (in the route's form: chat's for stateful chat), and the
+    bytes the fingerprint hashes for them: always their Responses form, so that the same tools on
+    /v1/responses and on stateful chat are the same prefix, as they are to a chat engine."""
     tools = [*(pack.chat_tools if chat_tools else pack.tools), *(request_tools or [])]
-    return tools, canonical_json(tools) if tools else EMPTY_TOOLS
+    if not tools:
+        return tools, EMPTY_TOOLS
+    hashed = [*pack.tools, *map(responses_tool, request_tools or [])] if chat_tools else tools
+    return tools, canonical_json(hashed)
 
 
 def pack_fingerprint(pack: Pack, request_tools: list[Any] | None, *, chat_tools: bool) -> str:

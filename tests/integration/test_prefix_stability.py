@@ -7,9 +7,11 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from tests.fixtures.fake_engine import recorded
 from tests.integration.conftest import SidecarFactory
 
 Client = TestClient[Any, Any]
@@ -93,3 +95,52 @@ async def test_a_replayed_background_turn_reports_the_fingerprint_of_its_first_c
     again = await sidecar.post("/v1/responses", json=body, headers={"Idempotency-Key": "bg"})
     assert again.headers["Idempotent-Replayed"] == "true"
     assert again.headers["X-Prefix-Fingerprint"] == first.headers["X-Prefix-Fingerprint"]
+
+
+# -- the fingerprint follows what the engine gets, not how the client spelled it ----
+
+TOOL = {
+    "type": "function",
+    "name": "lookup",
+    "description": "Look up",
+    "parameters": {"type": "object", "properties": {"q": {"type": "string"}}},
+}
+CHAT_TOOL = {"type": "function", "function": {k: v for k, v in TOOL.items() if k != "type"}}
+
+
+def sent_messages(engine: TestServer) -> list[list[bytes]]:
+    """Each chat-completions request's messages, each message as its JSON bytes."""
+    return [
+        [orjson.dumps(m) for m in r["body"]["messages"]] for r in recorded(engine.app, "/v1/chat/completions")
+    ]
+
+
+async def test_one_tool_is_one_fingerprint_on_stateful_chat_and_on_responses(
+    make_sidecar: SidecarFactory, engine: TestServer, tmp_path: Path
+) -> None:
+    """One conversation on a chat-only engine, its turns alternating stateful chat (chat-style tools) and
+    /v1/responses (flat tools): the engine gets the same tools and a prompt that only grows, so the
+    fingerprint stays."""
+    sidecar = await sidecar_for(make_sidecar, engine, tmp_path, "chat")
+    chat_turn = {"X-Conversation-Id": "conv_mixed"}
+    turns = [
+        await sidecar.post(
+            "/v1/chat/completions",
+            headers=chat_turn,
+            json={"model": "m", "messages": [{"role": "user", "content": "a"}], "tools": [CHAT_TOOL]},
+        ),
+        await sidecar.post(
+            "/v1/responses", json={"model": "m", "input": "b", "conversation": "conv_mixed", "tools": [TOOL]}
+        ),
+        await sidecar.post(
+            "/v1/chat/completions",
+            headers=chat_turn,
+            json={"model": "m", "messages": [{"role": "user", "content": "c"}], "tools": [CHAT_TOOL]},
+        ),
+    ]
+    assert [t.status for t in turns] == [200, 200, 200]
+    sent_tools = {orjson.dumps(r["body"]["tools"]) for r in recorded(engine.app, "/v1/chat/completions")}
+    assert len(sent_tools) == 1
+    prompts = sent_messages(engine)
+    assert all(prompts[n][: len(prompts[n - 1])] == prompts[n - 1] for n in (1, 2))
+    assert len({t.headers["X-Prefix-Fingerprint"] for t in turns}) == 1

@@ -71,6 +71,16 @@ def test_the_fingerprint_covers_pack_and_tools_only() -> None:
     assert prompt([user("hi")], pack=pack, request_tools=[{"type": "y"}]).fingerprint != a.fingerprint
 
 
+def test_the_fingerprint_hashes_tools_in_one_form_whichever_route_named_them() -> None:
+    pack = load_pack("support", PACK)
+    flat = {"type": "function", "name": "find", "parameters": {"type": "object"}}
+    chat = {"type": "function", "function": {"name": "find", "parameters": {"type": "object"}}}
+    on_responses = prompt([user("hi")], pack=pack, request_tools=[flat])
+    on_chat = prompt([user("hi")], pack=pack, request_tools=[chat], chat_tools=True)
+    assert on_chat.fingerprint == on_responses.fingerprint
+    assert on_chat.tools == [*pack.chat_tools, chat]  # the engine still gets the route's own form
+
+
 def test_choosing_a_pack() -> None:
     packs = load_packs({"packs": {"support": PACK}})
     assert choose_pack(packs, "support", None).name == "support"
