@@ -11,6 +11,7 @@ import orjson
 from ..errors import InvalidRequest
 from ..normalise import canonical_json, encode_item, normalise_text
 from ..wire.items import parse_item
+from ..wire.tools import chat_tool
 
 PACK_HEADER = "X-Prompt-Pack"
 
@@ -70,11 +71,3 @@ def choose_pack(packs: Mapping[str, Pack], header: str | None, policy_pack: str 
     if policy_pack:
         return packs[policy_pack]
     return NO_PACK
-
-
-def chat_tool(tool: Mapping[str, Any]) -> dict[str, Any]:
-    """A Responses-style function tool as chat completions spells it (other tool types pass as given)."""
-    if tool.get("type") != "function" or isinstance(tool.get("function"), dict):
-        return dict(tool)
-    keys = ("name", "description", "parameters", "strict")
-    return {"type": "function", "function": {k: tool[k] for k in keys if tool.get(k) is not None}}

@@ -12,10 +12,9 @@ import orjson
 
 from ..errors import ContextLengthExceeded
 from ..fingerprint import EMPTY_TOOLS, prefix_fingerprint
-from ..normalise import canonical_json
 from ..wire.chat_messages import Message, stored_items_to_messages
 from ..wire.items import Item
-from ..wire.tools import responses_tool
+from ..wire.tools import canonical_tools, responses_tool, tools_bytes
 from .packs import Pack
 from .policy import WindowPolicy
 from .summarise import template_summary
@@ -44,7 +43,7 @@ class Prompt:
     summarised_turns: int
     dropped_summaries: int
     summary_seconds: float
-    reshaped: bool  # a pack or summaries apply: `system`/`tools` replace the client's instructions/tools
+    reshaped: bool  # a pack or summaries apply: `system` replaces the client's instructions
     # Stored summaries (`upstream`/`http`): blocks the policy folds whose summary is not stored yet.
     pending: tuple[FoldedBlock, ...] = ()
 
@@ -52,11 +51,11 @@ class Prompt:
         return stored_items_to_messages(self.items, self.system, first_input=self.first_input)
 
     def engine_fields(self, body: dict[str, Any]) -> dict[str, Any]:
-        """A request body with the prompt's system text as `instructions` and its tools, when a pack or a
-        summary shapes them; the client's body unchanged otherwise."""
-        if not self.reshaped:
+        """A request body with the prompt's tools (canonical) and, when a pack or a summary shapes the
+        prompt, its system text as `instructions`; the client's body itself when neither applies."""
+        if not self.reshaped and self.tools is None:
             return body
-        fields = {**body, "instructions": self.system}
+        fields = {**body, "instructions": self.system} if self.reshaped else {**body}
         if self.tools is not None:
             fields["tools"] = self.tools
         return fields
@@ -80,7 +79,7 @@ async def build_prompt(
     budget (`max_input_tokens`) folds earlier and drops the oldest summary text only when `truncation` is
     "auto", and an input that cannot fit even alone is always `context_length_exceeded`."""
     all_raw = [*history, *new_input]
-    tools, tools_bytes = prompt_tools(pack, request_tools, chat_tools=chat_tools)
+    tools, hashed_tools = prompt_tools(pack, request_tools, chat_tools=chat_tools)
     # Summaries carried by compaction items (compaction.py) follow the instructions, as summary text.
     head = [*(part for part in (pack.system, instructions) if part), *compacted]
     # Without exemplars (no pack) the history's own list is counted: no copies of it per turn.
@@ -89,7 +88,7 @@ async def build_prompt(
     few_shot_tokens = sum(counts[:few_shot]) if few_shot else 0
     item_tokens = counts[few_shot:] if few_shot else counts
     fixed = few_shot_tokens + await _text_tokens(counter, head)
-    fixed += await counter.text(tools_bytes.decode()) if tools else 0
+    fixed += await counter.text(hashed_tools.decode()) if tools else 0
 
     blocks: list[Span] = []
     spans: list[Span] = []
@@ -154,10 +153,10 @@ async def build_prompt(
         system=SUMMARY_SEPARATOR.join(system_parts) if system_parts else None,
         items=sent,
         first_input=len(sent) - len(new_input),
-        tools=tools if pack.tools else None,
+        tools=tools or None,
         fingerprint=prefix_fingerprint(
             pack=pack.prefix,
-            tools=tools_bytes,
+            tools=hashed_tools,
             summary=SUMMARY_SEPARATOR.join([*compacted, *sent_summaries]).encode(),
         ),
         input_tokens=total,
@@ -172,14 +171,15 @@ async def build_prompt(
 
 
 def prompt_tools(pack: Pack, request_tools: list[Any] | None, *, chat_tools: bool) -> tuple[list[Any], bytes]:
-    """The tools a prompt carries, the pack's first (in the route's form: chat's for stateful chat), and the
-    bytes the fingerprint hashes for them: always their Responses form, so that the same tools on
-    /v1/responses and on stateful chat are the same prefix, as they are to a chat engine."""
-    tools = [*(pack.chat_tools if chat_tools else pack.tools), *(request_tools or [])]
+    """The tools a prompt carries, canonical, the pack's first (in the route's form: chat's for stateful
+    chat), and the bytes the fingerprint hashes for them: always their Responses form, so that the same
+    tools on /v1/responses and on stateful chat are the same prefix, as they are to a chat engine."""
+    request = canonical_tools(request_tools)  # no work when none are sent
+    tools = [*(pack.chat_tools if chat_tools else pack.tools), *(request or [])]
     if not tools:
         return tools, EMPTY_TOOLS
-    hashed = [*pack.tools, *map(responses_tool, request_tools or [])] if chat_tools else tools
-    return tools, canonical_json(hashed)
+    hashed = [*pack.tools, *map(responses_tool, request or [])] if chat_tools else tools
+    return tools, tools_bytes(hashed)
 
 
 def pack_fingerprint(pack: Pack, request_tools: list[Any] | None, *, chat_tools: bool) -> str:

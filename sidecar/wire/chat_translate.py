@@ -10,6 +10,7 @@ from . import events as ev
 from .captured_stream import CapturedStream
 from .resource import complete_output_item, normalise_usage
 from .stream_state import MalformedEvent, ResponseStreamState
+from .tools import chat_tool
 
 JSONObject = dict[str, Any]
 MintId = Callable[[str], str]
@@ -31,7 +32,7 @@ def responses_to_chat_request(body: JSONObject, messages: list[JSONObject]) -> J
             chat[name] = body[name]
     if body.get("max_output_tokens") is not None:
         chat["max_tokens"] = body["max_output_tokens"]
-    tools = [_chat_tool(tool) for tool in body.get("tools") or [] if _is_function_tool(tool)]
+    tools = [chat_tool(tool) for tool in body.get("tools") or [] if _is_function_tool(tool)]
     tool_choice = body.get("tool_choice")
     if isinstance(tool_choice, dict) and tool_choice.get("type") == "allowed_tools":
         # Chat has no allowed_tools: offer only the allowed ones, with the requested mode.
@@ -374,15 +375,6 @@ def _reasoning_item(item_id: str, text: str) -> JSONObject:
 
 def _is_function_tool(tool: Any) -> bool:
     return isinstance(tool, dict) and tool.get("type") == "function"
-
-
-def _chat_tool(tool: JSONObject) -> JSONObject:
-    if isinstance(tool.get("function"), dict):
-        return {"type": "function", "function": tool["function"]}
-    function = {
-        key: tool[key] for key in ("name", "description", "parameters", "strict") if tool.get(key) is not None
-    }
-    return {"type": "function", "function": function}
 
 
 def _chat_tool_choice(choice: Any) -> Any:

@@ -144,3 +144,50 @@ async def test_one_tool_is_one_fingerprint_on_stateful_chat_and_on_responses(
     prompts = sent_messages(engine)
     assert all(prompts[n][: len(prompts[n - 1])] == prompts[n - 1] for n in (1, 2))
     assert len({t.headers["X-Prefix-Fingerprint"] for t in turns}) == 1
+
+
+# -- tools reach the engine in the canonical form the fingerprint hashes ----
+
+
+@pytest.mark.parametrize("api", ["responses", "chat"])
+async def test_two_spellings_of_one_tool_reach_the_engine_as_the_same_bytes(
+    make_sidecar: SidecarFactory, engine: TestServer, tmp_path: Path, api: str
+) -> None:
+    """Keys in another order and the description in NFD are one tool (docs/api.md §6): one fingerprint,
+    and the same tool bytes to the engine."""
+    sidecar = await sidecar_for(make_sidecar, engine, tmp_path, api)
+    composed = {**TOOL, "description": "Caf\u00e9"}
+    decomposed = {key: composed[key] for key in reversed(list(composed))} | {"description": "Cafe\u0301"}
+    first = await sidecar.post("/v1/responses", json={"model": "m", "input": "a", "tools": [composed]})
+    body = {
+        "model": "m",
+        "input": "b",
+        "tools": [decomposed],
+        "previous_response_id": (await first.json())["id"],
+    }
+    second = await sidecar.post("/v1/responses", json=body)
+    assert first.status == second.status == 200
+    path = "/v1/responses" if api == "responses" else "/v1/chat/completions"
+    sent = [orjson.dumps(r["body"]["tools"]) for r in recorded(engine.app, path)]
+    assert sent[0] == sent[1]
+    assert first.headers["X-Prefix-Fingerprint"] == second.headers["X-Prefix-Fingerprint"]
+
+
+async def test_stateful_chat_sends_its_tools_canonical(
+    make_sidecar: SidecarFactory, engine: TestServer, tmp_path: Path
+) -> None:
+    sidecar = await sidecar_for(make_sidecar, engine, tmp_path, "chat")
+    function = {"parameters": {"type": "object"}, "name": "lookup", "description": "Cafe\u0301"}
+    resp = await sidecar.post(
+        "/v1/chat/completions",
+        headers={"X-Conversation-Id": "conv_tools"},
+        json={
+            "model": "m",
+            "messages": [{"role": "user", "content": "a"}],
+            "tools": [{"function": function, "type": "function"}],
+        },
+    )
+    assert resp.status == 200
+    (sent,) = recorded(engine.app, "/v1/chat/completions")
+    expected = [{"function": {**function, "description": "Caf\u00e9"}, "type": "function"}]
+    assert orjson.dumps(sent["body"]["tools"]) == orjson.dumps(expected, option=orjson.OPT_SORT_KEYS)
