@@ -46,9 +46,11 @@ def items_to_messages(
     messages: list[Message] = []
     if instructions:
         messages.append({"role": "system", "content": instructions})
+    source: Item | None = None  # the item that started the last assistant message
     for n, item in enumerate(items):
         item_type = item.get("type", "message")
         if item_type == "message":
+            source = item
             # Many chat templates know no "developer" role; it means system to them.
             role = "system" if item["role"] == "developer" else item["role"]
             content = item["content"]
@@ -68,10 +70,17 @@ def items_to_messages(
                 "function": {"name": item["name"], "arguments": item["arguments"]},
             }
             last = messages[-1] if messages else None
-            if last is not None and last["role"] == "assistant" and _open_for_tool_calls(last):
+            if (
+                last is not None
+                and last["role"] == "assistant"
+                and _open_for_tool_calls(last)
+                and source is not None
+                and _same_answer(source, item)
+            ):
                 last.setdefault("tool_calls", []).append(call)
             else:
                 messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+                source = item
         elif item_type == "function_call_output":
             output = item["output"]
             param = f"input[{n - first_input}].output" if n >= first_input else "previous_response_id"
@@ -82,6 +91,15 @@ def items_to_messages(
 
 def _open_for_tool_calls(message: Message) -> bool:
     return True if "tool_calls" in message else message.get("content") is not None
+
+
+def _same_answer(first: Item, call: Item) -> bool:
+    """Whether a call joins the assistant message `first` started: only when both came from an engine's
+    answer (output items carry a status) or both from the client (its items carry none). A prompt ends
+    after its input, so the engine's call after the client's last assistant message (a prefill, an item
+    added through the Conversations API) is a later prompt's: merged, it would change a message an
+    earlier prompt sent, and the engine's prefix cache with it (docs/api.md §6)."""
+    return ("status" in first) == ("status" in call)
 
 
 def _chat_content(parts: list[Item] | str, param: str) -> Any:

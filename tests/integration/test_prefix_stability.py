@@ -11,7 +11,7 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from tests.fixtures.fake_engine import recorded
+from tests.fixtures.fake_engine import CONFIG_KEY, recorded
 from tests.integration.conftest import SidecarFactory
 
 Client = TestClient[Any, Any]
@@ -191,3 +191,40 @@ async def test_stateful_chat_sends_its_tools_canonical(
     (sent,) = recorded(engine.app, "/v1/chat/completions")
     expected = [{"function": {**function, "description": "Caf\u00e9"}, "type": "function"}]
     assert orjson.dumps(sent["body"]["tools"]) == orjson.dumps(expected, option=orjson.OPT_SORT_KEYS)
+
+
+# -- a chat-only engine's prompt only grows at its end ----
+
+
+async def test_the_engines_tool_call_leaves_the_clients_last_assistant_message_as_it_was_sent(
+    make_sidecar: SidecarFactory, engine: TestServer, tmp_path: Path
+) -> None:
+    """The input ends with an assistant message (a prefill, or one added through the Conversations API) and
+    the engine answers with a tool call: the next prompt sends that message as the first did, and the call
+    as an assistant message of its own; the session API resolves the same messages."""
+    sidecar = await sidecar_for(make_sidecar, engine, tmp_path, "chat")
+    engine.app[CONFIG_KEY].mode = "tool_call"
+    prefill = [{"role": "user", "content": "Find x"}, {"role": "assistant", "content": "Sure, checking."}]
+    first = await (
+        await sidecar.post("/v1/responses", json={"model": "m", "tools": [TOOL], "input": prefill})
+    ).json()
+    call = next(o for o in first["output"] if o["type"] == "function_call")
+    engine.app[CONFIG_KEY].mode = "ok"
+    output = {"type": "function_call_output", "call_id": call["call_id"], "output": "x=1"}
+    body = {"model": "m", "tools": [TOOL], "previous_response_id": first["id"], "input": [output]}
+    assert (await sidecar.post("/v1/responses", json=body)).status == 200
+    turn1, turn2 = sent_messages(engine)
+    assert turn2[: len(turn1)] == turn1
+    assert orjson.loads(turn2[len(turn1)]) == {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": call["call_id"],
+                "type": "function",
+                "function": {"name": "lookup", "arguments": call["arguments"]},
+            }
+        ],
+    }
+    resolved = await (await sidecar.get(f"/v1/sessions/resolve?previous_response_id={first['id']}")).json()
+    assert [orjson.dumps(m) for m in resolved["messages"]] == turn2[: len(turn1) + 1]
