@@ -12,7 +12,9 @@ from aiohttp import web
 from ..api_limits import CONVERSATION_ITEMS_PER_CALL
 from ..appkeys import CONTEXT, STORE
 from ..context.compaction import check_compaction_items
-from ..errors import InvalidRequest, NotFound, conversation_not_found
+from ..context.packs import PACK_HEADER
+from ..errors import ConvoStoreError, InvalidRequest, NotFound, conversation_not_found
+from ..fingerprint import estimate_tokens, prefix_fingerprint
 from ..ids import conversation_id_for_idempotency_key, conversation_tag, mint_conversation_id
 from ..middleware import REQUEST_ID, TENANT
 from ..store.base import History, Turn
@@ -48,12 +50,25 @@ def _conversation_object(conversation_id: str, history: History) -> dict[str, An
     }
 
 
+# The Conversations API's own answer never depends on these headers: one that cannot be computed (a prompt
+# pack header naming no pack, a stored compaction item that no longer verifies) falls back to estimates,
+# and a route that writes checks the pack header before it writes (an error after a write would be retried).
+
+
+def _check_pack(request: web.Request) -> None:
+    """A prompt pack header naming no pack is a 400 before anything is written, as on the session API."""
+    request.app[CONTEXT].choose(None, request.headers.get(PACK_HEADER))
+
+
 async def _read_headers(request: web.Request, conversation_id: str, history: History) -> dict[str, str]:
     """The stateful headers (CONTRACT §3) of a route that has the conversation in hand: its version for
     If-Match, and the prompt it would give the engine next."""
-    prompt = await history_prompt(
-        request, history.items, model=None, conversation_id=conversation_id, summaries=history.summaries
-    )
+    try:
+        prompt = await history_prompt(
+            request, history.items, model=None, conversation_id=conversation_id, summaries=history.summaries
+        )
+    except ConvoStoreError:
+        return _estimated_headers(request, conversation_id, history.version, history.session_bytes)
     return read_headers(request, conversation_id, history, prompt)
 
 
@@ -61,13 +76,28 @@ async def _write_headers(
     request: web.Request, conversation_id: str, version: int, session_bytes: int, appended: int
 ) -> dict[str, str]:
     """The stateful headers after an append: the new version, and the prompt it leaves."""
-    fingerprint, tokens = await counters_after_write(request, conversation_id, session_bytes, appended)
+    try:
+        fingerprint, tokens = await counters_after_write(request, conversation_id, session_bytes, appended)
+    except ConvoStoreError:
+        return _estimated_headers(request, conversation_id, version, session_bytes)
     return stateful_headers(
         request_id=request[REQUEST_ID],
         conversation_id=conversation_id,
         version=version,
         fingerprint=fingerprint,
         estimated_tokens=tokens,
+    )
+
+
+def _estimated_headers(
+    request: web.Request, conversation_id: str, version: int, session_bytes: int
+) -> dict[str, str]:
+    return stateful_headers(
+        request_id=request[REQUEST_ID],
+        conversation_id=conversation_id,
+        version=version,
+        fingerprint=prefix_fingerprint(),
+        estimated_tokens=estimate_tokens(session_bytes),
     )
 
 
@@ -104,6 +134,7 @@ def _keyed(request: web.Request, raw: bytes, route: str, conversation_id: str | 
 @routes.post("/v1/conversations")
 async def create_conversation(request: web.Request) -> web.Response:
     raw, body = await read_json(request)
+    _check_pack(request)
     metadata = body.get("metadata")
     check_metadata(metadata)  # before `or {}`: a metadata of [] or 0 is refused, not read as none
     metadata = metadata or {}
@@ -157,6 +188,7 @@ async def update_conversation(request: web.Request) -> web.Response:
     if "metadata" not in body:
         raise InvalidRequest("Missing required parameter: 'metadata'.", param="metadata")
     check_metadata(body["metadata"])
+    _check_pack(request)
     conversation_id = path_conversation_id(request)
     store = request.app[STORE]
     if not await store.set_conversation_metadata(
@@ -181,6 +213,7 @@ async def add_items(request: web.Request) -> web.Response:
     conversation_id = path_conversation_id(request)
     raw, body = await read_json(request)
     items = _items_param(body, required=True)
+    _check_pack(request)
     tenant = request[TENANT]
     await check_compaction_items(request.app[CONTEXT].compaction, tenant, items, "items")
     keyed = _keyed(request, raw, "items", conversation_id)
@@ -242,6 +275,7 @@ async def get_item(request: web.Request) -> web.Response:
 async def delete_item(request: web.Request) -> web.Response:
     conversation_id = path_conversation_id(request)
     item_id = request.match_info["item_id"]
+    _check_pack(request)
     store = request.app[STORE]
     if await store.remove_item(request[TENANT], conversation_id, item_id) is None:
         if await store.resolve_conversation(request[TENANT], conversation_id) is None:

@@ -94,3 +94,18 @@ async def test_a_replayed_keyed_create_reports_the_conversation_as_it_stands(sid
     status, again, headers = await call(sidecar, "POST", "/v1/conversations", json=body, headers=key)
     assert status == 200 and again == first
     assert stateful(headers, first["id"]) == version
+
+
+async def test_an_unknown_prompt_pack_is_refused_before_a_write_and_ignored_by_reads(sidecar: Client) -> None:
+    pack = {"X-Prompt-Pack": "no-such-pack"}
+    status, refused, _ = await call(sidecar, "POST", "/v1/conversations", json={}, headers=pack)
+    assert status == 400 and refused["error"]["code"] == "unknown_prompt_pack", refused
+    status, created, _ = await call(sidecar, "POST", "/v1/conversations", json={"items": [user("hi")]})
+    assert status == 200, created
+    conversation = created["id"]
+    items = f"/v1/conversations/{conversation}/items"
+    status, refused, _ = await call(sidecar, "POST", items, json={"items": [user("x")]}, headers=pack)
+    assert status == 400 and refused["error"]["code"] == "unknown_prompt_pack", refused
+    status, listed, headers = await call(sidecar, "GET", items, headers=pack)
+    assert status == 200 and len(listed["data"]) == 1  # nothing was written; a read still answers
+    assert stateful(headers, conversation) == 1
