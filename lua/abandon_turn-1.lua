@@ -8,8 +8,8 @@
 -- Returns  1
 --@include includes/history.lua
 
-local index = response_index(ARGV[1])
-if index and redis.call('LINDEX', KEYS[1], index) == RESERVED then
+local index, random = response_index(ARGV[1])
+if index and redis.call('LINDEX', KEYS[1], index) == RESERVED .. random then
   redis.call('LSET', KEYS[1], index, '')
   -- Nothing can be written at a blank index again: trailing blanks go, and the list with the last one.
   while redis.call('LINDEX', KEYS[1], -1) == '' do redis.call('RPOP', KEYS[1]) end

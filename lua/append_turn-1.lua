@@ -67,7 +67,7 @@ if response_id ~= '' then
     if not index then return {'reservation_missing'} end
     local slot = redis.call('LINDEX', records_key, index)
     -- Reserved by resolve, or, for a new conversation's first turn, still the next free index.
-    reserved_slot = slot == RESERVED
+    reserved_slot = slot == RESERVED .. random
     if not reserved_slot and not (slot == false and redis.call('LLEN', records_key) == index) then
       return {'reservation_missing'}
     end
@@ -119,10 +119,10 @@ local total = tonumber(m[6] or '0') + added
 local turns = tonumber(m[7] or '0')
 if response_id ~= '' then
   if not index then
-    index = reserve_record(records_key, ttl)
+    index = reserve_record(records_key, ttl, random)
     response_id = 'resp_' .. string.sub(tag_prefix, 5, 16) .. string.format('%08x', index) .. random
   elseif not reserved_slot then  -- the first turn's index, still the next free one: take it
-    reserve_record(records_key, ttl)
+    reserve_record(records_key, ttl, random)
   end
   turns = turns + 1
   local header = table.concat({tenant, conv, seg, new_end, stop + n_input, response_status, random, m[5] or ''}, '\n')

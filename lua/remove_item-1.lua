@@ -55,7 +55,7 @@ end
 reach(head, #rest)
 for _, index in ipairs(redis.call('LRANGE', prefix .. 'resps', 0, -1)) do
   local raw = redis.call('LINDEX', records_key, tonumber(index))
-  if raw and raw ~= '' and raw ~= RESERVED then
+  if raw and raw ~= '' and not is_reserved(raw) then
     local r = parse_record(raw)
     reach(r[3], tonumber(r[4]))
   end

@@ -22,8 +22,8 @@ local function extend(key)
 end
 
 local held = 0
-local index = response_index(ARGV[1])
-if index and redis.call('LINDEX', KEYS[1], index) == RESERVED then
+local index, random = response_index(ARGV[1])
+if index and redis.call('LINDEX', KEYS[1], index) == RESERVED .. random then
   held = 1
   extend(KEYS[1])
 end

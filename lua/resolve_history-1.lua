@@ -67,7 +67,7 @@ end
 
 if not exists and mode == 'resp' then return {-1} end
 local reserved = -1
-if reserve then reserved = reserve_record(records_key, exists and ttl or claim_ms) end
+if reserve then reserved = reserve_record(records_key, exists and ttl or claim_ms, random) end
 
 if idem ~= '' then
   local new_id = 'resp_' .. string.sub(tag_prefix, 5, 16) .. string.format('%08x', reserved) .. random
@@ -83,7 +83,7 @@ if mode == 'conv' then
   -- The conversation's newest stored response, so a gateway can chain from what it resolved.
   local newest = redis.call('LINDEX', prefix .. 'resps', -1)
   local raw = newest and redis.call('LINDEX', records_key, tonumber(newest))
-  if raw and raw ~= '' and raw ~= RESERVED then
+  if raw and raw ~= '' and not is_reserved(raw) then
     response_id = 'resp_' .. string.sub(tag_prefix, 5, 16) .. string.format('%08x', tonumber(newest))
       .. parse_record(raw)[7]
   end

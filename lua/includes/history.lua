@@ -7,6 +7,10 @@
 -- A record slot handed out by a resolve and not yet written (a record never starts with NUL).
 local RESERVED = '\0'
 
+local function is_reserved(raw)
+  return string.byte(raw, 1) == 0
+end
+
 -- A use within this slack of the last refresh (1 % of the TTL, at most a minute) leaves the deadlines as
 -- they are: a refresh is a call per key, the bulk of a turn's script. So a conversation used turn after turn
 -- expires between TTL minus the slack and TTL after its last use, and its keys still expire together.
@@ -71,7 +75,7 @@ end
 -- Response records live in the slot's LIST  cs:{t}:rec , at the index written inside each response id
 -- (resp_<tag 12 hex><index 8 hex><random 12 hex>). A record is one string:
 -- "tenant\nconv\nseg\nend\ninput_end\nstatus\nrandom\nincarnation\n" then the stored body.
--- "" = deleted, RESERVED = handed out and not written yet.
+-- "" = deleted, RESERVED .. the id's random part = handed out to that id and not written yet.
 local RECORD_FIELDS = 8
 
 local function response_index(response_id)
@@ -97,7 +101,7 @@ local function load_record(tag_prefix, records_key, response_id, tenant, fields)
   local index, random = response_index(response_id)
   if not index then return nil end
   local raw = redis.call('LINDEX', records_key, index)
-  if not raw or raw == '' or raw == RESERVED then return nil end
+  if not raw or raw == '' or is_reserved(raw) then return nil end
   local r = parse_record(raw)
   if r[1] ~= tenant or r[7] ~= random then return nil end
   local prefix = tag_prefix .. tenant .. ':' .. r[2] .. ':'
@@ -107,10 +111,12 @@ local function load_record(tag_prefix, records_key, response_id, tenant, fields)
   return r, index, prefix, m
 end
 
--- Reserve the next record index of the slot (the id is handed out before the turn is stored). A list
--- this creates lives only `ttl` (the reservation's own life) until a turn is written into it.
-local function reserve_record(records_key, ttl)
-  local length = redis.call('RPUSH', records_key, RESERVED)
+-- Reserve the next record index of the slot for the id with this random part (the id is handed out before
+-- the turn is stored). The random part binds the reservation to that id: an index given back and handed
+-- out again is another id's, and a late write of the first one finds it taken. A list this creates lives
+-- only `ttl` (the reservation's own life) until a turn is written into it.
+local function reserve_record(records_key, ttl, random)
+  local length = redis.call('RPUSH', records_key, RESERVED .. random)
   if length == 1 and ttl > 0 then redis.call('PEXPIRE', records_key, ttl) end
   return length - 1
 end
@@ -149,6 +155,6 @@ end
 -- The id of the response stored at `index` of the slot's record list, from its record (nil: none there).
 local function stored_response_id(tag_prefix, records_key, index)
   local raw = redis.call('LINDEX', records_key, index)
-  if not raw or raw == '' or raw == RESERVED then return nil end
+  if not raw or raw == '' or is_reserved(raw) then return nil end
   return 'resp_' .. string.sub(tag_prefix, 5, 16) .. string.format('%08x', index) .. parse_record(raw)[7]
 end

@@ -85,8 +85,9 @@ class MemoryStore(MemoryEdits, MemoryQuotas, MemoryRuns):
         slot = self._slots.setdefault(tag, Slot())
         index = slot.next_index
         slot.next_index += 1
-        slot.reserved[index] = lapses_at
-        return mint_response_id(tag, index, response_random())
+        response_id = mint_response_id(tag, index, response_random())
+        slot.reserved[response_id] = lapses_at
+        return response_id
 
     async def begin_turn(
         self,
@@ -152,7 +153,7 @@ class MemoryStore(MemoryEdits, MemoryQuotas, MemoryRuns):
         parsed = parse_response_id(response_id)
         slot = self._slots.get(parsed[0]) if parsed is not None else None
         if parsed is not None and slot is not None:
-            slot.reserved.pop(parsed[1], None)
+            slot.reserved.pop(response_id, None)
             if slot.records <= 0 and not slot.reserved:
                 del self._slots[parsed[0]]
         records = self._idempotency.get((tenant, conversation_id), {})
@@ -292,7 +293,7 @@ class MemoryStore(MemoryEdits, MemoryQuotas, MemoryRuns):
         if parsed is None:
             return False
         slot = self._slots.get(parsed[0], Slot())
-        lapses_at = slot.reserved.get(parsed[1])
+        lapses_at = slot.reserved.get(response_id)
         if lapses_at is not None:
             return lapses_at > time.monotonic()
         return slot.next_index == parsed[1]
@@ -302,7 +303,7 @@ class MemoryStore(MemoryEdits, MemoryQuotas, MemoryRuns):
         assert parsed is not None
         tag, index = parsed[0], parsed[1]
         slot = self._slots.setdefault(tag, Slot())
-        if slot.reserved.pop(index, None) is None:
+        if slot.reserved.pop(response_id, None) is None:
             slot.next_index = index + 1  # a first turn's id: its index is taken now
         slot.records += 1
 
@@ -364,9 +365,9 @@ class MemoryStore(MemoryEdits, MemoryQuotas, MemoryRuns):
         slot = self._slots.get(parsed[0]) if parsed is not None else None
         held = False
         if parsed is not None and slot is not None:
-            lapses_at = slot.reserved.get(parsed[1])
+            lapses_at = slot.reserved.get(response_id)
             if lapses_at is not None and lapses_at > now:
-                slot.reserved[parsed[1]] = max(lapses_at, now + CLAIM_SECONDS)
+                slot.reserved[response_id] = max(lapses_at, now + CLAIM_SECONDS)
                 held = True
         record = self._idempotency.get((tenant, conversation_id), {}).get(claim.key) if claim else None
         if (

@@ -77,8 +77,8 @@ class MemoryLifetime:
         for tenant in [t for t, tat in self._rate.items() if tat <= wall]:
             del self._rate[tenant]
         for tag, slot in list(self._slots.items()):
-            for index in [i for i, lapses_at in slot.reserved.items() if lapses_at <= now]:
-                del slot.reserved[index]
+            for response_id in [r for r, lapses_at in slot.reserved.items() if lapses_at <= now]:
+                del slot.reserved[response_id]
             if slot.records <= 0 and not slot.reserved:
                 del self._slots[tag]
         for response_id in [r for r, run in self._runs.items() if run.expires_at <= now]:

@@ -54,7 +54,9 @@ class Slot:
     """Record indexes of one slot tag, as the Redis record list hands them out."""
 
     next_index: int = 0
-    reserved: dict[int, float] = field(default_factory=dict)  # index -> when the reservation lapses
+    # response id -> when its reservation lapses: the id's, not its index's (an index given back when the
+    # slot empties is handed out again, to another id), as lua/includes/history.lua reserves.
+    reserved: dict[str, float] = field(default_factory=dict)
     records: int = 0
 
 

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from sidecar.store import MemoryStore, RedisStore, Store, Turn
-from sidecar.store.base import Claim, IdempotencyInFlight, IdempotencyKeyReused
+from sidecar.store.base import Claim, IdempotencyInFlight, IdempotencyKeyReused, ReservationLapsed
 from tests.fixtures.redis_servers import redis_call
 from tests.store.conftest import Backend
 from tests.store.test_store import TENANT, conv_id, item, texts
@@ -341,6 +341,24 @@ async def test_a_released_claim_lets_the_retry_run(backend: Backend) -> None:
     assert retry.replay is None and retry.response_id != first.response_id
     await store.abandon_turn(TENANT, conv, retry.response_id, claim)
     assert_store_empty(backend)
+
+
+async def test_a_given_back_index_handed_out_again_is_the_new_ids_only(backend: Backend) -> None:
+    """A turn that gave its record index back (and, on Redis, the next turn that is handed the same index)
+    must not meet a late write of the first id: the reservation is the id's, not the index's."""
+    store = backend.store
+    conv = conv_id()
+    await store.append_turn(Turn(TENANT, conv, [item(conv, "root")], 1))
+    first = await store.begin_turn(TENANT, conversation_id=conv)
+    await store.abandon_turn(TENANT, conv, first.response_id)
+    second = await store.begin_turn(TENANT, conversation_id=conv)
+    assert second.response_id != first.response_id
+    with pytest.raises(ReservationLapsed):
+        await store.append_turn(Turn(TENANT, conv, [item(conv, "late")], 1, response_id=first.response_id))
+    await store.append_turn(Turn(TENANT, conv, [item(conv, "mine")], 1, response_id=second.response_id))
+    stored = await store.resolve_response(TENANT, second.response_id)
+    assert stored is not None and texts(stored.items) == ["root", "mine"]
+    assert await store.resolve_response(TENANT, first.response_id) is None
 
 
 async def test_the_key_that_created_a_conversation_replays_for_its_whole_life(short_lived: Store) -> None:
