@@ -12,7 +12,6 @@ from aiohttp import web
 from ..api_limits import CONVERSATION_ITEMS_PER_CALL
 from ..appkeys import CONTEXT, STORE
 from ..context.compaction import check_compaction_items
-from ..context.packs import PACK_HEADER
 from ..errors import ConvoStoreError, InvalidRequest, NotFound, conversation_not_found
 from ..fingerprint import estimate_tokens, prefix_fingerprint
 from ..ids import conversation_id_for_idempotency_key, conversation_tag, mint_conversation_id
@@ -33,7 +32,7 @@ from .common import (
 from .item_appends import append_items
 from .pagination import page_items
 from .responses_request import check_metadata
-from .session_prompt import counters_after_write, history_prompt, read_headers
+from .session_prompt import check_pack, counters_after_write, history_prompt, read_headers
 
 routes = web.RouteTableDef()
 
@@ -50,25 +49,24 @@ def _conversation_object(conversation_id: str, history: History) -> dict[str, An
     }
 
 
-# The Conversations API's own answer never depends on these headers: one that cannot be computed (a prompt
-# pack header naming no pack, a stored compaction item that no longer verifies) falls back to estimates,
-# and a route that writes checks the pack header before it writes (an error after a write would be retried).
-
-
-def _check_pack(request: web.Request) -> None:
-    """A prompt pack header naming no pack is a 400 before anything is written, as on the session API."""
-    request.app[CONTEXT].choose(None, request.headers.get(PACK_HEADER))
-
-
 async def _read_headers(request: web.Request, conversation_id: str, history: History) -> dict[str, str]:
     """The stateful headers (CONTRACT §3) of a route that has the conversation in hand: its version for
-    If-Match, and the prompt it would give the engine next."""
+    If-Match, and the prompt it would give the engine next. The Conversations API's own answer never
+    depends on them: a prompt that cannot be built (a pack header naming no pack, a stored compaction item
+    that no longer verifies) leaves them estimated."""
     try:
         prompt = await history_prompt(
             request, history.items, model=None, conversation_id=conversation_id, summaries=history.summaries
         )
     except ConvoStoreError:
-        return _estimated_headers(request, conversation_id, history.version, history.session_bytes)
+        return stateful_headers(
+            request_id=request[REQUEST_ID],
+            conversation_id=conversation_id,
+            version=history.version,
+            fingerprint=prefix_fingerprint(),
+            estimated_tokens=estimate_tokens(history.session_bytes),
+            response_id=history.response_id,
+        )
     return read_headers(request, conversation_id, history, prompt)
 
 
@@ -76,28 +74,13 @@ async def _write_headers(
     request: web.Request, conversation_id: str, version: int, session_bytes: int, appended: int
 ) -> dict[str, str]:
     """The stateful headers after an append: the new version, and the prompt it leaves."""
-    try:
-        fingerprint, tokens = await counters_after_write(request, conversation_id, session_bytes, appended)
-    except ConvoStoreError:
-        return _estimated_headers(request, conversation_id, version, session_bytes)
+    fingerprint, tokens = await counters_after_write(request, conversation_id, session_bytes, appended)
     return stateful_headers(
         request_id=request[REQUEST_ID],
         conversation_id=conversation_id,
         version=version,
         fingerprint=fingerprint,
         estimated_tokens=tokens,
-    )
-
-
-def _estimated_headers(
-    request: web.Request, conversation_id: str, version: int, session_bytes: int
-) -> dict[str, str]:
-    return stateful_headers(
-        request_id=request[REQUEST_ID],
-        conversation_id=conversation_id,
-        version=version,
-        fingerprint=prefix_fingerprint(),
-        estimated_tokens=estimate_tokens(session_bytes),
     )
 
 
@@ -134,7 +117,7 @@ def _keyed(request: web.Request, raw: bytes, route: str, conversation_id: str | 
 @routes.post("/v1/conversations")
 async def create_conversation(request: web.Request) -> web.Response:
     raw, body = await read_json(request)
-    _check_pack(request)
+    check_pack(request)
     metadata = body.get("metadata")
     check_metadata(metadata)  # before `or {}`: a metadata of [] or 0 is refused, not read as none
     metadata = metadata or {}
@@ -188,7 +171,7 @@ async def update_conversation(request: web.Request) -> web.Response:
     if "metadata" not in body:
         raise InvalidRequest("Missing required parameter: 'metadata'.", param="metadata")
     check_metadata(body["metadata"])
-    _check_pack(request)
+    check_pack(request)
     conversation_id = path_conversation_id(request)
     store = request.app[STORE]
     if not await store.set_conversation_metadata(
@@ -213,7 +196,7 @@ async def add_items(request: web.Request) -> web.Response:
     conversation_id = path_conversation_id(request)
     raw, body = await read_json(request)
     items = _items_param(body, required=True)
-    _check_pack(request)
+    check_pack(request)
     tenant = request[TENANT]
     await check_compaction_items(request.app[CONTEXT].compaction, tenant, items, "items")
     keyed = _keyed(request, raw, "items", conversation_id)
@@ -275,7 +258,7 @@ async def get_item(request: web.Request) -> web.Response:
 async def delete_item(request: web.Request) -> web.Response:
     conversation_id = path_conversation_id(request)
     item_id = request.match_info["item_id"]
-    _check_pack(request)
+    check_pack(request)
     store = request.app[STORE]
     if await store.remove_item(request[TENANT], conversation_id, item_id) is None:
         if await store.resolve_conversation(request[TENANT], conversation_id) is None:

@@ -9,11 +9,17 @@ from ..appkeys import CONTEXT, STORE, UPSTREAM
 from ..context.packs import PACK_HEADER
 from ..context.policy import WindowPolicy
 from ..context.prompt import Prompt
-from ..errors import ContextLengthExceeded
+from ..errors import ConvoStoreError
 from ..fingerprint import estimate_tokens, prefix_fingerprint
 from ..middleware import REQUEST_ID, TENANT
 from ..store.base import History
 from .common import stateful_headers
+
+
+def check_pack(request: web.Request) -> None:
+    """A prompt pack header naming no pack is a 400 before a route writes (an error after the write would be
+    retried, and store it twice)."""
+    request.app[CONTEXT].choose(None, request.headers.get(PACK_HEADER))
 
 
 def model_query(request: web.Request) -> str | None:
@@ -73,7 +79,9 @@ async def counters_after_write(
                 request, earlier, model=None, conversation_id=conversation_id, summaries=summaries
             )
             context.note_change(conversation_id, before, prompt)
-    except ContextLengthExceeded:  # the write stands; the next turn will say what does not fit
+    except ConvoStoreError:
+        # The write stands, and must not be answered with an error: a history over its budget (the next turn
+        # will say what does not fit), or a stored compaction item that no longer verifies, is estimated.
         return prefix_fingerprint(), estimate_tokens(session_bytes)
     return prompt.fingerprint, prompt.input_tokens
 

@@ -36,7 +36,7 @@ from .common import (
 )
 from .item_appends import append_items
 from .session_bodies import items_to_append, output_of, previous_response_id_of, record_of
-from .session_prompt import counters_after_write, history_prompt, model_query, read_headers
+from .session_prompt import check_pack, counters_after_write, history_prompt, model_query, read_headers
 
 routes = web.RouteTableDef()
 
@@ -47,7 +47,7 @@ async def append(request: web.Request) -> web.Response:
     raw, body = await read_json(request)
     items = items_to_append(body)
     previous = previous_response_id_of(body)
-    request.app[CONTEXT].choose(None, request.headers.get(PACK_HEADER))  # an unknown pack: 400, no write
+    check_pack(request)
     tenant = request[TENANT]
     await check_compaction_items(request.app[CONTEXT].compaction, tenant, items, "items")
     result, stored = await append_items(
@@ -144,7 +144,7 @@ async def store_response(request: web.Request) -> web.Response:
     previous = previous_response_id_of(body)
     if not items:
         raise InvalidRequest("The response has no output to store.", param="output")
-    request.app[CONTEXT].choose(None, request.headers.get(PACK_HEADER))  # an unknown pack: 400, no write
+    check_pack(request)
     tenant = request[TENANT]
     await check_compaction_items(request.app[CONTEXT].compaction, tenant, items, "output")
     tag = conversation_tag(tenant, conversation_id)
