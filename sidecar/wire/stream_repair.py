@@ -260,13 +260,10 @@ class ResponsesStreamRewriter(CapturedStream):
         return self._by_engine_index.get(engine_index) if isinstance(engine_index, int) else None
 
     def _resolve(self, event: JSONObject, engine_id: Any) -> int | None:
-        if isinstance(engine_id, str) and engine_id in self._ids:
-            return self._index_of[self._ids[engine_id]]
-        if isinstance(engine_id, str):
-            return None
-        engine_index = event.get("output_index")
-        if isinstance(engine_index, int) and engine_index in self._by_engine_index:
-            return self._by_engine_index[engine_index]
+        """`_known`, else (the engine named no item it announced) the current item, unless it named an id."""
+        known = self._known(event, engine_id)
+        if known is not None or isinstance(engine_id, str):
+            return known
         return self._current
 
     def _synthesize_added(self, item_type: str, engine_id: Any, event: JSONObject) -> list[JSONObject]:
